@@ -56,3 +56,86 @@ class FrameError(ValueError):
 
 class ClusterError(ZactorError):
     """The cluster could not be started, reached, or asked to do something."""
+
+
+# -- carrying an actor's exception to its caller ------------------------------------------
+
+_dual_classes: dict[type, type] = {}
+
+
+def describe_exception(exc: BaseException, where: str) -> list:
+    """What an actor sends back when a method raises: enough to rebuild it.
+
+    ``[class qualname, message, remote traceback text, blob]`` where blob is the
+    pickled ``(class, args, attributes)`` or None. The instance itself is not
+    pickled: exceptions whose ``__init__`` takes other arguments than ``args``
+    would not unpickle.
+    """
+    import traceback
+
+    import cloudpickle
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    blob = None
+    for attributes in (getattr(exc, "__dict__", {}), {}):
+        try:
+            blob = cloudpickle.dumps((type(exc), exc.args, attributes))
+            break
+        except Exception:  # unpicklable parts: retry bare, else the text alone travels
+            continue
+    return [type(exc).__qualname__, str(exc), f"{where}\n{text}", blob]
+
+
+def _dual_class(cls: type) -> type | None:
+    """A class deriving from both ActorError and ``cls`` (cached), or None if impossible."""
+    if issubclass(cls, ActorError):
+        return cls
+    dual = _dual_classes.get(cls)
+    if dual is None:
+        try:
+            dual = type(
+                cls.__name__,
+                (ActorError, cls),
+                {"__module__": cls.__module__, "__str__": _dual_str, "__qualname__": cls.__qualname__},
+            )
+        except TypeError:  # incompatible layouts: fall back to a plain ActorError
+            return None
+        _dual_classes[cls] = dual
+    return dual
+
+
+def _dual_str(self) -> str:
+    return self._zactor_text
+
+
+def remote_exception(description: list) -> BaseException:
+    """Rebuild the exception an actor raised from :func:`describe_exception`'s output.
+
+    The result is an instance of both :class:`ActorError` and the original class
+    (when it can be unpickled here), and its text ends with the remote traceback.
+    """
+    import pickle
+
+    qualname, message, remote_tb, blob = description
+    text = f"{qualname}: {message}\n\nRemote traceback ({remote_tb}"
+    try:
+        cls, args, attributes = pickle.loads(blob) if blob is not None else (None, (), {})
+    except Exception:  # the class does not exist here: the text still tells the story
+        cls = None
+    dual = _dual_class(cls) if isinstance(cls, type) and issubclass(cls, BaseException) else None
+    if dual is None:
+        return ActorError(text, remote_tb)
+    try:
+        exc = dual.__new__(dual, *args)
+        try:  # sets what __init__ derives from args (OSError.errno); may not fit
+            cls.__init__(exc, *args)
+        except Exception:
+            pass
+        exc.args = args
+        exc.__dict__.update(attributes)
+    except Exception:
+        return ActorError(text, remote_tb)
+    exc.remote_traceback = remote_tb
+    exc.actor = ""
+    exc._zactor_text = text
+    return exc

@@ -1,0 +1,74 @@
+"""zactor: Python actors over ZeroMQ with a Cython hot path.
+
+Decorate a plain class, get a handle, and call its methods from any process;
+calls travel as compact frames straight to the process hosting the actor.
+
+Example::
+
+    import zactor
+
+    zactor.init()
+
+    @zactor.remote
+    class Counter:
+        def __init__(self, start=0):
+            self.n = start
+
+        def increment(self):
+            self.n += 1
+            return self.n
+
+    c = Counter.remote(10)
+    assert zactor.get(c.increment.remote()) == 11
+    zactor.shutdown()
+"""
+
+from zactor._hotpath import IMPLEMENTATION
+from zactor.actor import ActorClass, ActorHandle, ActorMethod, remote
+from zactor.api import (
+    RuntimeContext,
+    exit_actor,
+    get_actor,
+    get_runtime_context,
+    init,
+    is_initialized,
+    kill,
+    shutdown,
+)
+from zactor.errors import (
+    ActorDiedError,
+    ActorError,
+    ClusterError,
+    FrameError,
+    GetTimeoutError,
+    ZactorError,
+)
+from zactor.future import Future, as_completed, get, wait
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMPLEMENTATION",
+    "ActorClass",
+    "ActorDiedError",
+    "ActorError",
+    "ActorHandle",
+    "ActorMethod",
+    "ClusterError",
+    "FrameError",
+    "Future",
+    "GetTimeoutError",
+    "RuntimeContext",
+    "ZactorError",
+    "as_completed",
+    "exit_actor",
+    "get",
+    "get_actor",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "kill",
+    "remote",
+    "shutdown",
+    "wait",
+]

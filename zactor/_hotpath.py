@@ -1,0 +1,35 @@
+"""Chooses the implementation of the per-call hot path.
+
+``zactor._fast`` (Cython) is the default. ``ZACTOR_PURE_PYTHON=1`` selects its
+pure-Python twin ``zactor._fallback``, which has the same functions and the
+same behaviour, so benchmarks can show what the compiled path buys.
+"""
+
+from __future__ import annotations
+
+import os
+
+PURE_PYTHON = os.environ.get("ZACTOR_PURE_PYTHON", "") not in ("", "0")
+
+if PURE_PYTHON:
+    from zactor import _fallback as impl
+else:
+    try:
+        from zactor import _fast as impl
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "zactor's compiled extension zactor._fast is missing or broken "
+            f"({exc}). Reinstall with `pip install .` on a machine with a C "
+            "compiler and the Python headers, or set ZACTOR_PURE_PYTHON=1 to "
+            "run on the slower pure-Python twin."
+        ) from exc
+
+IMPLEMENTATION = "python" if PURE_PYTHON else "cython"
+
+parse_frame = impl.parse_frame
+pack_one = impl.pack_one
+BatchWriter = impl.BatchWriter
+PendingTable = impl.PendingTable
+RECORD_SIZE = impl.RECORD_SIZE
+PREAMBLE_SIZE = impl.PREAMBLE_SIZE
+PROTOCOL_VERSION = impl.PROTOCOL_VERSION

@@ -1,0 +1,352 @@
+"""Actor classes, handles and methods: what a user touches.
+
+Example::
+
+    @zactor.remote
+    class Counter:
+        def __init__(self, start=0):
+            self.n = start
+
+        def increment(self):
+            self.n += 1
+            return self.n
+
+    c = Counter.remote(10)            # an ActorHandle, at once
+    zactor.get(c.increment.remote())  # 11
+    c.increment.tell()                # one-way: no reply
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import cloudpickle
+
+from zactor import runtime as _runtime_mod
+from zactor import serialization, wire
+from zactor.future import CallGate, Future
+
+#: Options ``remote(...)`` and ``.options(...)`` accept.
+ACTOR_OPTIONS = frozenset(
+    {
+        "name",
+        "namespace",
+        "lifetime",
+        "get_if_exists",
+        "max_restarts",
+        "max_task_retries",
+        "max_concurrency",
+        "num_cpus",
+        "resources",
+        "checkpoint",
+        "checkpoint_every",
+        "max_pending_calls",
+    }
+)
+#: Calls one handle may have awaiting replies before ``remote()`` blocks.
+DEFAULT_MAX_PENDING_CALLS = 10_000
+#: How long creating an actor may wait for the head to place it (seconds).
+CONTROL_TIMEOUT_S = 60.0
+
+_dumps_call = serialization.dumps_call
+_CALL, _TELL = wire.CALL, wire.TELL
+
+
+def method_names(cls: type) -> tuple[str, ...]:
+    """The callable attributes of ``cls`` a handle may call, sorted (the wire's method table).
+
+    Dunder methods are left out; everything else callable, including
+    ``staticmethod`` and ``classmethod`` members, is in.
+    """
+    names = []
+    for name in dir(cls):
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if isinstance(attr, (staticmethod, classmethod)) or (
+            callable(attr) and not isinstance(attr, type)
+        ):
+            names.append(name)
+    return tuple(sorted(names))
+
+
+def check_options(options: dict) -> dict:
+    """Reject unknown options and bad values with a message that says what to pass."""
+    unknown = set(options) - ACTOR_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unknown actor option(s) {sorted(unknown)}; valid options are {sorted(ACTOR_OPTIONS)}"
+        )
+    lifetime = options.get("lifetime")
+    if lifetime not in (None, "detached"):
+        raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
+    limit = options.get("max_pending_calls")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"max_pending_calls must be a positive int, got {limit!r}")
+    concurrency = options.get("max_concurrency")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ValueError(f"max_concurrency must be a positive int, got {concurrency!r}")
+    return options
+
+
+class ActorClass:
+    """A class made into an actor class by :func:`remote`.
+
+    ``ActorClass.remote(*args, **kwargs)`` creates an actor and returns its
+    :class:`ActorHandle`; ``.options(**options).remote(...)`` does so with
+    per-actor options. Calling the class directly is an error.
+    """
+
+    def __init__(self, cls: type, options: dict) -> None:
+        if not isinstance(cls, type):
+            raise TypeError(f"zactor.remote takes a class, got {type(cls).__name__}")
+        self._cls = cls
+        self._options = check_options(dict(options))
+        self._methods = method_names(cls)
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__doc__ = cls.__doc__
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Create an actor of this class with the class's default options."""
+        return _create(self, self._options, args, kwargs)
+
+    def options(self, **options: Any) -> ActorOptions:
+        """Per-actor options for the next ``.remote(...)`` (see DESIGN: name, lifetime, ...)."""
+        merged = dict(self._options)
+        merged.update(check_options(options))
+        return ActorOptions(self, merged)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"{self.__name__} is a zactor actor class: create an actor with "
+            f"{self.__name__}.remote(...), not {self.__name__}(...)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<zactor.ActorClass {self.__qualname__}>"
+
+
+class ActorOptions:
+    """An actor class with options bound; ``.remote(...)`` creates the actor."""
+
+    def __init__(self, actor_class: ActorClass, options: dict) -> None:
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Create the actor with these options."""
+        return _create(self._actor_class, self._options, args, kwargs)
+
+
+def remote(*args: Any, **options: Any):
+    """Make a class an actor class: ``@zactor.remote``, ``@zactor.remote(**options)``
+    or ``zactor.remote(PlainClass)``.
+
+    Example::
+
+        Account = zactor.remote(Account)
+        a = Account.options(name="acct").remote(100.0)
+    """
+    if len(args) == 1 and not options:
+        target = args[0]
+        if isinstance(target, type):
+            return ActorClass(target, {})
+        if callable(target):
+            raise NotImplementedError(
+                "zactor.remote on a function (a stateless task) is not supported yet: "
+                "decorate a class to make an actor"
+            )
+    if args:
+        raise TypeError("use @zactor.remote or @zactor.remote(option=value, ...)")
+    check_options(options)
+    return lambda cls: ActorClass(cls, options)
+
+
+class ActorHandle:
+    """A reference to one actor; call its methods with ``handle.method.remote(...)``.
+
+    Handles are picklable: pass them to other actors, which then call the actor
+    directly. Two handles are equal when they name the same actor.
+    """
+
+    def __init__(
+        self,
+        actor_id: int,
+        address: str,
+        class_name: str,
+        methods: tuple,
+        name: str | None = None,
+        namespace: str | None = None,
+        max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
+    ) -> None:
+        self._actor_id = actor_id
+        self._address = address
+        self._class_name = class_name
+        self._methods = tuple(methods)
+        self._index = {m: i for i, m in enumerate(self._methods)}
+        self._name = name
+        self._namespace = namespace
+        self._gate = CallGate(max_pending_calls)
+        self._runtime = None
+        self._outbox = None
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        index = self.__dict__.get("_index")
+        if index is None or name not in index:
+            if name.startswith("__") or index is None:
+                raise AttributeError(name)
+            raise AttributeError(
+                f"actor class {self._class_name} has no method {name!r}; "
+                f"its methods are: {', '.join(self._methods) or '(none)'}"
+            )
+        method = ActorMethod(self, name, index[name])
+        self.__dict__[name] = method  # later look-ups skip __getattr__
+        return method
+
+    def _box(self):
+        """This process's outbox to the actor's process (cached per runtime)."""
+        runtime = _runtime_mod._current
+        if runtime is None:
+            _runtime_mod.current()  # raises the "not initialised" error
+        if runtime is not self._runtime:
+            self._outbox = runtime.outbox(self._address)
+            self._runtime = runtime
+        return runtime, self._outbox
+
+    @property
+    def actor_id(self) -> int:
+        """The actor's cluster-wide id."""
+        return self._actor_id
+
+    def __reduce__(self):
+        return (
+            ActorHandle,
+            (
+                self._actor_id,
+                self._address,
+                self._class_name,
+                self._methods,
+                self._name,
+                self._namespace,
+                self._gate.limit,
+            ),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(("zactor.actor", self._actor_id))
+
+    def __repr__(self) -> str:
+        named = f", name={self._name!r}" if self._name else ""
+        return f"ActorHandle({self._class_name}, id={self._actor_id}{named})"
+
+
+class ActorMethod:
+    """One method of one actor: ``.remote(...)`` returns a Future, ``.tell(...)`` nothing."""
+
+    __slots__ = ("_handle", "_name", "_index")
+
+    def __init__(self, handle: ActorHandle, name: str, index: int) -> None:
+        self._handle = handle
+        self._name = name
+        self._index = index
+
+    def remote(self, *args: Any, **kwargs: Any) -> Future:
+        """Send the call; return its :class:`Future` at once.
+
+        Blocks only when the handle already has ``max_pending_calls`` calls
+        awaiting replies (backpressure), until some of them resolve.
+        """
+        handle = self._handle
+        runtime, box = handle._box()
+        gate = handle._gate
+        if gate.inflight >= gate.limit:
+            runtime.wait_until(lambda: gate.inflight < gate.limit, None)
+        payload, buffers = _dumps_call(args, kwargs)
+        future = Future(runtime, gate, self)
+        gate.inflight += 1
+        box.put(_CALL, self._index, runtime.pending.add(future), handle._actor_id, payload, buffers)
+        return future
+
+    def tell(self, *args: Any, **kwargs: Any) -> None:
+        """Send the call and expect no reply (the highest call rate).
+
+        Errors it raises are logged and counted on the actor's side.
+        """
+        handle = self._handle
+        _, box = handle._box()
+        payload, buffers = _dumps_call(args, kwargs)
+        box.put(_TELL, self._index, 0, handle._actor_id, payload, buffers)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"actor methods are called with .remote(...) or .tell(...): "
+            f"use {self._handle._class_name}.{self._name}.remote(...)"
+        )
+
+    def __str__(self) -> str:
+        return f"{self._handle._class_name}(id={self._handle._actor_id}).{self._name}"
+
+    __repr__ = __str__
+
+
+# -- creating actors -----------------------------------------------------------------------
+
+
+def head_handle(runtime=None) -> ActorHandle:
+    """A handle to the cluster head's registry (actor 0 of the head process)."""
+    from zactor.head import Head
+
+    runtime = runtime or _runtime_mod.current()
+    return ActorHandle(wire.SYSTEM_ACTOR_ID, runtime.head_address, "Head", method_names(Head))
+
+
+def worker_service_handle(address: str) -> ActorHandle:
+    """A handle to the service actor (actor 0) of the worker at ``address``."""
+    from zactor.worker import WorkerService
+
+    return ActorHandle(wire.SYSTEM_ACTOR_ID, address, "WorkerService", method_names(WorkerService))
+
+
+def handle_from_info(info: dict) -> ActorHandle:
+    """A handle from the head's description of an actor."""
+    return ActorHandle(
+        info["actor_id"],
+        info["address"],
+        info["class_name"],
+        tuple(info["methods"]),
+        info.get("name"),
+        info.get("namespace"),
+        info.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
+    )
+
+
+def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -> ActorHandle:
+    runtime = _runtime_mod.current()
+    cls = actor_class._cls
+    spec = {
+        "class_name": cls.__qualname__,
+        "methods": list(actor_class._methods),
+        "name": options.get("name"),
+        "namespace": options.get("namespace", runtime.namespace),
+        "get_if_exists": bool(options.get("get_if_exists", False)),
+        "lifetime": options.get("lifetime"),
+        "num_cpus": options.get("num_cpus"),
+        "resources": options.get("resources") or {},
+        "max_concurrency": options.get("max_concurrency") or 1,
+        "max_pending_calls": options.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
+        "owner": runtime.address,
+    }
+    info = head_handle(runtime).place.remote(spec).result(timeout=CONTROL_TIMEOUT_S)
+    handle = handle_from_info(info)
+    if info.get("existing"):
+        return handle
+    blob = cloudpickle.dumps((cls, args, kwargs))
+    # Same outbox as the calls that follow, so the worker sees the creation first.
+    worker_service_handle(info["address"]).create.tell(info["actor_id"], blob, spec)
+    return handle

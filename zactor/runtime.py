@@ -1,0 +1,390 @@
+"""This process's endpoint in a cluster: one inbox, outboxes, pending calls.
+
+A :class:`Runtime` exists in every zactor process (driver, worker, head). It
+
+- sends calls through one :class:`Outbox` per peer, coalescing calls that are
+  made faster than they can be sent into one frame (Nagle's idea with a
+  timer instead of acknowledgements: a call to an idle peer goes out at once,
+  calls that follow within :data:`LINGER_S` join a batch that is sent when it
+  is full, when somebody waits, or by the background flusher);
+- keeps the table of calls awaiting replies (``zactor._fast.PendingTable``);
+- reads its inbox with a *reader role* that one thread at a time holds. In a
+  driver the thread that waits on a future takes the role and reads the
+  socket itself, so a synchronous call involves no other thread; other
+  waiting threads sleep until the reader wakes them. In a worker the actor
+  host's leader thread holds the role for good (see ``zactor.worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from zactor import _hotpath, wire
+from zactor.errors import ClusterError, FrameError
+from zactor.transport import Transport, socket_file
+
+log = logging.getLogger("zactor")
+
+#: A call to a peer sent to less than this long ago joins a batch instead.
+LINGER_S = 50e-6
+#: A batch is sent once it holds this many calls ...
+MAX_BATCH = 512
+#: ... or this many bytes.
+MAX_BATCH_BYTES = 1 << 20
+#: Longest a reader blocks in one poll, so it notices shutdown and dead peers.
+POLL_SLICE_MS = 200
+
+_parse_frame = _hotpath.parse_frame
+_pack_one = _hotpath.pack_one
+_REPLY_MIN = wire.RESULT
+_monotonic = time.monotonic
+_zmq_poll = zmq.zmq_poll
+
+
+class Outbox:
+    """The DEALER socket to one peer, with the batch of calls not yet sent."""
+
+    __slots__ = ("address", "sock", "lock", "writer", "last_send", "runtime")
+
+    def __init__(self, runtime: Runtime, address: str) -> None:
+        self.runtime = runtime
+        self.address = address
+        self.sock = runtime.transport.outbox(address, runtime.address)
+        self.lock = threading.Lock()
+        self.writer = _hotpath.BatchWriter()
+        self.last_send = 0.0
+
+    def put(self, kind, method, call_id, actor_id, payload, buffers) -> None:
+        """Send now if the peer is idle, else add to the batch (and arm the flusher)."""
+        now = _monotonic()
+        with self.lock:
+            writer = self.writer
+            if writer.count == 0 and now - self.last_send > LINGER_S:
+                self.last_send = now
+                self._send(_pack_one(kind, 0, method, call_id, actor_id, payload, buffers))
+                return
+            writer.add(kind, 0, method, call_id, actor_id, payload, buffers)
+            if writer.count >= MAX_BATCH or writer.nbytes >= MAX_BATCH_BYTES:
+                self.last_send = now
+                self._send(writer.take())
+                return
+            first = writer.count == 1
+        if first:
+            self.runtime.mark_dirty(self)
+
+    def defer(self, kind, method, call_id, actor_id, payload, buffers) -> None:
+        """Add to the batch; the owner flushes at the end of its work (worker replies)."""
+        with self.lock:
+            writer = self.writer
+            writer.add(kind, 0, method, call_id, actor_id, payload, buffers)
+            if writer.count >= MAX_BATCH or writer.nbytes >= MAX_BATCH_BYTES:
+                self.last_send = _monotonic()
+                self._send(writer.take())
+                return
+            first = writer.count == 1
+        if first:
+            self.runtime.mark_dirty(self, arm=False)
+
+    def flush(self) -> None:
+        """Send whatever is batched."""
+        with self.lock:
+            if self.writer.count:
+                self.last_send = _monotonic()
+                self._send(self.writer.take())
+
+    def _send(self, frames: list) -> None:
+        if len(frames) == 1:
+            self.sock.send(frames[0])
+        else:
+            self.sock.send_multipart(frames, copy=False)
+
+
+class Runtime:
+    """One process's inbox, outboxes and pending calls (see the module docstring)."""
+
+    def __init__(
+        self,
+        inbox_address: str,
+        *,
+        role: str,
+        head_address: str | None = None,
+        node_id: str = "",
+        worker_id: str = "",
+    ) -> None:
+        self.role = role
+        self.head_address = head_address
+        self.node_id = node_id
+        self.worker_id = worker_id
+        self.namespace: str | None = None  # default namespace for names (init(namespace=))
+        self.log = log
+        self.transport = Transport()
+        self.inbox, self.address = self.transport.inbox(inbox_address)
+        self._poll_items = [(self.inbox, zmq.POLLIN)]
+        self.pending = _hotpath.PendingTable()
+        self.lock = threading.Lock()
+        self._cv = threading.Condition(self.lock)  # waiters for replies or the reader role
+        self._bg_cv = threading.Condition(self.lock)  # the background thread's wake-up
+        self._outboxes: dict[str, Outbox] = {}
+        self._dirty: list[Outbox] = []
+        self._armed = False
+        self._reading = False
+        self._waiters = 0
+        self._watched = 0  # pending futures with callbacks: someone must read for them
+        self._closed = False
+        self.dropped: dict[str, int] = {}
+        #: Set by an actor host: ``handler(identity, records, buffers)`` runs calls.
+        self.call_handler: Callable | None = None
+        #: Set by an actor host: called before a thread blocks waiting on a reply.
+        self.before_block: Callable[[], None] | None = None
+        self._background = threading.Thread(
+            target=self._background_loop, name="zactor-background", daemon=True
+        )
+        self._background.start()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def outbox(self, address: str) -> Outbox:
+        """The outbox to ``address`` (made on first use)."""
+        box = self._outboxes.get(address)
+        if box is None:
+            with self.lock:
+                if self._closed:
+                    raise ClusterError("zactor is shut down: call zactor.init() again")
+                box = self._outboxes.get(address)
+                if box is None:
+                    box = self._outboxes[address] = Outbox(self, address)
+        return box
+
+    def mark_dirty(self, box: Outbox, arm: bool = True) -> None:
+        """``box`` holds a batch: remember to flush it; wake the flusher if ``arm``."""
+        with self.lock:
+            self._dirty.append(box)
+            if arm and not self._armed:
+                self._armed = True
+                self._bg_cv.notify()
+
+    def flush(self) -> None:
+        """Send every batched call and reply now."""
+        if self._dirty:
+            with self.lock:
+                dirty, self._dirty = self._dirty, []
+                self._armed = False
+            for box in dirty:
+                box.flush()
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def receive(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` for one message, then dispatch it.
+
+        Replies resolve their futures; calls go to the actor host, which runs
+        them before it reads the next message (so an actor's creation is done
+        before the calls that follow it are read). Only the holder of the
+        reader role may call this. Returns True if a message was handled.
+        """
+        # zmq_poll and Frame.more, not Socket.poll, recv(NOBLOCK) or getsockopt: those
+        # build Poller objects, raise zmq.Again or make enums, microseconds a message.
+        if not _zmq_poll(self._poll_items, timeout_ms):
+            return False
+        recv = self.inbox.recv
+        identity = recv()  # a ROUTER always has a frame after the routing id
+        frame0 = recv(copy=False)
+        buffers = self.inbox.recv_multipart(copy=False) if frame0.more else ()
+        self._dispatch(identity, frame0, buffers)
+        if self._waiters:
+            with self.lock:
+                self._cv.notify_all()
+        return True
+
+    def _dispatch(self, identity: bytes, frame0, buffers) -> None:
+        """Resolve the replies in one message and hand its calls to the host."""
+        try:
+            records = _parse_frame(frame0, len(buffers))
+        except FrameError as exc:
+            self.drop(exc.kind, identity, str(exc))
+            return
+        calls = None
+        for record in records:
+            if record[0] < _REPLY_MIN:
+                if calls is None:
+                    calls = []
+                calls.append(record)
+        if calls is None:
+            replies = records
+        elif len(calls) == len(records):
+            replies = ()
+        else:
+            replies = [r for r in records if r[0] >= _REPLY_MIN]
+        if replies:
+            for fut, kind, _flags, payload, start, count in self.pending.take_replies(replies):
+                if kind > wire.DIED:
+                    fut._fail(FrameError("kind", f"reply of unknown kind {kind}"))
+                else:
+                    fut._arrive(kind, payload, buffers[start : start + count] if count else ())
+        if calls:
+            if self.call_handler is None:
+                self.drop("not-a-host", identity, "calls sent to a process that hosts no actors")
+            else:
+                self.call_handler(identity, calls, buffers)
+
+    def drop(self, kind: str, identity: bytes, message: str) -> None:
+        """Count a bad message; log the first of each kind, then stay quiet."""
+        count = self.dropped.get(kind, 0)
+        self.dropped[kind] = count + 1
+        if count == 0:
+            log.warning(
+                "zactor %s %s: dropped a bad message from %r (%s); further %r drops are counted "
+                "but not logged",
+                self.role,
+                self.address,
+                identity[:64],
+                message,
+                kind,
+            )
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``ready()`` is true (True) or ``timeout`` seconds pass (False).
+
+        The caller takes the reader role if nobody holds it, and reads the inbox
+        itself; otherwise it sleeps until the reader dispatches something or
+        leaves the role.
+        """
+        self.flush()
+        if ready():
+            return True
+        if self.before_block is not None:
+            self.before_block()
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            with self.lock:
+                if ready():
+                    return True
+                if self._closed:
+                    raise ClusterError("zactor was shut down while a call was waiting for its reply")
+                if self._reading:
+                    remaining = None if deadline is None else deadline - _monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._waiters += 1
+                    try:
+                        self._cv.wait(remaining if remaining is not None else POLL_SLICE_MS / 1e3)
+                    finally:
+                        self._waiters -= 1
+                    continue
+                self._reading = True
+            try:
+                while not ready():
+                    if deadline is None:
+                        slice_ms = POLL_SLICE_MS
+                    else:
+                        remaining = deadline - _monotonic()
+                        if remaining <= 0:
+                            return False
+                        slice_ms = min(POLL_SLICE_MS, max(1, int(remaining * 1e3 + 0.999)))
+                    if self._closed:
+                        raise ClusterError("zactor was shut down while a call was waiting for its reply")
+                    self.receive(slice_ms)
+                return True
+            finally:
+                with self.lock:
+                    self._reading = False
+                    if self._waiters:
+                        self._cv.notify_all()
+                    elif self._watched:
+                        self._bg_cv.notify()
+
+    def hold_reader_role(self) -> None:
+        """Make this process's reads the actor host's job for good (workers, head)."""
+        with self.lock:
+            self._reading = True
+
+    def watch(self) -> None:
+        """A future got a callback: make sure some thread reads until it resolves.
+
+        Call with ``self.lock`` held.
+        """
+        self._watched += 1
+        if self._watched == 1:
+            self._bg_cv.notify()
+
+    def unwatch(self) -> None:
+        """A watched future resolved."""
+        with self.lock:
+            self._watched -= 1
+
+    def _background_loop(self) -> None:
+        """Flush batches nobody flushed, and read for futures with callbacks."""
+        while True:
+            with self.lock:
+                while not (
+                    self._closed or self._armed or (self._watched and not self._reading)
+                ):
+                    self._bg_cv.wait()
+                if self._closed:
+                    return
+                armed = self._armed
+            if armed:
+                time.sleep(LINGER_S)  # let the caller finish the batch it is building
+                try:
+                    self.flush()
+                except zmq.ZMQError:
+                    if self._closed:
+                        return
+                    raise
+            if self._watched and self.call_handler is None:
+                try:
+                    self.wait_until(
+                        lambda: not self._watched or self._armed or self._closed, None
+                    )
+                except ClusterError:
+                    return
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every socket, stop the background thread, remove our socket file."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._bg_cv.notify_all()
+            self._cv.notify_all()
+        if threading.current_thread() is not self._background:
+            self._background.join(timeout=2)
+        for fut in self.pending.drain():
+            fut._fail(ClusterError("zactor was shut down before this call's reply arrived"))
+        self.transport.close()
+        path = socket_file(self.address)
+        if path:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    """This process's runtime; a clear error if zactor is not initialised."""
+    runtime = _current
+    if runtime is None:
+        raise ClusterError(
+            "zactor is not initialised in this process: call zactor.init() first "
+            "(or zactor.init(address='auto') to join a running cluster)"
+        )
+    return runtime
+
+
+def set_current(runtime: Runtime | None) -> None:
+    """Install (or clear) this process's runtime."""
+    global _current
+    _current = runtime

@@ -1,0 +1,164 @@
+"""How values travel: msgpack for plain data, separate frames for big buffers.
+
+``dumps(obj) -> (payload, buffers)`` and ``loads(payload, buffers) -> obj``.
+
+- ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``list`` and
+  ``dict`` are msgpack-native and keep their exact types.
+- ``tuple`` comes back as a ``tuple`` (a msgpack extension), not a list.
+- A numpy array of a plain dtype larger than :data:`OUT_OF_BAND_BYTES` is sent
+  as its own frame without copying (the receiver gets a read-only array over
+  the received bytes); a smaller one is copied inline.
+- ``bytes`` larger than :data:`OUT_OF_BAND_BYTES` passed as an argument or
+  returned as a value also travel as their own frame (nested deeper inside a
+  container they are copied into the payload).
+- Anything else is pickled with cloudpickle (protocol 5, numpy buffers inside
+  it still out of band), so classes defined in ``__main__`` work.
+
+An array sent out of band is read by ZeroMQ's I/O thread after ``remote()``
+returns: do not modify it in place until that call's future is done (send
+``arr.copy()`` if you must reuse the buffer at once).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+import msgpack
+import numpy as np
+
+#: Arrays and bytes at least this large travel as their own zero-copy frame.
+OUT_OF_BAND_BYTES = 8 * 1024
+
+_EXT_TUPLE = 1
+_EXT_ARRAY_INLINE = 2
+_EXT_ARRAY_FRAME = 3
+_EXT_BYTES_FRAME = 4
+_EXT_PICKLE = 5
+
+_ndarray = np.ndarray
+_ExtType = msgpack.ExtType
+
+
+class _Encoder:
+    """Packs one value, collecting its out-of-band buffers."""
+
+    __slots__ = ("buffers",)
+
+    def __init__(self) -> None:
+        self.buffers: list = []
+
+    def pack(self, obj: Any) -> bytes:
+        return msgpack.packb(obj, default=self.default, use_bin_type=True, strict_types=True)
+
+    def top(self, obj: Any) -> Any:
+        """``obj`` itself, or its extension when it is a large ``bytes`` (msgpack
+        packs ``bytes`` natively, so ``default`` never sees them)."""
+        if type(obj) is bytes and len(obj) >= OUT_OF_BAND_BYTES:
+            return self.default(obj)
+        return obj
+
+    def default(self, obj: Any) -> msgpack.ExtType:
+        kind = type(obj)
+        if kind is tuple:
+            return _ExtType(_EXT_TUPLE, self.pack(list(obj)))
+        if kind is _ndarray and not obj.dtype.hasobject:
+            if not obj.flags.c_contiguous:
+                obj = np.ascontiguousarray(obj)
+            meta = [obj.dtype.str, list(obj.shape)]
+            if obj.nbytes < OUT_OF_BAND_BYTES:
+                meta.append(obj.tobytes())
+                return _ExtType(_EXT_ARRAY_INLINE, msgpack.packb(meta, use_bin_type=True))
+            meta.append(len(self.buffers))
+            self.buffers.append(obj.reshape(-1).view(np.uint8).data if obj.ndim else obj.data)
+            return _ExtType(_EXT_ARRAY_FRAME, msgpack.packb(meta, use_bin_type=True))
+        if kind is bytes and len(obj) >= OUT_OF_BAND_BYTES:
+            self.buffers.append(obj)
+            return _ExtType(_EXT_BYTES_FRAME, msgpack.packb(len(self.buffers) - 1))
+        return _ExtType(_EXT_PICKLE, self.pickle(obj))
+
+    def pickle(self, obj: Any) -> bytes:
+        first = len(self.buffers)
+        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=self._oob)
+        return msgpack.packb([first, len(self.buffers) - first, data], use_bin_type=True)
+
+    def _oob(self, buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < OUT_OF_BAND_BYTES:
+            return True  # small: keep it inside the pickle
+        self.buffers.append(raw)
+        return False
+
+
+class _Decoder:
+    """Unpacks one value whose out-of-band buffers are ``buffers``."""
+
+    __slots__ = ("buffers",)
+
+    def __init__(self, buffers) -> None:
+        self.buffers = buffers
+
+    def unpack(self, payload) -> Any:
+        return msgpack.unpackb(
+            payload, ext_hook=self.ext_hook, raw=False, strict_map_key=False, use_list=True
+        )
+
+    def ext_hook(self, code: int, data: bytes) -> Any:
+        if code == _EXT_TUPLE:
+            return tuple(self.unpack(data))
+        if code == _EXT_ARRAY_FRAME:
+            dtype, shape, index = msgpack.unpackb(data, raw=False)
+            return np.frombuffer(self.buffers[index], dtype=dtype).reshape(shape)
+        if code == _EXT_ARRAY_INLINE:
+            dtype, shape, raw = msgpack.unpackb(data, raw=False)
+            return np.frombuffer(raw, dtype=dtype).reshape(shape)
+        if code == _EXT_BYTES_FRAME:
+            return bytes(self.buffers[msgpack.unpackb(data)])
+        if code == _EXT_PICKLE:
+            first, count, blob = msgpack.unpackb(data, raw=False)
+            return pickle.loads(blob, buffers=self.buffers[first : first + count])
+        raise ValueError(f"unknown msgpack extension type {code} in a zactor payload")
+
+
+def dumps(obj: Any) -> tuple[bytes, list]:
+    """Serialize ``obj`` into a msgpack payload and a list of out-of-band buffers."""
+    encoder = _Encoder()
+    try:
+        return encoder.pack(encoder.top(obj)), encoder.buffers
+    except OverflowError:  # an int wider than 64 bits: let pickle carry the whole value
+        encoder = _Encoder()
+        return encoder.pack(_ExtType(_EXT_PICKLE, encoder.pickle(obj))), encoder.buffers
+
+
+def loads(payload, buffers=()) -> Any:
+    """Inverse of :func:`dumps`; ``buffers`` are the frames that followed the payload."""
+    return _Decoder(buffers).unpack(payload)
+
+
+_NO_ARGS = msgpack.packb([[]])
+
+
+def dumps_call(args: tuple, kwargs: dict) -> tuple[bytes, list]:
+    """Serialize a call's arguments (the common no-argument call costs nothing)."""
+    if not args and not kwargs:
+        return _NO_ARGS, []
+    encoder = _Encoder()
+    top = encoder.top
+    body = [[top(a) for a in args]]
+    if kwargs:
+        body.append({k: top(v) for k, v in kwargs.items()})
+    try:
+        return encoder.pack(body), encoder.buffers
+    except OverflowError:
+        encoder = _Encoder()
+        return encoder.pack([_ExtType(_EXT_PICKLE, encoder.pickle((args, kwargs)))]), encoder.buffers
+
+
+def loads_call(payload, buffers=()) -> tuple[list, dict]:
+    """Inverse of :func:`dumps_call`: ``(args, kwargs)``."""
+    body = _Decoder(buffers).unpack(payload)
+    if len(body) == 1 and type(body[0]) is tuple:  # the pickled (args, kwargs) fallback
+        args, kwargs = body[0]
+        return list(args), kwargs
+    return body[0], (body[1] if len(body) > 1 else {})
