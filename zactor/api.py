@@ -95,6 +95,7 @@ def init(
                 "--watch-parent",
             ],
             stdin=subprocess.DEVNULL,
+            env=_child_environment(),
         )
         runtime = Runtime(
             ipc_address(session_dir, f"driver-{os.getpid()}.sock"),
@@ -114,6 +115,18 @@ def init(
         shutdown()
         raise
     return info
+
+
+def _child_environment() -> dict:
+    """The environment of the cluster's processes: ours, with our ``sys.path``.
+
+    Workers then import the same modules as the driver (a class defined in a
+    module next to the script, or in a test file, is found by reference).
+    """
+    env = dict(os.environ)
+    paths = [p or os.getcwd() for p in sys.path if os.path.isdir(p or os.getcwd())]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
 
 
 def _wait_for_workers(count: int) -> dict:
