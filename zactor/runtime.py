@@ -43,6 +43,7 @@ POLL_SLICE_MS = 200
 _parse_frame = _hotpath.parse_frame
 _pack_one = _hotpath.pack_one
 _REPLY_MIN = wire.RESULT
+_CALL = wire.CALL
 _monotonic = time.monotonic
 _zmq_poll = zmq.zmq_poll
 
@@ -50,7 +51,7 @@ _zmq_poll = zmq.zmq_poll
 class Outbox:
     """The DEALER socket to one peer, with the batch of calls not yet sent."""
 
-    __slots__ = ("address", "sock", "lock", "writer", "last_send", "runtime")
+    __slots__ = ("address", "sock", "lock", "writer", "last_send", "runtime", "inflight")
 
     def __init__(self, runtime: Runtime, address: str) -> None:
         self.runtime = runtime
@@ -59,13 +60,24 @@ class Outbox:
         self.lock = threading.Lock()
         self.writer = _hotpath.BatchWriter()
         self.last_send = 0.0
+        self.inflight = 0  # calls sent whose replies have not come back
 
     def put(self, kind, method, call_id, actor_id, payload, buffers) -> None:
-        """Send now if the peer is idle, else add to the batch (and arm the flusher)."""
+        """Send now if the peer is idle, else add to the batch (and arm the flusher).
+
+        Idle means: for a call, no earlier call awaits its reply (so a
+        synchronous call never waits); for a tell, nothing was sent within
+        :data:`LINGER_S`.
+        """
         now = _monotonic()
         with self.lock:
             writer = self.writer
-            if writer.count == 0 and now - self.last_send > LINGER_S:
+            if kind == _CALL:
+                self.inflight += 1
+                idle = self.inflight == 1
+            else:
+                idle = now - self.last_send > LINGER_S
+            if writer.count == 0 and idle:
                 self.last_send = now
                 self._send(_pack_one(kind, 0, method, call_id, actor_id, payload, buffers))
                 return
@@ -126,11 +138,13 @@ class Runtime:
         self.transport = Transport()
         self.inbox, self.address = self.transport.inbox(inbox_address)
         self._poll_items = [(self.inbox, zmq.POLLIN)]
+        self._rcvtimeo = -1
         self.pending = _hotpath.PendingTable()
         self.lock = threading.Lock()
         self._cv = threading.Condition(self.lock)  # waiters for replies or the reader role
         self._bg_cv = threading.Condition(self.lock)  # the background thread's wake-up
         self._outboxes: dict[str, Outbox] = {}
+        self._outbox_by_identity: dict[bytes, Outbox] = {}  # a peer's routing id is its address
         self._dirty: list[Outbox] = []
         self._armed = False
         self._reading = False
@@ -159,6 +173,7 @@ class Runtime:
                 box = self._outboxes.get(address)
                 if box is None:
                     box = self._outboxes[address] = Outbox(self, address)
+                    self._outbox_by_identity[address.encode()] = box
         return box
 
     def mark_dirty(self, box: Outbox, arm: bool = True) -> None:
@@ -190,10 +205,14 @@ class Runtime:
         """
         # zmq_poll and Frame.more, not Socket.poll, recv(NOBLOCK) or getsockopt: those
         # build Poller objects, raise zmq.Again or make enums, microseconds a message.
-        if not _zmq_poll(self._poll_items, timeout_ms):
+        inbox = self.inbox
+        if timeout_ms != self._rcvtimeo:
+            inbox.rcvtimeo = self._rcvtimeo = timeout_ms
+        recv = inbox.recv
+        try:
+            identity = recv()  # a ROUTER always has a frame after the routing id
+        except zmq.Again:
             return False
-        recv = self.inbox.recv
-        identity = recv()  # a ROUTER always has a frame after the routing id
         frame0 = recv(copy=False)
         buffers = self.inbox.recv_multipart(copy=False) if frame0.more else ()
         self._dispatch(identity, frame0, buffers)
@@ -222,6 +241,10 @@ class Runtime:
         else:
             replies = [r for r in records if r[0] >= _REPLY_MIN]
         if replies:
+            box = self._outbox_by_identity.get(identity)
+            if box is not None:
+                with box.lock:
+                    box.inflight -= len(replies)
             for fut, kind, _flags, payload, start, count in self.pending.take_replies(replies):
                 if kind > wire.DIED:
                     fut._fail(FrameError("kind", f"reply of unknown kind {kind}"))

@@ -121,8 +121,31 @@ class _Decoder:
         raise ValueError(f"unknown msgpack extension type {code} in a zactor payload")
 
 
+#: msgpack lead bytes of scalars (ints, floats, nil, bools, str): such a payload
+#: holds no extension, so plain ``unpackb`` decodes it.
+_SCALAR_LEAD = bytes(
+    1
+    if b <= 0x7F
+    or b >= 0xE0
+    or 0xA0 <= b <= 0xBF
+    or b in (0xC0, 0xC2, 0xC3, 0xCA, 0xCB)
+    or 0xCC <= b <= 0xD3
+    or 0xD9 <= b <= 0xDB
+    else 0
+    for b in range(256)
+)
+_SCALARS = frozenset((type(None), bool, int, float, str))
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
+
 def dumps(obj: Any) -> tuple[bytes, list]:
     """Serialize ``obj`` into a msgpack payload and a list of out-of-band buffers."""
+    if type(obj) in _SCALARS:  # the common reply: no encoder, no buffers
+        try:
+            return _packb(obj), []
+        except OverflowError:
+            pass
     encoder = _Encoder()
     try:
         return encoder.pack(encoder.top(obj)), encoder.buffers
@@ -133,6 +156,8 @@ def dumps(obj: Any) -> tuple[bytes, list]:
 
 def loads(payload, buffers=()) -> Any:
     """Inverse of :func:`dumps`; ``buffers`` are the frames that followed the payload."""
+    if payload and _SCALAR_LEAD[payload[0]]:  # most replies are one scalar
+        return _unpackb(payload, raw=False)
     return _Decoder(buffers).unpack(payload)
 
 
@@ -157,6 +182,8 @@ def dumps_call(args: tuple, kwargs: dict) -> tuple[bytes, list]:
 
 def loads_call(payload, buffers=()) -> tuple[list, dict]:
     """Inverse of :func:`dumps_call`: ``(args, kwargs)``."""
+    if payload == _NO_ARGS:
+        return [], {}
     body = _Decoder(buffers).unpack(payload)
     if len(body) == 1 and type(body[0]) is tuple:  # the pickled (args, kwargs) fallback
         args, kwargs = body[0]
