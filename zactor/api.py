@@ -14,12 +14,12 @@ import atexit
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
 from zactor import runtime as _runtime_mod
+from zactor import spawn
 from zactor.actor import ActorHandle, handle_from_info, head_handle, worker_service_handle
 from zactor.errors import ClusterError
 from zactor.runtime import Runtime
@@ -79,11 +79,9 @@ def init(
         head_address = ipc_address(session_dir, "head.sock")
         import json
 
-        head_process = subprocess.Popen(
+        head_process = spawn.start(
+            "zactor.head",
             [
-                sys.executable,
-                "-m",
-                "zactor.head",
                 "--session-dir",
                 session_dir,
                 "--address",
@@ -94,8 +92,6 @@ def init(
                 json.dumps(resources or {}),
                 "--watch-parent",
             ],
-            stdin=subprocess.DEVNULL,
-            env=_child_environment(),
         )
         runtime = Runtime(
             ipc_address(session_dir, f"driver-{os.getpid()}.sock"),
@@ -115,18 +111,6 @@ def init(
         shutdown()
         raise
     return info
-
-
-def _child_environment() -> dict:
-    """The environment of the cluster's processes: ours, with our ``sys.path``.
-
-    Workers then import the same modules as the driver (a class defined in a
-    module next to the script, or in a test file, is found by reference).
-    """
-    env = dict(os.environ)
-    paths = [p or os.getcwd() for p in sys.path if os.path.isdir(p or os.getcwd())]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
 
 
 def _wait_for_workers(count: int) -> dict:

@@ -15,9 +15,9 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
+from zactor import spawn
 from zactor.errors import ClusterError
 from zactor.runtime import Runtime, set_current
 from zactor.transport import ipc_address
@@ -43,11 +43,9 @@ class Supervisor:
         for i in range(count):
             worker_id = f"worker-{i}"
             address = ipc_address(self.session_dir, f"{worker_id}.sock")
-            self.processes[worker_id] = subprocess.Popen(
+            self.processes[worker_id] = spawn.start(
+                "zactor.worker",
                 [
-                    sys.executable,
-                    "-m",
-                    "zactor.worker",
                     "--head",
                     self.head_address,
                     "--address",
@@ -59,7 +57,6 @@ class Supervisor:
                     "--resources",
                     json.dumps(resources or {}),
                 ],
-                stdin=subprocess.DEVNULL,
             )
 
     def stop_workers(self, head: Head) -> None:

@@ -1,0 +1,40 @@
+"""Starting zactor's own processes (the head, its workers) with the right code.
+
+``python -m zactor.worker`` would put the current directory first on the
+child's ``sys.path``; run from a source checkout, the child would then import
+the checkout's ``zactor`` (without its compiled extension) instead of the one
+the parent imported. Children start through a two-line bootstrap that puts the
+parent's ``zactor`` first, and inherit the parent's ``sys.path`` so actor
+classes defined in the driver's modules are found by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import zactor
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(zactor.__file__)))
+_BOOTSTRAP = (
+    "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+)
+
+
+def child_environment() -> dict:
+    """Our environment, with our ``sys.path`` as the child's ``PYTHONPATH``."""
+    env = dict(os.environ)
+    paths = [p or os.getcwd() for p in sys.path if os.path.isdir(p or os.getcwd())]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([_PACKAGE_ROOT, *paths]))
+    return env
+
+
+def start(module: str, args: list[str]) -> subprocess.Popen:
+    """Start ``python -m module args...`` importing the same zactor as this process."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_ROOT, module, *args],
+        stdin=subprocess.DEVNULL,
+        env=child_environment(),
+    )
