@@ -46,7 +46,8 @@ class FrameError(ValueError):
 
     Receivers drop such frames, log them once per kind, and keep serving.
     ``kind`` is a short stable label (``"short"``, ``"magic"``, ``"version"``,
-    ``"truncated"``, ``"buffers"``) used to count and rate-limit the log.
+    ``"empty"``, ``"truncated"``, ``"buffers"``; receivers add ``"short"`` for
+    a message with no frame, ``"unknown-actor"``, ``"not-a-host"``) used to count and rate-limit the log.
     """
 
     def __init__(self, kind: str, message: str):

@@ -1,0 +1,748 @@
+"""Tests of the hot path: wire framing and the pending-call table.
+
+Every test runs against both the compiled ``zactor._fast`` and its pure-Python
+twin ``zactor._fallback``; the hypothesis tests also check that the two agree
+byte for byte, result for result and exception for exception.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from zactor import _fallback
+from zactor.errors import FrameError
+
+try:
+    from zactor import _fast
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _fast = None
+    _FAST_MISSING = f"zactor._fast is not built ({exc}); run `python setup.py build_ext --inplace`"
+else:
+    _FAST_MISSING = ""
+
+needs_fast = pytest.mark.skipif(_fast is None, reason=_FAST_MISSING or "built")
+
+IMPLS = [
+    pytest.param(_fast, id="fast", marks=needs_fast),
+    pytest.param(_fallback, id="fallback"),
+]
+
+PREAMBLE = struct.Struct("<2sBBI")
+RECORD = struct.Struct("<BBHIQQII")
+U64 = 2**64 - 1
+
+pytestmark = pytest.mark.timeout(60)
+
+# Small example counts: the whole file runs in a few seconds.
+FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SOME = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module", params=IMPLS)
+def impl(request):
+    """The module under test: ``zactor._fast`` or ``zactor._fallback``."""
+    return request.param
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def frame_bytes(records, nbuffer_frames=None):
+    """Frame 0 built by hand with struct, independent of both implementations.
+
+    ``records`` are ``(kind, flags, method, call_id, actor_id, payload, nbuffers)``.
+    """
+    head = PREAMBLE.pack(b"ZA", 1, 0, len(records))
+    recs = b"".join(RECORD.pack(k, f, 0, m, c, a, len(p), nb) for (k, f, m, c, a, p, nb) in records)
+    return head + recs + b"".join(r[5] for r in records)
+
+
+def plain(parsed):
+    """parse_frame's result with payloads as bytes, for comparison."""
+    return [(k, f, m, c, a, bytes(p), bs, nb) for (k, f, m, c, a, p, bs, nb) in parsed]
+
+
+def outcome(fn, *args, exact_message=True, **kwargs):
+    """What calling ``fn`` did: ("ok", value) or ("raised", type, kind, message)."""
+    try:
+        return ("ok", frames_key(fn(*args, **kwargs)))
+    except FrameError as e:
+        return ("raised", FrameError, e.kind, str(e))
+    except Exception as e:  # noqa: BLE001 - the point is to compare any exception
+        return ("raised", type(e), None, str(e) if exact_message else "")
+
+
+def frames_key(value):
+    """A list of frames made comparable: frame 0's bytes, then the buffers' identities."""
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [value[0], *map(id, value[1:])]
+    return value
+
+
+def parse_outcome(mod, data, nbuf):
+    """parse_frame's outcome with payloads as bytes; only FrameError is allowed to escape."""
+    try:
+        return ("ok", plain(mod.parse_frame(data, nbuf)))
+    except FrameError as e:
+        return ("raised", e.kind, str(e))
+
+
+class IndexLike:
+    """An integer-like object that is not an int (has ``__index__`` only)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"IndexLike({self.value})"
+
+
+# -- strategies ---------------------------------------------------------------------------
+
+u8 = st.integers(0, 255)
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, U64)
+payloads = st.binary(max_size=64)
+record = st.tuples(u8, u8, u32, u64, u64, payloads, st.integers(0, 3))
+records = st.lists(record, min_size=1, max_size=12)
+
+
+def buffers_for(nbuf, i):
+    """Distinct little buffers (mixed types) for record ``i``."""
+    out = []
+    for j in range(nbuf):
+        if j % 2:
+            out.append(np.arange(i + j + 1, dtype=np.int32))
+        else:
+            out.append(bytes([i % 256, j]) * (j + 1))
+    return out
+
+
+def write(mod, recs):
+    """Frames of ``recs`` built with ``mod.BatchWriter``, plus the buffers used."""
+    w = mod.BatchWriter()
+    all_buffers = []
+    for i, (k, f, m, c, a, p, nb) in enumerate(recs):
+        bufs = buffers_for(nb, i)
+        all_buffers.extend(bufs)
+        w.add(k, f, m, c, a, p, bufs if nb or i % 2 else None)
+    return w.take(), all_buffers
+
+
+# -- module surface -----------------------------------------------------------------------
+
+
+@needs_fast
+def test_same_public_names():
+    assert _fast.__all__ == _fallback.__all__
+    for name in _fast.__all__:
+        assert hasattr(_fast, name) and hasattr(_fallback, name)
+    for cls in ("BatchWriter", "PendingTable"):
+        public = {n for n in dir(getattr(_fallback, cls)) if not n.startswith("_")}
+        assert public == {n for n in dir(getattr(_fast, cls)) if not n.startswith("_")}
+
+
+def test_constants(impl):
+    assert impl.MAGIC == b"ZA"
+    assert impl.PROTOCOL_VERSION == 1
+    assert impl.PREAMBLE_SIZE == 8 == PREAMBLE.size
+    assert impl.RECORD_SIZE == 32 == RECORD.size
+
+
+def test_docstrings(impl):
+    assert impl.__doc__
+    for name in impl.__all__:
+        obj = getattr(impl, name)
+        if callable(obj):
+            assert obj.__doc__, name
+    for cls in (impl.BatchWriter, impl.PendingTable):
+        for name in dir(cls):
+            if not name.startswith("_") or name in ("__len__", "__contains__"):
+                assert getattr(cls, name).__doc__, f"{cls.__name__}.{name}"
+
+
+# -- round trips --------------------------------------------------------------------------
+
+
+@FEW
+@given(recs=records)
+def test_batch_roundtrip(impl, recs):
+    frames, all_buffers = write(impl, recs)
+    assert len(frames) == 1 + len(all_buffers)
+    for got, want in zip(frames[1:], all_buffers):
+        assert got is want  # kept by reference, never copied
+    assert frames[0] == frame_bytes(recs)
+    parsed = impl.parse_frame(frames[0], len(frames) - 1)
+    assert len(parsed) == len(recs)
+    start = 0
+    for (k, f, m, c, a, p, bs, nb), (k2, f2, m2, c2, a2, p2, nb2) in zip(parsed, recs):
+        assert (k, f, m, c, a, bytes(p), nb) == (k2, f2, m2, c2, a2, p2, nb2)
+        assert isinstance(p, memoryview) and p.readonly
+        assert bs == start
+        start += nb
+    assert start == len(frames) - 1
+
+
+@FEW
+@given(rec=record)
+def test_pack_one_matches_batch_writer(impl, rec):
+    k, f, m, c, a, p, nb = rec
+    bufs = buffers_for(nb, 0)
+    one = impl.pack_one(k, f, m, c, a, p, bufs)
+    w = impl.BatchWriter()
+    w.add(k, f, m, c, a, p, bufs)
+    assert one == w.take()
+    assert one[0] == frame_bytes([rec])
+    assert all(x is y for x, y in zip(one[1:], bufs))
+    assert plain(impl.parse_frame(one[0], nb)) == [(k, f, m, c, a, p, 0, nb)]
+
+
+@needs_fast
+@SOME
+@given(recs=records)
+def test_implementations_agree_on_frames(recs):
+    fast_frames, _ = write(_fast, recs)
+    slow_frames, _ = write(_fallback, recs)
+    assert fast_frames[0] == slow_frames[0]
+    assert len(fast_frames) == len(slow_frames)
+    k, f, m, c, a, p, nb = recs[0]
+    assert _fast.pack_one(k, f, m, c, a, p) == _fallback.pack_one(k, f, m, c, a, p)
+    assert _fast.pack_record(k, f, m, c, a, len(p), nb) == _fallback.pack_record(
+        k, f, m, c, a, len(p), nb
+    )
+    nbuf = len(fast_frames) - 1
+    assert plain(_fast.parse_frame(fast_frames[0], nbuf)) == plain(
+        _fallback.parse_frame(fast_frames[0], nbuf)
+    )
+
+
+def test_writer_counts_and_resets(impl):
+    w = impl.BatchWriter()
+    assert (w.count, w.nbytes) == (0, 0)
+    assert w.take() == []
+    arr = np.zeros(10, dtype=np.float64)
+    w.add(1, 0, 2, 3, 4, b"abc")
+    w.add(1, 0, 2, 4, 4, bytearray(b"de"), [arr, b"xyz"])
+    assert (w.count, w.nbytes) == (2, 3 + 2 + 80 + 3)
+    frames = w.take()
+    assert len(frames) == 3 and frames[1] is arr
+    assert (w.count, w.nbytes) == (0, 0)
+    assert w.take() == []
+    w.add(5, 0, 0, 9, 0, b"z")
+    frames = w.take()
+    assert len(frames) == 1
+    assert plain(impl.parse_frame(frames[0], 0)) == [(5, 0, 0, 9, 0, b"z", 0, 0)]
+
+
+def test_writer_grows_past_initial_capacity(impl):
+    w = impl.BatchWriter()
+    big = bytes(range(256)) * 40  # 10 KiB
+    for i in range(300):
+        w.add(1, 0, i, i + 1, 7, big[: i * 31 % len(big)])
+    frames = w.take()
+    parsed = impl.parse_frame(frames[0], 0)
+    assert [(m, bytes(p)) for (_, _, m, _, _, p, _, _) in parsed] == [
+        (i, big[: i * 31 % len(big)]) for i in range(300)
+    ]
+    # Reused after a large batch: still correct.
+    w.add(1, 0, 1, 1, 1, b"again")
+    assert plain(impl.parse_frame(w.take()[0], 0)) == [(1, 0, 1, 1, 1, b"again", 0, 0)]
+
+
+def test_extreme_field_values(impl):
+    rec = (255, 255, 2**32 - 1, U64, U64, b"", 0)
+    frames = impl.pack_one(*rec[:6])
+    assert frames[0] == frame_bytes([rec])
+    assert plain(impl.parse_frame(frames[0], 0)) == [(255, 255, 2**32 - 1, U64, U64, b"", 0, 0)]
+    assert impl.pack_record(*rec[:5], 2**32 - 1, 2**32 - 1) == RECORD.pack(
+        255, 255, 0, 2**32 - 1, U64, U64, 2**32 - 1, 2**32 - 1
+    )
+
+
+def test_payload_types(impl):
+    arr = np.arange(4, dtype=np.int32)  # C-contiguous, format "i": copied as raw bytes
+    for payload in (b"ab", bytearray(b"ab"), memoryview(b"xab")[1:], arr, zmq.Frame(b"ab")):
+        frames = impl.pack_one(1, 0, 0, 1, 0, payload)
+        assert bytes(impl.parse_frame(frames[0], 0)[0][5]) == bytes(memoryview(payload))
+    for bad in (arr[::2], memoryview(b"abcd")[::2]):  # not C-contiguous
+        with pytest.raises((BufferError, ValueError)):
+            impl.pack_one(1, 0, 0, 1, 0, bad)
+    for bad in ("text", None, 5):
+        with pytest.raises(TypeError):
+            impl.pack_one(1, 0, 0, 1, 0, bad)
+
+
+def test_buffers_argument(impl):
+    arr = np.ones((3, 4), dtype=np.float32)
+    fortran = np.asfortranarray(np.ones((3, 4)))  # contiguous in memory, accepted
+    gen_frames = impl.pack_one(1, 0, 0, 1, 0, b"", (b for b in [b"a", arr]))  # any iterable
+    assert gen_frames[1] == b"a" and gen_frames[2] is arr
+    frames = impl.pack_one(1, 0, 0, 1, 0, b"", (fortran,))
+    assert frames[1] is fortran
+    assert impl.pack_one(1, 0, 0, 1, 0, b"", []) == impl.pack_one(1, 0, 0, 1, 0, b"")
+    with pytest.raises(BufferError, match="not contiguous"):
+        impl.pack_one(1, 0, 0, 1, 0, b"", [arr[:, ::2]])
+    with pytest.raises(TypeError):
+        impl.pack_one(1, 0, 0, 1, 0, b"", ["not a buffer"])
+
+
+def test_failed_add_leaves_writer_unchanged(impl):
+    arr = np.ones((4, 4))
+    w = impl.BatchWriter()
+    w.add(1, 0, 0, 1, 0, b"first", [b"buf"])
+    before = (w.count, w.nbytes)
+    bad_calls = [
+        (256, 0, 0, 2, 0, b"x", None),
+        (1, 0, 0, -1, 0, b"x", None),
+        (1, 0, 0.5, 2, 0, b"x", None),
+        (1, 0, 0, 2, 0, "text", None),
+        (1, 0, 0, 2, 0, memoryview(b"abcd")[::2], None),
+        (1, 0, 0, 2, 0, b"x", [arr[::2, ::2]]),
+        (1, 0, 0, 2, 0, b"x", [object()]),
+    ]
+    for args in bad_calls:
+        with pytest.raises((TypeError, OverflowError, BufferError, ValueError)):
+            w.add(*args)
+        assert (w.count, w.nbytes) == before
+    frames = w.take()
+    assert plain(impl.parse_frame(frames[0], len(frames) - 1)) == [(1, 0, 0, 1, 0, b"first", 0, 1)]
+    assert frames[1:] == [b"buf"]
+
+
+def test_no_buffer_exports_left_behind(impl):
+    payload, buf = bytearray(b"abc"), bytearray(b"buf")
+    w = impl.BatchWriter()
+    w.add(1, 0, 0, 1, 0, payload, [buf])
+    impl.pack_one(1, 0, 0, 1, 0, payload, [buf])
+    with pytest.raises(BufferError):
+        w.add(1, 0, 0, 1, 0, payload, [np.ones((2, 2))[:, ::2]])
+    with pytest.raises(OverflowError):
+        impl.pack_one(1, 0, 0, -5, 0, payload, [buf])
+    payload.extend(b"d")  # BufferError here if a view of it were still alive
+    buf.extend(b"!")
+
+
+def test_zmq_roundtrip(impl):
+    ctx = zmq.Context.instance()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://zactor-test-hotpath")
+        b.connect("inproc://zactor-test-hotpath")
+        arr = np.arange(1000, dtype=np.float64)
+        w = impl.BatchWriter()
+        w.add(1, 0, 5, 11, 3, b"first")
+        w.add(1, 0, 6, 12, 3, b"second", [arr, b"raw"])
+        a.send_multipart(w.take(), copy=False)
+        assert b.poll(5000)
+        frames = b.recv_multipart(copy=False)
+        assert isinstance(frames[0], zmq.Frame)
+        recs = impl.parse_frame(frames[0], len(frames) - 1)
+        assert plain(recs) == [(1, 0, 5, 11, 3, b"first", 0, 0), (1, 0, 6, 12, 3, b"second", 0, 2)]
+        _, _, _, _, _, _, start, n = recs[1]
+        got = [memoryview(f) for f in frames[1 + start : 1 + start + n]]
+        assert np.array_equal(np.frombuffer(got[0], dtype=np.float64), arr)
+        assert bytes(got[1]) == b"raw"
+    finally:
+        a.close(linger=0)
+        b.close(linger=0)
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def test_parse_frame_input_types(impl):
+    recs = [(1, 2, 3, 4, 5, b"hell", 0), (3, 0, 0, 4, 5, b"", 1)]
+    data = frame_bytes(recs)
+    assert len(data) % 4 == 0
+    want = [(1, 2, 3, 4, 5, b"hell", 0, 0), (3, 0, 0, 4, 5, b"", 0, 1)]
+    for frame0 in (
+        data,
+        bytearray(data),
+        memoryview(data),
+        memoryview(b"junk" + data)[4:],
+        zmq.Frame(data),
+        np.frombuffer(data, dtype=np.uint8),
+        np.frombuffer(data, dtype=np.uint8).reshape(1, -1),  # 2-D: viewed as bytes
+        np.frombuffer(data, dtype=np.uint32),  # other item size: viewed as bytes
+    ):
+        assert plain(impl.parse_frame(frame0, 1)) == want, type(frame0)
+    with pytest.raises(TypeError):
+        impl.parse_frame(memoryview(data + data)[::2], 1)  # not contiguous
+    with pytest.raises(TypeError):
+        impl.parse_frame("ZA", 0)
+    with pytest.raises(TypeError):
+        impl.parse_frame(data, 1.0)
+
+
+def test_payload_is_zero_copy_and_read_only(impl):
+    data = bytearray(frame_bytes([(1, 0, 0, 1, 0, b"abc", 0)]))
+    (rec,) = impl.parse_frame(data, 0)
+    payload = rec[5]
+    assert payload.readonly
+    with pytest.raises(TypeError):
+        payload[0] = 0
+    data[-3] = ord("X")  # visible through the view: it was not copied
+    assert bytes(payload) == b"Xbc"
+    frozen = bytes(data)
+    (rec,) = impl.parse_frame(frozen, 0)
+    assert rec[5].obj is frozen
+
+
+def test_error_short(impl):
+    for data in (b"", b"Z", b"ZA\x01\x00\x01\x00\x00"):
+        with pytest.raises(FrameError) as e:
+            impl.parse_frame(data, 0)
+        assert e.value.kind == "short"
+        assert f"{len(data)} bytes" in str(e.value)
+        assert isinstance(e.value, ValueError)
+
+
+def test_error_magic(impl):
+    data = frame_bytes([(1, 0, 0, 1, 0, b"x", 0)])
+    with pytest.raises(FrameError) as e:
+        impl.parse_frame(b"GET / HTTP/1.1\r\n", 0)
+    assert e.value.kind == "magic"
+    assert "b'GE'" in str(e.value) and "zactor" in str(e.value)
+    with pytest.raises(FrameError) as e:
+        impl.parse_frame(b"ZB" + data[2:], 0)
+    assert e.value.kind == "magic"
+
+
+def test_error_version(impl):
+    data = bytearray(frame_bytes([(1, 0, 0, 1, 0, b"x", 0)]))
+    data[2] = 2
+    with pytest.raises(FrameError) as e:
+        impl.parse_frame(data, 0)
+    assert e.value.kind == "version"
+    assert "version 2" in str(e.value) and "version 1" in str(e.value)
+
+
+def test_error_empty(impl):
+    with pytest.raises(FrameError) as e:
+        impl.parse_frame(PREAMBLE.pack(b"ZA", 1, 0, 0), 0)
+    assert e.value.kind == "empty"
+    with pytest.raises(FrameError) as e:  # leftover bytes do not change the verdict
+        impl.parse_frame(PREAMBLE.pack(b"ZA", 1, 0, 0) + b"rest", 0)
+    assert e.value.kind == "empty"
+
+
+def test_error_truncated(impl):
+    good = frame_bytes([(1, 0, 0, 1, 0, b"abc", 0), (1, 0, 0, 2, 0, b"defg", 0)])
+    cases = {
+        "records cut": good[:30],
+        "payload cut": good[:-1],
+        "leftover": good + b"!",
+        "huge count": PREAMBLE.pack(b"ZA", 1, 0, 2**32 - 1) + good[8:],
+        "huge payload_len": good[:32] + struct.pack("<I", 2**32 - 1) + good[36:],
+    }
+    for name, data in cases.items():
+        with pytest.raises(FrameError) as e:
+            impl.parse_frame(data, 0)
+        assert e.value.kind == "truncated", name
+        assert "the sender" in str(e.value)
+    # Reserved fields are not checked (room for compatible extensions).
+    relaxed = bytearray(good)
+    relaxed[3] = 7
+    relaxed[10] = 9
+    assert len(impl.parse_frame(relaxed, 0)) == 2
+
+
+def test_error_buffers(impl):
+    data = frame_bytes([(1, 0, 0, 1, 0, b"a", 2), (1, 0, 0, 2, 0, b"b", 1)])
+    assert [r[6:] for r in impl.parse_frame(data, 3)] == [(0, 2), (2, 1)]
+    for n in (0, 2, 4, -1):
+        with pytest.raises(FrameError) as e:
+            impl.parse_frame(data, n)
+        assert e.value.kind == "buffers"
+        assert f"{n} arrived" in str(e.value) and "3 out-of-band" in str(e.value)
+
+
+@st.composite
+def damaged_frames(draw):
+    """A valid frame 0, often damaged, and a (usually right) buffer frame count."""
+    recs = draw(st.lists(record, min_size=1, max_size=6))
+    data = bytearray(frame_bytes(recs))
+    nbuf = sum(r[6] for r in recs)
+    for _ in range(draw(st.integers(0, 3))):
+        how = draw(st.sampled_from(["cut", "extend", "byte", "head", "u32", "nbuf"]))
+        if how == "cut":
+            del data[draw(st.integers(0, len(data))) :]
+        elif how == "extend":
+            data += draw(st.binary(min_size=1, max_size=40))
+        elif how == "byte" and data:
+            data[draw(st.integers(0, len(data) - 1))] = draw(u8)
+        elif how == "head" and len(data) >= 8:
+            data[draw(st.integers(0, 7))] = draw(st.sampled_from([0, 1, 2]) | u8)
+        elif how == "u32" and len(data) >= 8:
+            # Overwrite count, or a record's payload_len / nbuffers, with any u32.
+            slots = [4] + [o for i in range(len(recs)) for o in (32 + 32 * i, 36 + 32 * i)]
+            at = draw(st.sampled_from([s for s in slots if s + 4 <= len(data)] or [4]))
+            data[at : at + 4] = struct.pack(
+                "<I", draw(st.sampled_from([0, 1, 2**31, 2**32 - 1]) | u32)
+            )
+        elif how == "nbuf":
+            nbuf = draw(st.integers(-2, nbuf + 3))
+    return bytes(data), nbuf
+
+
+def _check_agreement(data, nbuf):
+    got = parse_outcome(_fallback, data, nbuf)
+    if _fast is not None:
+        assert parse_outcome(_fast, data, nbuf) == got
+    return got
+
+
+@SOME
+@given(case=damaged_frames())
+def test_damaged_frames_parse_identically(case):
+    _check_agreement(*case)
+
+
+@SOME
+@given(data=st.binary(max_size=200), nbuf=st.integers(-1, 4))
+def test_random_bytes_parse_identically(data, nbuf):
+    _check_agreement(data, nbuf)
+    _check_agreement(b"ZA\x01\x00" + data, nbuf)  # get past magic and version
+
+
+@SOME
+@given(
+    version=st.sampled_from([1, 1, 1, 0, 2, 255]),
+    count=st.integers(0, 4),
+    data=st.binary(max_size=200),
+    nbuf=st.integers(-1, 4),
+)
+def test_random_records_parse_identically(version, count, data, nbuf):
+    _check_agreement(PREAMBLE.pack(b"ZA", version, 0, count) + data, nbuf)
+
+
+# -- argument errors agree ----------------------------------------------------------------
+
+weird_ints = st.one_of(
+    u8,
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 255, 256, 2**32 - 1, 2**32, 2**63, U64, U64 + 1, -1]),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=10),
+    st.sampled_from([np.uint8(7), np.int64(-1), np.uint64(U64), np.float64(1.0)]),
+    st.integers(-3, 300).map(IndexLike),
+    st.just("1"),
+)
+
+
+@needs_fast
+@SOME
+@given(fields=st.lists(weird_ints, min_size=7, max_size=7))
+def test_field_errors_agree(fields):
+    for fn in ("pack_record",):
+        assert outcome(getattr(_fast, fn), *fields) == outcome(getattr(_fallback, fn), *fields)
+    five = fields[:5]
+    assert outcome(_fast.pack_one, *five, b"p") == outcome(_fallback.pack_one, *five, b"p")
+    wf, ws = _fast.BatchWriter(), _fallback.BatchWriter()
+    assert outcome(wf.add, *five, b"p") == outcome(ws.add, *five, b"p")
+    assert outcome(wf.take) == outcome(ws.take)
+
+
+payload_objects = st.sampled_from(
+    [
+        b"bytes",
+        bytearray(b"ba"),
+        memoryview(b"mv"),
+        memoryview(b"abcdef")[::2],
+        np.arange(3, dtype=np.int16),
+        np.arange(6, dtype=np.int16)[::2],
+        np.asfortranarray(np.ones((2, 2), dtype=np.uint8)),
+        "str",
+        None,
+        3,
+        [1, 2],
+    ]
+)
+buffer_lists = st.one_of(
+    st.none(),
+    st.lists(
+        st.sampled_from(
+            [b"x", np.ones(3), np.ones((4, 4))[:, ::2], np.ones((0, 3))[:, ::2], "s", 1]
+        ),
+        max_size=3,
+    ),
+)
+
+
+@needs_fast
+@SOME
+@given(payload=payload_objects, buffers=buffer_lists)
+def test_payload_and_buffer_errors_agree(payload, buffers):
+    a = outcome(_fast.pack_one, 1, 0, 0, 1, 0, payload, buffers, exact_message=False)
+    b = outcome(_fallback.pack_one, 1, 0, 0, 1, 0, payload, buffers, exact_message=False)
+    assert a == b
+    wf, ws = _fast.BatchWriter(), _fallback.BatchWriter()
+    assert outcome(wf.add, 1, 0, 0, 1, 0, payload, buffers, exact_message=False) == outcome(
+        ws.add, 1, 0, 0, 1, 0, payload, buffers, exact_message=False
+    )
+    assert (wf.count, wf.nbytes) == (ws.count, ws.nbytes)
+    assert outcome(wf.take) == outcome(ws.take)
+
+
+# -- pending table ------------------------------------------------------------------------
+
+
+def reply(call_id, kind=3, payload=b"", buf_start=0, nbuf=0):
+    """A record as parse_frame returns it."""
+    return (kind, 0, 0, call_id, 0, memoryview(payload), buf_start, nbuf)
+
+
+def test_pending_basics(impl):
+    t = impl.PendingTable()
+    assert len(t) == 0 and t.unknown == 0
+    ids = [t.add(f"f{i}") for i in range(5)]
+    assert ids == [1, 2, 3, 4, 5]
+    assert len(t) == 5 and 3 in t and 6 not in t and 0 not in t
+    assert "3" not in t and None not in t and 3.0 not in t
+    assert np.uint64(3) in t and IndexLike(3) in t
+    assert t.pop(3) == "f2"
+    assert t.pop(3) is None and t.pop(99) is None and t.pop(-1) is None
+    assert 3 not in t
+    assert t.pop(np.int64(4)) == "f3"
+    with pytest.raises(TypeError):
+        t.pop("1")
+    none_id = t.add(None)  # None can be stored; take_replies tells it apart
+    assert none_id == 6
+    frame0 = impl.pack_one(3, 1, 0, 2, 0, b"ok")[0]
+    records = impl.parse_frame(frame0, 0) + [reply(77), reply(none_id, kind=4, nbuf=2)]
+    got = t.take_replies(records)
+    assert [(o, k, f, bytes(p), bs, nb) for (o, k, f, p, bs, nb) in got] == [
+        ("f1", 3, 1, b"ok", 0, 0),
+        (None, 4, 0, b"", 0, 2),
+    ]
+    assert t.unknown == 1
+    assert t.take_replies([reply(2)]) == [] and t.unknown == 2
+    assert t.drain() == ["f0", "f4"]
+    assert len(t) == 0 and t.drain() == []
+    assert t.add("next") == 7  # ids never restart
+
+
+def test_pending_take_replies_malformed(impl):
+    t = impl.PendingTable()
+    t.add("a")
+    t.add("b")
+    for bad in ([reply(1), (1, 2, 3)], [reply(1), None], [reply(1), reply("2")]):
+        with pytest.raises((TypeError, ValueError)):
+            t.take_replies(bad)
+        assert len(t) == 2  # nothing was taken
+    # Lists, tuples, generators and int-like call ids are accepted.
+    assert [r[0] for r in t.take_replies(iter([list(reply(np.uint64(2)))]))] == ["b"]
+    assert [r[0] for r in t.take_replies((reply(IndexLike(1)),))] == ["a"]
+    assert t.unknown == 0
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 5)),
+        st.tuples(st.just("pop"), st.one_of(st.integers(-1, 25), st.just(U64 + 1))),
+        st.tuples(st.just("contains"), st.one_of(st.integers(-1, 25), st.just("x"))),
+        st.tuples(st.just("take"), st.lists(st.integers(0, 25), max_size=6)),
+        st.tuples(st.just("drain"), st.none()),
+        st.tuples(st.just("len"), st.none()),
+    ),
+    max_size=40,
+)
+
+
+def run_ops(mod, sequence):
+    t = mod.PendingTable()
+    log = []
+    for op, arg in sequence:
+        if op == "add":
+            log.append(t.add(("obj", arg)))
+        elif op == "pop":
+            log.append(t.pop(arg))
+        elif op == "contains":
+            log.append(arg in t)
+        elif op == "take":
+            got = t.take_replies([reply(c, payload=bytes([c])) for c in arg])
+            log.append([(o, k, f, bytes(p), bs, nb) for (o, k, f, p, bs, nb) in got])
+        elif op == "drain":
+            log.append(t.drain())
+        else:
+            log.append(len(t))
+        log.append(t.unknown)
+    return log
+
+
+@SOME
+@given(sequence=ops)
+def test_pending_tables_agree(sequence):
+    slow = run_ops(_fallback, sequence)
+    if _fast is not None:
+        assert run_ops(_fast, sequence) == slow
+    # And the fallback agrees with a plain model.
+    pending, nxt, unknown, model = {}, 1, 0, []
+    for op, arg in sequence:
+        if op == "add":
+            pending[nxt] = ("obj", arg)
+            model.append(nxt)
+            nxt += 1
+        elif op == "pop":
+            model.append(pending.pop(arg, None))
+        elif op == "contains":
+            model.append(arg in pending)
+        elif op == "take":
+            got = []
+            for c in arg:
+                if c in pending:
+                    got.append((pending.pop(c), 3, 0, bytes([c]), 0, 0))
+                else:
+                    unknown += 1
+            model.append(got)
+        elif op == "drain":
+            model.append([pending[k] for k in sorted(pending)])
+            pending.clear()
+        else:
+            model.append(len(pending))
+        model.append(unknown)
+    assert slow == model
+
+
+def test_pending_threads(impl):
+    t = impl.PendingTable()
+    nthreads, per_thread = 4, 2000
+    ids = [[] for _ in range(nthreads)]
+    taken = [[] for _ in range(nthreads)]
+    barrier = threading.Barrier(nthreads)
+
+    def work(i):
+        barrier.wait()
+        for n in range(per_thread):
+            cid = t.add((i, n))
+            ids[i].append(cid)
+            if n % 2:
+                # Claim the previous call of this thread through take_replies.
+                for obj, *_ in t.take_replies([reply(ids[i][-2])]):
+                    taken[i].append(obj)
+        barrier.wait()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(nthreads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    all_ids = [c for chunk in ids for c in chunk]
+    assert sorted(all_ids) == list(range(1, nthreads * per_thread + 1))
+    assert all(chunk == sorted(chunk) for chunk in ids)  # strictly increasing per thread
+    assert sum(map(len, taken)) == nthreads * per_thread // 2
+    assert t.unknown == 0
+    rest = t.drain()
+    assert len(rest) == nthreads * per_thread // 2
+    assert len(set(rest)) == len(rest)

@@ -1,0 +1,483 @@
+"""Pure-Python twin of :mod:`zactor._fast`: wire framing and the table of pending calls.
+
+Same public names, same behaviour, same bytes on the wire and same exceptions as
+the compiled module; ``ZACTOR_PURE_PYTHON=1`` selects it (see
+``zactor._hotpath``), and the tests run both side by side.
+
+A message is a list of ZeroMQ frames. Frame 0 holds an 8-byte preamble
+(struct ``<2sBBI``: magic ``b"ZA"``, protocol version, reserved 0, record
+count), then ``count`` 32-byte records (struct ``<BBHIQQII``: kind, flags,
+reserved 0, method, call_id, actor_id, payload_len, nbuffers), then every
+record's payload back to back in record order. Frames 1.. are out-of-band
+buffers, handed to the records in order (record ``i`` owns ``nbuffers`` of
+them, starting after those of the records before it). All integers are
+little-endian.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+import threading
+
+from zactor.errors import FrameError
+
+__all__ = [
+    "MAGIC",
+    "PROTOCOL_VERSION",
+    "PREAMBLE_SIZE",
+    "RECORD_SIZE",
+    "parse_frame",
+    "pack_record",
+    "pack_one",
+    "BatchWriter",
+    "PendingTable",
+]
+
+#: First two bytes of every frame 0.
+MAGIC = b"ZA"
+#: Version of the wire format spoken by this module.
+PROTOCOL_VERSION = 1
+#: Size of the preamble at the start of frame 0.
+PREAMBLE_SIZE = 8
+#: Size of one record.
+RECORD_SIZE = 32
+
+_PREAMBLE = struct.Struct("<2sBBI")
+_RECORD = struct.Struct("<BBHIQQII")
+_HEAD = struct.Struct("<BBHIQQ")  # a record up to actor_id
+_TAIL = struct.Struct("<II")  # payload_len, nbuffers
+_ONE = _PREAMBLE.pack(MAGIC, PROTOCOL_VERSION, 0, 1)
+
+_U8_MAX = 0xFF
+_U32_MAX = 0xFFFFFFFF
+_U64_MAX = 0xFFFFFFFFFFFFFFFF
+_SSIZE_MAX = 2**63 - 1
+_MISSING = object()
+
+assert _PREAMBLE.size == PREAMBLE_SIZE and _RECORD.size == RECORD_SIZE
+
+
+# -- integers, checked the way the compiled module checks them ------------------------------
+
+
+def _field(value, maxv: int, name: str) -> int:
+    """An unsigned record field from a Python integer (anything with ``__index__``)."""
+    if type(value) is not int:
+        value = operator.index(value)  # TypeError for floats, None, ...
+    if value < 0 or value > maxv:
+        raise OverflowError(f"{name}={value} is out of range: it must fit in 0..{maxv}")
+    return value
+
+
+def _check_fields(kind, flags, method, call_id, actor_id) -> None:
+    """Raise the TypeError/OverflowError the compiled module raises for these fields."""
+    _field(kind, _U8_MAX, "kind")
+    _field(flags, _U8_MAX, "flags")
+    _field(method, _U32_MAX, "method")
+    _field(call_id, _U64_MAX, "call_id")
+    _field(actor_id, _U64_MAX, "actor_id")
+
+
+def _ssize(value) -> int:
+    """``value`` as a C ``Py_ssize_t``, like the compiled module's typed argument."""
+    value = int.__index__(operator.index(value))
+    if value < -_SSIZE_MAX - 1 or value > _SSIZE_MAX:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return value
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def parse_frame(frame0, nbuffer_frames):
+    """Split frame 0 of a message into its records, without copying.
+
+    ``frame0`` is any bytes-like object (``bytes``, ``bytearray``, ``memoryview``,
+    ``zmq.Frame``, ...); ``nbuffer_frames`` is the number of frames that came after
+    it. Returns one tuple per record::
+
+        (kind, flags, method, call_id, actor_id, payload, buf_start, nbuf)
+
+    where ``payload`` is a read-only ``memoryview`` slice of ``frame0`` and the
+    record's buffers are ``frames[1 + buf_start : 1 + buf_start + nbuf]``.
+
+    Raises :class:`zactor.errors.FrameError` whose ``kind`` is ``"short"``,
+    ``"magic"``, ``"version"``, ``"empty"``, ``"truncated"`` or ``"buffers"``.
+    The whole frame is checked before anything is returned, and no input reads
+    outside ``frame0``.
+    """
+    nbuffer_frames = _ssize(nbuffer_frames)
+    mv = memoryview(frame0)
+    if mv.ndim != 1 or mv.format != "B" or not mv.c_contiguous:
+        mv = mv.cast("B")
+    if not mv.readonly:
+        mv = mv.toreadonly()
+    n = mv.nbytes
+    # The texts are shared word for word with zactor._fast.
+    if n < PREAMBLE_SIZE:
+        raise FrameError(
+            "short",
+            f"frame of {n} bytes is shorter than the {PREAMBLE_SIZE}-byte zactor preamble; "
+            "the sender must start frame 0 with the preamble (magic b'ZA', version, count)",
+        )
+    if mv[0] != 0x5A or mv[1] != 0x41:
+        raise FrameError(
+            "magic",
+            f"frame starts with {bytes(mv[:2])!r}, not the zactor magic b'ZA': the peer does "
+            "not speak the zactor protocol; check that the address belongs to a zactor process",
+        )
+    if mv[2] != PROTOCOL_VERSION:
+        raise FrameError(
+            "version",
+            f"frame uses zactor protocol version {mv[2]} but this process speaks version "
+            f"{PROTOCOL_VERSION}; run the same zactor release on both sides",
+        )
+    count = _PREAMBLE.unpack_from(mv)[3]
+    if count == 0:
+        raise FrameError(
+            "empty",
+            "frame declares 0 records; the sender must not send empty batches "
+            "(BatchWriter.take() returns [] when there is nothing to send)",
+        )
+    end = PREAMBLE_SIZE + count * RECORD_SIZE
+    if end > n:
+        raise FrameError(
+            "truncated",
+            f"frame declares {count} records ({end} bytes with the "
+            f"preamble) but holds only {n} bytes; the sender must send frame 0 whole, "
+            "as BatchWriter.take() or pack_one() built it",
+        )
+    avail = n - end
+    out = []
+    off = end
+    total = 0
+    buf_start = 0
+    for i, (kind, flags, _, method, call_id, actor_id, plen, nbuf) in enumerate(
+        _RECORD.iter_unpack(mv[PREAMBLE_SIZE:end])
+    ):
+        total += plen
+        if total > avail:
+            raise FrameError(
+                "truncated",
+                f"record {i}'s payload runs past the end of the frame (records 0..{i} "
+                f"declare {total} payload bytes, {avail} follow the records); the sender must "
+                "send frame 0 whole, with payload_len matching each payload",
+            )
+        out.append((kind, flags, method, call_id, actor_id, mv[off : off + plen], buf_start, nbuf))
+        off += plen
+        buf_start += nbuf
+    if total != avail:
+        raise FrameError(
+            "truncated",
+            f"{avail - total} bytes are left over after the {count} records' payloads "
+            f"({total} declared, {avail} present); the sender's payload_len fields must add "
+            "up exactly to the rest of frame 0",
+        )
+    if nbuffer_frames < 0 or buf_start != nbuffer_frames:
+        raise FrameError(
+            "buffers",
+            f"the records own {buf_start} out-of-band buffer frames but {nbuffer_frames} "
+            "arrived; the sender must send every buffer frame its records count in nbuffers, "
+            "after frame 0",
+        )
+    return out
+
+
+# -- packing --------------------------------------------------------------------------------
+
+
+def pack_record(kind, flags, method, call_id, actor_id, payload_len, nbuffers):
+    """Return one 32-byte record (struct ``<BBHIQQII``, reserved field 0).
+
+    Fields are integers (anything with ``__index__``); a non-integer raises
+    ``TypeError`` and a value outside its field's unsigned range raises
+    ``OverflowError``.
+    """
+    try:
+        return _RECORD.pack(kind, flags, 0, method, call_id, actor_id, payload_len, nbuffers)
+    except struct.error:
+        _check_fields(kind, flags, method, call_id, actor_id)
+        _field(payload_len, _U32_MAX, "payload_len")
+        _field(nbuffers, _U32_MAX, "nbuffers")
+        raise
+
+
+def _head(kind, flags, method, call_id, actor_id) -> bytes:
+    """The first 24 bytes of a record, with the compiled module's errors."""
+    try:
+        return _HEAD.pack(kind, flags, 0, method, call_id, actor_id)
+    except struct.error:
+        _check_fields(kind, flags, method, call_id, actor_id)
+        raise
+
+
+def _as_buffer_seq(buffers):
+    """``buffers`` as a tuple or list, so that using it later runs no Python code."""
+    if type(buffers) is tuple or type(buffers) is list:
+        return buffers
+    return tuple(buffers)
+
+
+def _buffers_nbytes(seq) -> int:
+    """Total size of out-of-band buffers; every one must be contiguous."""
+    total = 0
+    for i, b in enumerate(seq):
+        with memoryview(b) as m:
+            n = m.nbytes
+            ok = n == 0 or m.contiguous
+        if not ok:
+            raise BufferError(
+                f"out-of-band buffer {i} is not contiguous; pass a contiguous copy "
+                "(numpy.ascontiguousarray) so it can be sent without copying"
+            )
+        total += n
+    return total
+
+
+def _payload_view(payload) -> memoryview:
+    """``payload`` as a memoryview that ``join`` and ``+=`` take as raw bytes."""
+    m = memoryview(payload)
+    if m.nbytes == 0:
+        return memoryview(b"")
+    if not m.c_contiguous:
+        raise BufferError(
+            "payload is not C-contiguous; pass bytes (or a C-contiguous copy) as the payload"
+        )
+    return m
+
+
+def _check_payload_len(n: int) -> None:
+    if n > _U32_MAX:
+        raise OverflowError(
+            f"payload of {n} bytes exceeds the 4 GiB record limit; send large data as an "
+            "out-of-band buffer instead"
+        )
+
+
+def _check_nbuffers(n: int) -> None:
+    if n > _U32_MAX:
+        raise OverflowError(f"{n} out-of-band buffers exceed the per-record limit of {_U32_MAX}")
+
+
+def pack_one(kind, flags, method, call_id, actor_id, payload, buffers=None):
+    """Frames of a message holding one record: ``[frame0, *buffers]``.
+
+    Same result as a fresh :class:`BatchWriter` with one :meth:`~BatchWriter.add`
+    followed by :meth:`~BatchWriter.take`, built with a single allocation.
+    """
+    head = _head(kind, flags, method, call_id, actor_id)
+    nb = 0
+    if buffers is not None:
+        buffers = _as_buffer_seq(buffers)
+        nb = len(buffers)
+        _check_nbuffers(nb)
+        if nb:
+            _buffers_nbytes(buffers)
+    if type(payload) is bytes:
+        plen = len(payload)
+    else:
+        payload = _payload_view(payload)
+        plen = payload.nbytes
+    _check_payload_len(plen)
+    frame0 = b"".join((_ONE, head, _TAIL.pack(plen, nb), payload))
+    if nb:
+        return [frame0, *buffers]
+    return [frame0]
+
+
+class BatchWriter:
+    """Accumulates records bound for one destination into one message.
+
+    Records and payloads are copied into internal buffers as they are added; out-of-band
+    buffers are kept by reference. :meth:`take` returns ``[frame0, *buffers]``,
+    with frame 0 built in a single allocation, and empties the writer.
+    """
+
+    __slots__ = ("_records", "_payloads", "_buffers", "_count", "_buf_bytes")
+
+    def __init__(self):
+        self._records = bytearray()
+        self._payloads = bytearray()
+        self._buffers = []
+        self._count = 0
+        self._buf_bytes = 0
+
+    @property
+    def count(self):
+        """Number of records added since the last :meth:`take`."""
+        return self._count
+
+    @property
+    def nbytes(self):
+        """Payload bytes plus out-of-band buffer bytes added since the last :meth:`take`."""
+        return len(self._payloads) + self._buf_bytes
+
+    def add(self, kind, flags, method, call_id, actor_id, payload, buffers=None):
+        """Append one record.
+
+        ``payload`` is any C-contiguous bytes-like object; it is copied. ``buffers``
+        is a list or tuple of contiguous buffer objects (numpy arrays, bytes, ...)
+        sent as their own frames after frame 0; they are kept by reference, so
+        they must not change before the message is sent. On error the writer is
+        left as it was.
+        """
+        head = _head(kind, flags, method, call_id, actor_id)
+        nb = 0
+        bbytes = 0
+        if buffers is not None:
+            buffers = _as_buffer_seq(buffers)
+            nb = len(buffers)
+            _check_nbuffers(nb)
+            if nb:
+                bbytes = _buffers_nbytes(buffers)
+        if type(payload) is not bytes:
+            payload = _payload_view(payload)
+        payloads = self._payloads
+        before = len(payloads)
+        payloads += payload
+        plen = len(payloads) - before
+        try:
+            _check_payload_len(plen)
+            if self._count == _U32_MAX:
+                raise OverflowError(
+                    f"a batch holds at most {_U32_MAX} records; call take() and send it first"
+                )
+        except OverflowError:
+            del payloads[before:]
+            raise
+        if nb:
+            self._buffers.extend(buffers)
+        self._records += head
+        self._records += _TAIL.pack(plen, nb)
+        self._count += 1
+        self._buf_bytes += bbytes
+
+    def take(self):
+        """Return the message built so far as ``[frame0, *buffers]`` and empty the writer.
+
+        Returns ``[]`` when no record was added.
+        """
+        if not self._count:
+            return []
+        frame0 = b"".join(
+            (_PREAMBLE.pack(MAGIC, PROTOCOL_VERSION, 0, self._count), self._records, self._payloads)
+        )
+        out = [frame0, *self._buffers]
+        self._records = bytearray()
+        self._payloads = bytearray()
+        self._buffers = []
+        self._count = 0
+        self._buf_bytes = 0
+        return out
+
+
+# -- pending calls ----------------------------------------------------------------------------
+
+
+def _call_id_key(call_id) -> int:
+    """``call_id`` as an exact ``int``, so dict lookups cannot run Python code."""
+    if type(call_id) is not int:
+        call_id = int.__index__(operator.index(call_id))
+    return call_id
+
+
+def _normalized_records(records: list) -> list:
+    """Validate records (as parse_frame returns them), converting call ids to exact ints."""
+    for i in range(len(records)):
+        rec = records[i]
+        if type(rec) is not tuple:
+            rec = tuple(rec)
+        if len(rec) != 8:
+            raise ValueError(
+                f"record {i} has {len(rec)} fields, expected 8 "
+                "(kind, flags, method, call_id, actor_id, payload, buf_start, nbuf) "
+                "as returned by parse_frame"
+            )
+        if type(rec[3]) is not int:
+            rec = rec[:3] + (_call_id_key(rec[3]),) + rec[4:]
+        records[i] = rec
+    return records
+
+
+class PendingTable:
+    """The caller's table of calls awaiting a reply, keyed by call id.
+
+    Call ids start at 1 and strictly increase (unsigned 64-bit). Every method is
+    atomic with respect to other Python threads: none releases the GIL or runs
+    other Python code while the table is being changed.
+    """
+
+    # Here a lock provides the atomicity; it is re-entrant so that a finalizer run by
+    # the garbage collector in the middle of an update cannot deadlock on it.
+    __slots__ = ("_d", "_next", "_unknown", "_lock")
+
+    def __init__(self):
+        self._d = {}
+        self._next = 1
+        self._unknown = 0
+        self._lock = threading.RLock()
+
+    @property
+    def unknown(self):
+        """Number of replies :meth:`take_replies` skipped because their call id was not pending."""
+        return self._unknown
+
+    def add(self, obj):
+        """Store ``obj`` under the next call id and return that id."""
+        with self._lock:
+            cid = self._next
+            if cid > _U64_MAX:
+                raise OverflowError("call ids exhausted (2**64 - 1 calls made)")
+            self._next = cid + 1
+            self._d[cid] = obj
+        return cid
+
+    def pop(self, call_id):
+        """Remove and return the object stored under ``call_id``, or None if it is not pending."""
+        key = _call_id_key(call_id)
+        with self._lock:
+            return self._d.pop(key, None)
+
+    def __len__(self):
+        """Number of pending calls."""
+        return len(self._d)
+
+    def __contains__(self, call_id):
+        """Whether ``call_id`` is pending (False for anything that is not an integer)."""
+        try:
+            key = _call_id_key(call_id)
+        except TypeError:
+            return False
+        return key in self._d
+
+    def take_replies(self, records):
+        """Claim the pending calls that ``records`` (from :func:`parse_frame`) answer.
+
+        For each record whose call id is pending, removes it and appends
+        ``(obj, kind, flags, payload, buf_start, nbuf)`` to the returned list, in
+        record order. Records with unknown call ids are skipped and counted in
+        :attr:`unknown`. Malformed records raise before anything is removed.
+        """
+        recs = list(records)
+        for rec in recs:
+            if type(rec) is not tuple or len(rec) != 8 or type(rec[3]) is not int:
+                recs = _normalized_records(recs)
+                break
+        out = []
+        with self._lock:
+            pop = self._d.pop
+            for rec in recs:
+                obj = pop(rec[3], _MISSING)
+                if obj is _MISSING:
+                    self._unknown += 1
+                else:
+                    out.append((obj, rec[0], rec[1], rec[5], rec[6], rec[7]))
+        return out
+
+    def drain(self):
+        """Remove every pending call and return the stored objects in call-id order."""
+        with self._lock:
+            old = self._d
+            self._d = {}
+        return list(old.values())
