@@ -254,5 +254,3 @@ def get_runtime_context() -> RuntimeContext:
         current_actor=None if actor is None else actor.handle,
         address=runtime.address,
     )
-
-

@@ -47,7 +47,8 @@ class FrameError(ValueError):
     Receivers drop such frames, log them once per kind, and keep serving.
     ``kind`` is a short stable label (``"short"``, ``"magic"``, ``"version"``,
     ``"empty"``, ``"truncated"``, ``"buffers"``; receivers add ``"short"`` for
-    a message with no frame, ``"unknown-actor"``, ``"not-a-host"``) used to count and rate-limit the log.
+    a message with no frame, ``"unknown-actor"``, ``"not-a-host"``) used to
+    count drops and rate-limit the log.
     """
 
     def __init__(self, kind: str, message: str):
@@ -97,7 +98,11 @@ def _dual_class(cls: type) -> type | None:
             dual = type(
                 cls.__name__,
                 (ActorError, cls),
-                {"__module__": cls.__module__, "__str__": _dual_str, "__qualname__": cls.__qualname__},
+                {
+                    "__module__": cls.__module__,
+                    "__str__": _dual_str,
+                    "__qualname__": cls.__qualname__,
+                },
             )
         except TypeError:  # incompatible layouts: fall back to a plain ActorError
             return None

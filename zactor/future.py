@@ -235,7 +235,8 @@ def wait(
     futures = _as_futures(futures, "zactor.wait")
     if num_returns < 0 or num_returns > len(futures):
         raise ValueError(
-            f"num_returns={num_returns} must be between 0 and the number of futures ({len(futures)})"
+            f"num_returns={num_returns} must be between 0 and the number of futures "
+            f"({len(futures)})"
         )
     if futures and num_returns:
         _runtime_of(futures).wait_until(
@@ -258,8 +259,9 @@ def as_completed(futures: Iterable[Future], timeout: float | None = None) -> Ite
     deadline = None if timeout is None else time.monotonic() + timeout
     while pending:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not _runtime_of(pending).wait_until(
-            lambda: any(f._state != _PENDING for f in pending), remaining
+        waiting = pending
+        if not _runtime_of(waiting).wait_until(
+            lambda: any(f._state != _PENDING for f in waiting), remaining  # noqa: B023
         ):
             raise GetTimeoutError(
                 f"timed out after {timeout} s: {len(pending)} calls still pending"

@@ -213,7 +213,5 @@ def main(argv: list[str] | None = None) -> None:
     os._exit(0)
 
 
-
-
 if __name__ == "__main__":
     main()

@@ -44,6 +44,9 @@ _parse_frame = _hotpath.parse_frame
 _pack_one = _hotpath.pack_one
 _REPLY_MIN = wire.RESULT
 _CALL = wire.CALL
+_SHUT_DOWN_WHILE_WAITING = (
+    "zactor was shut down while a call was waiting for its reply: call zactor.init() again"
+)
 _monotonic = time.monotonic
 _zmq_poll = zmq.zmq_poll
 
@@ -148,6 +151,7 @@ class Runtime:
         self._dirty: list[Outbox] = []
         self._armed = False
         self._reading = False
+        self._reader: int | None = None  # thread id of the driver thread reading now
         self._waiters = 0
         self._watched = 0  # pending futures with callbacks: someone must read for them
         self._closed = False
@@ -286,12 +290,14 @@ class Runtime:
         if self.before_block is not None:
             self.before_block()
         deadline = None if timeout is None else _monotonic() + timeout
+        if self._reader == threading.get_ident():  # a done-callback waiting: keep reading
+            return self._read_until(ready, deadline)
         while True:
             with self.lock:
                 if ready():
                     return True
                 if self._closed:
-                    raise ClusterError("zactor was shut down while a call was waiting for its reply")
+                    raise ClusterError(_SHUT_DOWN_WHILE_WAITING)
                 if self._reading:
                     remaining = None if deadline is None else deadline - _monotonic()
                     if remaining is not None and remaining <= 0:
@@ -303,26 +309,32 @@ class Runtime:
                         self._waiters -= 1
                     continue
                 self._reading = True
+                self._reader = threading.get_ident()
             try:
-                while not ready():
-                    if deadline is None:
-                        slice_ms = POLL_SLICE_MS
-                    else:
-                        remaining = deadline - _monotonic()
-                        if remaining <= 0:
-                            return False
-                        slice_ms = min(POLL_SLICE_MS, max(1, int(remaining * 1e3 + 0.999)))
-                    if self._closed:
-                        raise ClusterError("zactor was shut down while a call was waiting for its reply")
-                    self.receive(slice_ms)
-                return True
+                return self._read_until(ready, deadline)
             finally:
                 with self.lock:
                     self._reading = False
+                    self._reader = None
                     if self._waiters:
                         self._cv.notify_all()
                     elif self._watched:
                         self._bg_cv.notify()
+
+    def _read_until(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """Read the inbox (holding the reader role) until ``ready()`` or the deadline."""
+        while not ready():
+            if deadline is None:
+                slice_ms = POLL_SLICE_MS
+            else:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    return False
+                slice_ms = min(POLL_SLICE_MS, max(1, int(remaining * 1e3 + 0.999)))
+            if self._closed:
+                raise ClusterError(_SHUT_DOWN_WHILE_WAITING)
+            self.receive(slice_ms)
+        return True
 
     def hold_reader_role(self) -> None:
         """Make this process's reads the actor host's job for good (workers, head)."""
@@ -347,9 +359,7 @@ class Runtime:
         """Flush batches nobody flushed, and read for futures with callbacks."""
         while True:
             with self.lock:
-                while not (
-                    self._closed or self._armed or (self._watched and not self._reading)
-                ):
+                while not (self._closed or self._armed or (self._watched and not self._reading)):
                     self._bg_cv.wait()
                 if self._closed:
                     return
@@ -364,9 +374,7 @@ class Runtime:
                     raise
             if self._watched and self.call_handler is None:
                 try:
-                    self.wait_until(
-                        lambda: not self._watched or self._armed or self._closed, None
-                    )
+                    self.wait_until(lambda: not self._watched or self._armed or self._closed, None)
                 except ClusterError:
                     return
 

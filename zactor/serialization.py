@@ -177,7 +177,9 @@ def dumps_call(args: tuple, kwargs: dict) -> tuple[bytes, list]:
         return encoder.pack(body), encoder.buffers
     except OverflowError:
         encoder = _Encoder()
-        return encoder.pack([_ExtType(_EXT_PICKLE, encoder.pickle((args, kwargs)))]), encoder.buffers
+        return encoder.pack(
+            [_ExtType(_EXT_PICKLE, encoder.pickle((args, kwargs)))]
+        ), encoder.buffers
 
 
 def loads_call(payload, buffers=()) -> tuple[list, dict]:

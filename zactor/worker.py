@@ -365,7 +365,9 @@ class ActorHost:
                 self._followers.notify()
                 return
             if len(self._threads) >= MAX_THREADS:
-                log.warning("zactor: %d host threads busy; calls to idle actors now wait", MAX_THREADS)
+                log.warning(
+                    "zactor: %d host threads busy; calls to idle actors now wait", MAX_THREADS
+                )
                 return
             thread = threading.Thread(target=self._thread_main, name="zactor-host", daemon=True)
             self._threads.append(thread)
