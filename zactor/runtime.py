@@ -393,6 +393,10 @@ class Runtime:
         for fut in self.pending.drain():
             fut._fail(ClusterError("zactor was shut down before this call's reply arrived"))
         self.transport.close()
+        self.remove_socket_file()
+
+    def remove_socket_file(self) -> None:
+        """Remove the inbox's socket file (``ipc://`` addresses only)."""
         path = socket_file(self.address)
         if path:
             try:

@@ -123,6 +123,7 @@ class ActorHost:
         self._reply_boxes: dict[bytes, Any] = {}
         self._local = threading.local()
         self._parent_pid: int | None = None
+        self._on_orphaned = self.stop
         runtime.call_handler = self._on_calls
         runtime.before_block = self._step_down
         runtime.hold_reader_role()
@@ -288,12 +289,23 @@ class ActorHost:
 
     # -- threads: leader, followers, watchdog ------------------------------------------------
 
-    def serve(self, parent_pid: int | None = None) -> None:
-        """Run the host on this thread until :meth:`stop` (or the parent process dies)."""
+    def serve(self, parent_pid: int | None = None, on_orphaned=None) -> None:
+        """Run the host on this thread until :meth:`stop`.
+
+        If ``parent_pid`` is given and that process dies, ``on_orphaned()`` is
+        called from the watchdog thread (default: :meth:`stop`). When this
+        returns, no host thread is reading the inbox any more, so the runtime
+        may be closed; threads still inside user code are left to the caller.
+        """
         self._parent_pid = parent_pid
+        self._on_orphaned = on_orphaned or self.stop
         watchdog = threading.Thread(target=self._watchdog, name="zactor-watchdog", daemon=True)
         watchdog.start()
         self._thread_main()
+        deadline = time.monotonic() + 2 * POLL_SLICE_MS / 1e3
+        with self._mu:  # wait for the thread that leads now to leave the inbox
+            while self._leader is not None and time.monotonic() < deadline:
+                self._followers.wait(0.01)
         watchdog.join(timeout=1)
 
     def stop(self) -> None:
@@ -313,8 +325,16 @@ class ActorHost:
                 if self._stopping:
                     return
                 self._leader = me
-            self._lead(me)
+            try:
+                self._lead(me)
+            except Exception:
+                if not self._stopping:
+                    raise
             if self._stopping:
+                with self._mu:
+                    if self._leader == me:
+                        self._leader = None
+                        self._followers.notify_all()
                 return
 
     def _lead(self, me: int) -> None:
@@ -379,7 +399,7 @@ class ActorHost:
             time.sleep(WATCHDOG_S)
             if self._parent_pid is not None and os.getppid() != self._parent_pid:
                 log.warning("zactor %s: parent process died; exiting", self.runtime.role)
-                self.stop()
+                self._on_orphaned()
                 return
             turn = self._turn
             if self._executing and turn == seen and self._leader is not None:
@@ -506,8 +526,13 @@ def main(argv: list[str] | None = None) -> None:
         args.worker_id, runtime.address, os.getpid(), args.node_id, json.loads(args.resources)
     )
     runtime.flush()
+
+    def orphaned() -> None:  # the head is gone: so is the cluster; calls in progress too
+        runtime.remove_socket_file()
+        os._exit(1)
+
     try:
-        host.serve(parent_pid=parent)
+        host.serve(parent_pid=parent, on_orphaned=orphaned)
     finally:
         runtime.close()
     sys.stdout.flush()

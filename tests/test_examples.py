@@ -1,0 +1,165 @@
+"""The seeds' examples (``examples/*.py``) run and print what the seeds print.
+
+Each example starts and stops its own embedded cluster, so each runs in a
+subprocess: its ``init()``/``shutdown()`` stays apart from any cluster the
+test session runs. Two ways are checked: the file run as a script (what a
+user types), and the module imported and its ``main()`` called (the returned
+values; the actor classes then travel to the workers by reference).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+RESULT_MARK = "ZACTOR-EXAMPLE-RESULT "
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_script(name: str) -> subprocess.CompletedProcess:
+    """Run ``examples/<name>.py`` as a script; fail with its output if it fails."""
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=str(REPO),
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def run_main(name: str) -> dict:
+    """Import ``examples/<name>.py`` as a module in a subprocess; return ``main()``'s value."""
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        f"import {name}\n"
+        f"print({RESULT_MARK!r} + json.dumps({name}.main()))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=str(REPO),
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0][len(RESULT_MARK) :])
+
+
+def _lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln.strip() for ln in proc.stdout.splitlines()]
+
+
+# -- counter.py ---------------------------------------------------------------------------
+
+
+def _check_samples(samples: list[int], total: int) -> None:
+    assert len(samples) == 10
+    assert all(0 <= s <= total for s in samples), samples
+    assert samples == sorted(samples), f"the counter went backwards: {samples}"
+
+
+@pytest.mark.timeout(150)
+def test_counter_script_prints_the_seeds_results():
+    lines = _lines(run_script("counter"))
+    # Dask's Counter: increment() -> 1, add(10) -> 11, counter.n -> 11, then the async part.
+    assert lines[0].startswith("ActorHandle(Counter")
+    assert lines[1:5] == ["1", "11", "11", "12"]
+    # Ray's Counter, printed exactly as the seed's comments say.
+    assert "[1, 1, 1, 1, 1, 1, 1, 1, 1, 1]" in lines
+    assert "[2, 3, 4, 5, 6]" in lines
+    assert lines.index("[2, 3, 4, 5, 6]") == lines.index("[1, 1, 1, 1, 1, 1, 1, 1, 1, 1]") + 1
+    # Passing handles: ten samples while the incrementers run, then the exact total.
+    start = lines.index("[2, 3, 4, 5, 6]") + 1
+    samples = [int(v) for v in lines[start : start + 10]]
+    assert lines[start + 10] == "total after 4 incrementers: 4000"
+    _check_samples(samples, 4000)
+
+
+@pytest.mark.timeout(150)
+def test_counter_main_returns_the_seeds_results():
+    result = run_main("counter")
+    assert result["dask"] == {"increment": 1, "add": 11, "n": 11, "awaited": 12}
+    assert result["ray"] == {"parallel": [1] * 10, "serial": [2, 3, 4, 5, 6]}
+    handles = result["handles"]
+    assert handles["expected"] == 4000
+    assert handles["total"] == 4000
+    _check_samples(handles["samples"], 4000)
+
+
+# -- bank_account.py ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(150)
+def test_bank_account_script_prints_the_seeds_results():
+    lines = _lines(run_script("bank_account"))
+    assert lines == [
+        "balance: 42.0",
+        "Please deposit more money first.",
+        "after deposit(100): 142.0",
+        "after withdrawal(100): 42.0",
+        "Cannot deposit negative amount",
+        "final balance: 42.0",
+    ]
+
+
+@pytest.mark.timeout(150)
+def test_bank_account_main_returns_the_seeds_results():
+    assert run_main("bank_account") == {
+        "balance": 42.0,
+        "error": "Please deposit more money first.",
+        "after_deposit": 142.0,
+        "after_withdrawal": 42.0,
+        "negative": "Cannot deposit negative amount",
+        "final": 42.0,
+    }
+
+
+# -- ray_account.py -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(150)
+def test_ray_account_script_prints_the_seeds_results():
+    lines = _lines(run_script("ray_account"))
+    assert lines == [
+        "Oops! Starting balance is less than minimal balance occurred.",
+        "Current balance 100.0",
+        "New balance 60.0",
+        "New balance 90.0",
+        "Oops! Cannot withdraw negative amount occurred.",
+        "Named actor found: True, balance 90.0",
+        "Detached actor found: True, balance 105.0",
+    ]
+
+
+@pytest.mark.timeout(150)
+def test_ray_account_main_returns_the_seeds_results():
+    assert run_main("ray_account") == {
+        "rejected": "Starting balance is less than minimal balance",
+        "current": 100.0,
+        "after_withdraw": 60.0,
+        "after_deposit": 90.0,
+        "negative": "Cannot withdraw negative amount",
+        "named_found": True,
+        "named_balance": 90.0,
+        "detached_found": True,
+        "detached_balance": 105.0,
+    }
