@@ -201,7 +201,10 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
     """
     if not isinstance(handle, ActorHandle):
         raise TypeError(f"zactor.kill takes an ActorHandle, got {type(handle).__name__}")
-    reason = f"actor {handle._class_name}(id={handle._actor_id}) was killed by zactor.kill()"
+    reason = (
+        f"actor {handle._class_name}(id={handle._actor_id}) was killed by zactor.kill(); "
+        "no restart is under way"
+    )
     worker_service_handle(handle._address).kill.remote(handle._actor_id, reason).result(
         timeout=SHUTDOWN_TIMEOUT_S
     )

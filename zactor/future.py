@@ -261,7 +261,8 @@ def as_completed(futures: Iterable[Future], timeout: float | None = None) -> Ite
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         waiting = pending
         if not _runtime_of(waiting).wait_until(
-            lambda: any(f._state != _PENDING for f in waiting), remaining  # noqa: B023
+            lambda: any(f._state != _PENDING for f in waiting),
+            remaining,  # noqa: B023
         ):
             raise GetTimeoutError(
                 f"timed out after {timeout} s: {len(pending)} calls still pending"

@@ -43,6 +43,7 @@ POLL_SLICE_MS = 200
 _parse_frame = _hotpath.parse_frame
 _pack_one = _hotpath.pack_one
 _REPLY_MIN = wire.RESULT
+_REPLY_MAX = wire.DIED
 _CALL = wire.CALL
 _SHUT_DOWN_WHILE_WAITING = (
     "zactor was shut down while a call was waiting for its reply: call zactor.init() again"
@@ -233,11 +234,20 @@ class Runtime:
             self.drop(exc.kind, identity, str(exc))
             return
         calls = None
+        odd = False
         for record in records:
-            if record[0] < _REPLY_MIN:
+            kind = record[0]
+            if kind < _REPLY_MIN:
                 if calls is None:
                     calls = []
                 calls.append(record)
+                odd = odd or kind == 0
+            elif kind > _REPLY_MAX:
+                odd = True
+        if odd:  # a kind this protocol version does not define: drop those records
+            self.drop("kind", identity, "a record of unknown kind")
+            calls = [r for r in calls if r[0] != 0] if calls else None
+            records = [r for r in records if 0 < r[0] <= _REPLY_MAX]
         if calls is None:
             replies = records
         elif len(calls) == len(records):
@@ -249,11 +259,11 @@ class Runtime:
             if box is not None:
                 with box.lock:
                     box.inflight -= len(replies)
-            for fut, kind, _flags, payload, start, count in self.pending.take_replies(replies):
-                if kind > wire.DIED:
-                    fut._fail(FrameError("kind", f"reply of unknown kind {kind}"))
-                else:
-                    fut._arrive(kind, payload, buffers[start : start + count] if count else ())
+            taken = self.pending.take_replies(replies)
+            for fut, kind, _flags, payload, start, count in taken:
+                fut._arrive(kind, payload, buffers[start : start + count] if count else ())
+            if len(taken) < len(replies):
+                self.drop("unknown-call", identity, "a reply to no call awaiting one")
         if calls:
             if self.call_handler is None:
                 self.drop("not-a-host", identity, "calls sent to a process that hosts no actors")
@@ -390,6 +400,14 @@ class Runtime:
             self._cv.notify_all()
         if threading.current_thread() is not self._background:
             self._background.join(timeout=2)
+        with self.lock:  # a driver thread reading the inbox leaves within one poll slice
+            deadline = _monotonic() + 2 * POLL_SLICE_MS / 1e3
+            while (
+                self._reader is not None
+                and self._reader != threading.get_ident()
+                and _monotonic() < deadline
+            ):
+                self._cv.wait(0.01)
         for fut in self.pending.drain():
             fut._fail(ClusterError("zactor was shut down before this call's reply arrived"))
         self.transport.close()

@@ -11,6 +11,7 @@
 - ``bytes`` larger than :data:`OUT_OF_BAND_BYTES` passed as an argument or
   returned as a value also travel as their own frame (nested deeper inside a
   container they are copied into the payload).
+- ``bytearray`` and ``memoryview`` travel as ``bytes`` (msgpack packs them natively).
 - Anything else is pickled with cloudpickle (protocol 5, numpy buffers inside
   it still out of band), so classes defined in ``__main__`` work.
 
@@ -66,7 +67,9 @@ class _Encoder:
         if kind is _ndarray and not obj.dtype.hasobject:
             if not obj.flags.c_contiguous:
                 obj = np.ascontiguousarray(obj)
-            meta = [obj.dtype.str, list(obj.shape)]
+            dtype = obj.dtype
+            descr = dtype.str if dtype.fields is None else np.lib.format.dtype_to_descr(dtype)
+            meta = [descr, list(obj.shape)]
             if obj.nbytes < OUT_OF_BAND_BYTES:
                 meta.append(obj.tobytes())
                 return _ExtType(_EXT_ARRAY_INLINE, msgpack.packb(meta, use_bin_type=True))
@@ -107,12 +110,13 @@ class _Decoder:
     def ext_hook(self, code: int, data: bytes) -> Any:
         if code == _EXT_TUPLE:
             return tuple(self.unpack(data))
-        if code == _EXT_ARRAY_FRAME:
-            dtype, shape, index = msgpack.unpackb(data, raw=False)
-            return np.frombuffer(self.buffers[index], dtype=dtype).reshape(shape)
-        if code == _EXT_ARRAY_INLINE:
-            dtype, shape, raw = msgpack.unpackb(data, raw=False)
-            return np.frombuffer(raw, dtype=dtype).reshape(shape)
+        if code == _EXT_ARRAY_FRAME or code == _EXT_ARRAY_INLINE:
+            descr, shape, where = msgpack.unpackb(data, raw=False)
+            dtype = descr if type(descr) is str else _descr_to_dtype(descr)
+            raw = self.buffers[where] if code == _EXT_ARRAY_FRAME else where
+            array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            array.flags.writeable = False  # received frames may be writable buffers
+            return array
         if code == _EXT_BYTES_FRAME:
             return bytes(self.buffers[msgpack.unpackb(data)])
         if code == _EXT_PICKLE:
@@ -137,6 +141,11 @@ _SCALAR_LEAD = bytes(
 _SCALARS = frozenset((type(None), bool, int, float, str))
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
+
+
+def _descr_to_dtype(descr: list) -> np.dtype:
+    """A structured dtype from its ``dtype_to_descr`` form (msgpack turned tuples into lists)."""
+    return np.lib.format.descr_to_dtype([tuple(f) if isinstance(f, list) else f for f in descr])
 
 
 def dumps(obj: Any) -> tuple[bytes, list]:

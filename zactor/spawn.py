@@ -17,9 +17,11 @@ import sys
 import zactor
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(zactor.__file__)))
+# Import the module and call its main() rather than running it as __main__, so
+# its classes (ActorExit, WorkerService) are the same objects everywhere.
 _BOOTSTRAP = (
-    "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
-    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+    "import sys, importlib; sys.path.insert(0, sys.argv.pop(1)); "
+    "importlib.import_module(sys.argv.pop(1)).main()"
 )
 
 
@@ -32,7 +34,7 @@ def child_environment() -> dict:
 
 
 def start(module: str, args: list[str]) -> subprocess.Popen:
-    """Start ``python -m module args...`` importing the same zactor as this process."""
+    """Start a process running ``module.main()`` with ``args``, importing our zactor."""
     return subprocess.Popen(
         [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_ROOT, module, *args],
         stdin=subprocess.DEVNULL,

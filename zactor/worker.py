@@ -43,6 +43,7 @@ MAX_THREADS = 256
 
 _loads_call = serialization.loads_call
 _dumps = serialization.dumps
+_get_ident = threading.get_ident
 _CALL, _RESULT, _ERROR, _DIED = wire.CALL, wire.RESULT, wire.ERROR, wire.DIED
 
 
@@ -115,7 +116,7 @@ class ActorHost:
         self._followers = threading.Condition(self._mu)
         self._ready: deque = deque()
         self._leader: int | None = None
-        self._executing = False
+        self._busy: int | None = None  # the thread running user code, while it leads
         self._turn = 0  # bumped each time the leader goes back to the inbox
         self._idle = 0
         self._threads: list[threading.Thread] = []
@@ -167,7 +168,7 @@ class ActorHost:
             actor.mailbox.clear()
         for identity, record, _buffers in queued:
             self._reply_died(identity, record, reason)
-        self.runtime.flush()
+        self._send_replies()
 
     def current_actor(self) -> HostedActor | None:
         """The actor whose call this thread is running, if any."""
@@ -176,12 +177,39 @@ class ActorHost:
     # -- the call path --------------------------------------------------------------------
 
     def _on_calls(self, identity: bytes, records: list, buffers) -> None:
+        if len(records) == 1 and not self._ready and self._leader == _get_ident():
+            # The common synchronous call: run it right here, reply at once.
+            record = records[0]
+            actor = self.actors.get(record[4])
+            if actor is not None:
+                with self._mu:
+                    idle = not actor.scheduled
+                    if idle:
+                        actor.scheduled = True
+                if idle:
+                    me = self._leader
+                    self._busy = me
+                    self._execute(actor, identity, record, buffers)
+                    if self._busy == me:
+                        self._busy = None
+                    self._send_replies()
+                    with self._mu:
+                        if actor.mailbox:
+                            self._ready.append(actor)
+                        else:
+                            actor.scheduled = False
+                    return
         actors = self.actors
         missing = None
+        system = actors.get(wire.SYSTEM_ACTOR_ID)
         with self._mu:
             ready = self._ready
             for record in records:
                 actor = actors.get(record[4])
+                if actor is None and system is not None and system.scheduled:
+                    # Perhaps created by a call queued before it: wait behind that call.
+                    system.mailbox.append((identity, record, buffers))
+                    continue
                 if actor is None:
                     if missing is None:
                         missing = []
@@ -194,6 +222,7 @@ class ActorHost:
         if missing:
             for record in missing:
                 self._on_missing(identity, record)
+            self._send_replies()
 
     def _on_missing(self, identity: bytes, record: tuple) -> None:
         actor_id = record[4]
@@ -208,19 +237,49 @@ class ActorHost:
         self._reply_died(identity, record, reason)
 
     def _reply_box(self, identity: bytes):
+        """The outbox to the caller whose routing id (= inbox address) is ``identity``."""
         box = self._reply_boxes.get(identity)
         if box is None:
-            box = self._reply_boxes[identity] = self.runtime.outbox(identity.decode())
+            address = identity.decode()
+            if not address.startswith(("ipc://", "tcp://")):
+                raise ValueError(f"routing id {identity[:64]!r} is not a zactor inbox address")
+            box = self._reply_boxes[identity] = self.runtime.outbox(address)
         return box
+
+    def _queue_reply(
+        self, identity: bytes, kind: int, call_id: int, actor_id: int, payload, buffers
+    ):
+        """Batch a reply; this thread sends its batches in :meth:`_send_replies`."""
+        box = self._reply_boxes.get(identity)
+        if box is None:
+            try:
+                box = self._reply_box(identity)
+            except Exception as exc:  # a foreign peer: nobody to answer, keep serving
+                self.runtime.drop("bad-identity", identity, f"cannot reply: {exc}")
+                return
+        with box.lock:
+            box.writer.add(kind, 0, 0, call_id, actor_id, payload, buffers)
+            first = box.writer.count == 1
+        if first:
+            local = self._local
+            try:
+                local.boxes.append(box)
+            except AttributeError:
+                local.boxes = [box]
+
+    def _send_replies(self) -> None:
+        """Send the reply batches this thread queued."""
+        boxes = getattr(self._local, "boxes", None)
+        if boxes:
+            self._local.boxes = []
+            for box in boxes:
+                box.flush()
 
     def _reply_died(self, identity: bytes, record: tuple, reason: str) -> None:
         if record[0] != _CALL:
             return
-        try:
-            payload, buffers = _dumps(reason)
-            self._reply_box(identity).defer(_DIED, 0, record[3], record[4], payload, buffers)
-        except Exception as exc:  # an identity that is no address: nobody to tell
-            self.runtime.drop("bad-identity", identity, f"cannot reply: {exc}")
+        payload, buffers = _dumps(reason)
+        self._queue_reply(identity, _DIED, record[3], record[4], payload, buffers)
 
     def _execute(self, actor: HostedActor, identity: bytes, record: tuple, buffers) -> None:
         kind, _flags, method, call_id, actor_id, payload, start, count = record
@@ -238,12 +297,14 @@ class ActorHost:
             local.actor = None
             if kind == _CALL:
                 self._reply(identity, _RESULT, call_id, actor_id, None)
-            self.end(actor, f"actor {actor} exited by calling zactor.exit_actor()")
+            self.end(
+                actor, f"actor {actor} exited by calling zactor.exit_actor(); it will not restart"
+            )
             self._notify_ended(actor)
             return
         except _InitFailed:
             if kind == _CALL:
-                self._reply_box(identity).defer(_ERROR, 0, call_id, actor_id, actor.init_error, ())
+                self._queue_reply(identity, _ERROR, call_id, actor_id, actor.init_error, ())
             return
         except BaseException as exc:
             local.actor = None
@@ -280,7 +341,7 @@ class ActorHost:
                     f"serializing a reply of actor {actor_id})",
                 )
             )
-        self._reply_box(identity).defer(kind, 0, call_id, actor_id, payload, buffers)
+        self._queue_reply(identity, kind, call_id, actor_id, payload, buffers)
 
     def _notify_ended(self, actor: HostedActor) -> None:
         hook = getattr(self, "on_actor_ended", None)
@@ -340,12 +401,15 @@ class ActorHost:
     def _lead(self, me: int) -> None:
         runtime = self.runtime
         while not self._stopping:
-            self._run_ready(me)
+            if self._ready:
+                self._run_ready(me)
+                self._send_replies()
             if self._leader != me:
                 runtime.flush()
                 return
             self._turn += 1
-            runtime.flush()
+            if runtime._dirty:
+                runtime.flush()  # calls the actors made, batched in outboxes
             runtime.receive(POLL_SLICE_MS)
 
     def _run_ready(self, me: int) -> None:
@@ -359,6 +423,7 @@ class ActorHost:
 
     def _drain(self, actor: HostedActor) -> None:
         execute = self._execute
+        me = _get_ident()
         while True:
             with self._mu:
                 items = actor.mailbox
@@ -366,19 +431,27 @@ class ActorHost:
                     actor.scheduled = False
                     return
                 actor.mailbox = deque()
-            self._executing = True
+            if self._leader == me:  # a demoted thread must not hide the leader's state
+                self._busy = me
             for identity, record, buffers in items:
-                execute(actor, identity, record, buffers)
-            self._executing = False
+                if record[4] != actor.actor_id:  # queued behind a creation: route it now
+                    self._on_calls(identity, [record], buffers)
+                else:
+                    execute(actor, identity, record, buffers)
+            if self._busy == me:
+                self._busy = None
+            self._send_replies()
 
     def _step_down(self) -> None:
         """Called before this thread blocks on a reply: let another thread lead."""
-        if self._leader == threading.get_ident():
-            self._demote()
+        me = _get_ident()
+        if self._leader == me:
+            self._demote(me)
 
-    def _demote(self) -> None:
+    def _demote(self, leader: int) -> None:
+        """Take the lead from ``leader`` (if it still leads) and give it to another thread."""
         with self._mu:
-            if self._stopping:
+            if self._stopping or self._leader != leader:
                 return
             self._leader = None
             if self._idle:
@@ -402,8 +475,9 @@ class ActorHost:
                 self._on_orphaned()
                 return
             turn = self._turn
-            if self._executing and turn == seen and self._leader is not None:
-                self._demote()
+            busy = self._busy
+            if busy is not None and busy == self._leader and turn == seen:
+                self._demote(busy)  # the leader is stuck in user code: let another lead
             seen = turn
 
 

@@ -1,0 +1,1044 @@
+"""``zactor bench``: zactor's latency and throughput beside a raw pyzmq yardstick.
+
+Every zactor figure is printed next to the same quantity measured, in the same
+run and over the same transport (``ipc://``), with bare pyzmq: a DEALER in this
+process talking to a ROUTER in another process that runs a bare Python loop.
+Raw and zactor measurements are interleaved so machine noise hits both: within
+each round latency alternates in blocks of 500 calls, and each rate is measured
+twice in mirrored order (raw, zactor, zactor, raw; swapped every other round).
+Each figure is the median over the rounds; the ratio is zactor's median over
+raw's median, and the range of the per-round ratios is printed beside it.
+
+Rows:
+
+1. sync call latency p50/p90/p99: ``h.inc.remote().result()`` in a loop, vs a
+   DEALER sending a 50-byte message to the echo server and waiting for it.
+2. pipelined calls/s: 20,000 ``h.inc.remote()`` then ``zactor.get`` of them
+   all, vs 20,000 raw sends then 20,000 raw receives (one reply per request).
+3. tell calls/s: 100,000 ``h.inc.tell()`` then one ``h.inc.remote().result()``
+   (which arrives after them all), vs the raw pipelined rate of row 2.
+4. numpy update MB/s (MB = 10**6 bytes) for 1 MiB and 16 MiB float32 arrays:
+   ``h.add.remote(arr).result()`` where the actor does ``self.w += arr``, vs
+   raw ``send(arr, copy=False)`` to a sink that answers with a short ack.
+5. actors never wait on each other: the latency of a short call to an actor
+   while another actor on the same worker sleeps 0.5 s, beside the same call's
+   latency when that worker is idle (both measured in this run); and the wall
+   time of one 0.5 s sleep on each of 2 actors per worker, all at once. This
+   zactor-only phase runs after the rounds of rows 1-4 (the extra threads a
+   long call leaves in a worker must not colour those), with timeouts: a
+   worker that stops answering is reported as a failure, not waited on.
+6. cluster start-up: ``zactor.init(num_workers=N)`` wall time until ready.
+
+Run ``zactor bench --quick`` (under a minute), ``zactor bench`` (a few minutes),
+``zactor bench --json out.json`` to keep every figure (per round and medians)
+with the run's metadata. ``ZACTOR_PURE_PYTHON=1 zactor bench`` measures the
+pure-Python hot path instead of the Cython one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import gc
+import json
+import os
+import platform
+import select
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import zmq
+
+#: The raw yardstick's request: about the size of a small zactor call frame.
+RAW_MESSAGE = b"z" * 50
+#: What the raw servers answer to a stop request, and the request itself.
+_STOP = b"__zactor_bench_stop__"
+#: The raw sink's reply to a (big) payload.
+_ACK = b"ok"
+MIB = 1 << 20
+
+
+# -- the actors the bench calls (module level, so workers import them by reference) --------
+
+
+class _Counter:
+    """Counts calls: the target of the latency, pipelined and tell rows."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inc(self) -> int:
+        """Count one call; return the count."""
+        self.n += 1
+        return self.n
+
+
+class _Accumulator:
+    """Holds a float32 array and adds the arrays it is sent into it."""
+
+    def __init__(self, size: int) -> None:
+        self.w = np.zeros(size, np.float32)
+
+    def add(self, arr) -> None:
+        """Add ``arr`` into the held array."""
+        self.w += arr
+
+    def first(self) -> float:
+        """The held array's first element (the number of all-ones arrays added)."""
+        return float(self.w[0])
+
+
+class _Probe:
+    """Says where it runs, answers at once, or sleeps: the isolation row."""
+
+    def where(self) -> str:
+        """The id of the worker hosting this actor."""
+        import zactor
+
+        return zactor.get_runtime_context().worker_id
+
+    def ping(self) -> None:
+        """Answer at once."""
+        return None
+
+    def sleep(self, seconds: float) -> float:
+        """Block this actor for ``seconds``."""
+        time.sleep(seconds)
+        return seconds
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+@dataclass
+class BenchConfig:
+    """How much work one bench run does."""
+
+    quick: bool
+    rounds: int
+    workers: int
+    latency_calls: int
+    pipelined_calls: int
+    tell_calls: int
+    numpy_updates: dict  # array size in MiB -> updates per round
+    isolation_sleep_s: float
+    idle_pings: int
+    startup_cycles: int
+    warmup_fraction: float = 0.2
+
+
+def make_config(quick: bool, rounds: int | None = None, workers: int | None = None) -> BenchConfig:
+    """The bench's work for ``--quick`` or a full run; ``rounds``/``workers`` override."""
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"--rounds must be at least 1, got {rounds}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    workers = workers or os.cpu_count() or 1
+    if quick:
+        return BenchConfig(
+            quick=True,
+            rounds=rounds or 3,
+            workers=workers,
+            latency_calls=3_000,
+            pipelined_calls=20_000,
+            tell_calls=100_000,
+            numpy_updates={1: 40, 16: 8},
+            isolation_sleep_s=0.5,
+            idle_pings=300,
+            startup_cycles=1,
+        )
+    return BenchConfig(
+        quick=False,
+        rounds=rounds or 5,
+        workers=workers,
+        latency_calls=50_000,
+        pipelined_calls=20_000,
+        tell_calls=100_000,
+        numpy_updates={1: 1_000, 16: 100},
+        isolation_sleep_s=0.5,
+        idle_pings=2_000,
+        startup_cycles=5,
+    )
+
+
+# -- the raw pyzmq yardstick ----------------------------------------------------------------
+
+
+def _raw_socket(context: zmq.Context, kind: int) -> zmq.Socket:
+    sock = context.socket(kind)
+    sock.sndhwm = 0  # a ROUTER silently drops what goes past its HWM
+    sock.rcvhwm = 0
+    sock.linger = 0
+    return sock
+
+
+def _echo_loop(sock: zmq.Socket) -> None:
+    """Echo every message back: a bare ``recv_multipart``/``send_multipart`` loop."""
+    recv, send = sock.recv_multipart, sock.send_multipart
+    while True:
+        msg = recv()
+        if msg[-1] == _STOP:
+            send(msg)
+            return
+        send(msg)
+
+
+def _sink_loop(sock: zmq.Socket) -> None:
+    """Take big payloads without copying them and answer each with a short ack."""
+    recv, send = sock.recv_multipart, sock.send_multipart
+    while True:
+        msg = recv(copy=False)
+        if len(msg[-1]) == len(_STOP) and msg[-1].bytes == _STOP:
+            send([msg[0], _STOP])
+            return
+        send([msg[0], _ACK])
+
+
+def raw_server_main(echo_address: str, sink_address: str) -> None:
+    """The raw yardstick's server process: an echo ROUTER and a sink ROUTER.
+
+    Each socket has its own thread running a bare loop (only one is busy at a
+    time). The echo server copies small messages into ``bytes`` (the fastest
+    way for them); the sink receives without copying (the fastest way for big
+    payloads) and never sends the payload back. Prints ``ready`` once both are
+    bound; exits when both loops got a stop request, or when its parent dies.
+    """
+    parent = os.getppid()
+    context = zmq.Context(io_threads=1)
+    echo = _raw_socket(context, zmq.ROUTER)
+    echo.bind(echo_address)
+    sink = _raw_socket(context, zmq.ROUTER)
+    sink.bind(sink_address)
+    threads = [
+        threading.Thread(target=_echo_loop, args=(echo,), daemon=True),
+        threading.Thread(target=_sink_loop, args=(sink,), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    while any(t.is_alive() for t in threads):
+        if os.getppid() != parent:
+            os._exit(0)
+        for t in threads:
+            t.join(timeout=0.25)
+    echo.close()
+    sink.close()
+    context.term()
+
+
+#: How the bench starts the raw server: a fresh interpreter, so nothing of the
+#: caller's ``__main__`` (or its zactor cluster) is imported or inherited.
+_RAW_SERVER_CODE = (
+    "import sys; from zactor.bench import raw_server_main; raw_server_main(*sys.argv[1:])"
+)
+
+
+class RawYardstick:
+    """The raw pyzmq side of every comparison: a server process and our DEALERs."""
+
+    def __init__(self, directory: str) -> None:
+        import zactor
+
+        self.echo_address = f"ipc://{os.path.join(directory, 'raw-echo.sock')}"
+        self.sink_address = f"ipc://{os.path.join(directory, 'raw-sink.sock')}"
+        env = dict(os.environ)
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(zactor.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _RAW_SERVER_CODE, self.echo_address, self.sink_address],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self.context = None
+        ready, _, _ = select.select([self.process.stdout], [], [], 60)
+        line = self.process.stdout.readline() if ready else b""
+        if line.strip() != b"ready":
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(
+                "the raw pyzmq echo server did not start "
+                f"(exit code {self.process.returncode}; see its error output above)"
+            )
+        self.context = zmq.Context(io_threads=1)
+        self.echo = _raw_socket(self.context, zmq.DEALER)
+        self.echo.connect(self.echo_address)
+        self.sink = _raw_socket(self.context, zmq.DEALER)
+        self.sink.connect(self.sink_address)
+        self.echo.send(RAW_MESSAGE)
+        self.echo.recv()
+
+    def latency_ns(self, n: int) -> np.ndarray:
+        """Round-trip times (ns) of ``n`` 50-byte requests sent one at a time."""
+        lat = np.empty(n, np.int64)
+        send, recv, clock, msg = self.echo.send, self.echo.recv, time.perf_counter_ns, RAW_MESSAGE
+        for i in range(n):
+            t0 = clock()
+            send(msg)
+            recv()
+            lat[i] = clock() - t0
+        return lat
+
+    def pipelined_rate(self, n: int) -> float:
+        """Messages per second: ``n`` sends, then the ``n`` echoed replies."""
+        send, recv, msg = self.echo.send, self.echo.recv, RAW_MESSAGE
+        t0 = time.perf_counter()
+        for _ in range(n):
+            send(msg)
+        for _ in range(n):
+            recv()
+        return n / (time.perf_counter() - t0)
+
+    def array_rate(self, arr: np.ndarray, n: int) -> float:
+        """MB/s of ``n`` sends of ``arr`` (zero-copy), each acknowledged before the next."""
+        send, recv = self.sink.send, self.sink.recv
+        t0 = time.perf_counter()
+        for _ in range(n):
+            send(arr, copy=False)
+            recv()
+        return arr.nbytes * n / (time.perf_counter() - t0) / 1e6
+
+    def close(self) -> None:
+        """Stop the server process and close our sockets; nothing is left behind."""
+        try:
+            if self.context is not None:
+                for sock in (self.echo, self.sink):
+                    sock.send(_STOP)
+                    if sock.poll(2000):
+                        sock.recv()
+        finally:
+            if self.context is not None:
+                self.echo.close()
+                self.sink.close()
+                self.context.term()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process.stdout.close()
+
+
+# -- the zactor side -------------------------------------------------------------------------
+
+
+class ZactorSide:
+    """The actors the bench calls, on the bench's cluster."""
+
+    def __init__(self, config: BenchConfig) -> None:
+        import zactor
+
+        self.zactor = zactor
+        self.config = config
+        self.counter = zactor.remote(_Counter).options(max_pending_calls=100_000).remote()
+        self.counter.inc.remote().result(timeout=60)
+        self.expected_count = 1
+        accumulator = zactor.remote(_Accumulator)
+        self.accumulators = {}
+        self.adds = {}
+        for mib in config.numpy_updates:
+            h = accumulator.remote(mib * MIB // 4)
+            h.first.remote().result(timeout=60)
+            self.accumulators[mib] = h
+            self.adds[mib] = 0
+        self._place_probes()
+
+    def _place_probes(self) -> None:
+        """Create probes until two share a worker (the head fills the emptiest worker)."""
+        probe = self.zactor.remote(_Probe)
+        by_worker: dict[str, list] = {}
+        self.probes: list = []
+        while True:
+            h = probe.remote()
+            where = h.where.remote().result(timeout=60)
+            self.probes.append((h, where))
+            by_worker.setdefault(where, []).append(h)
+            if len(by_worker[where]) >= 2:
+                self.sleeper, self.neighbour = by_worker[where][:2]
+                self.shared_worker = where
+                break
+            if len(self.probes) > 4 * self.config.workers + 4:
+                raise RuntimeError("could not place two bench actors on the same worker")
+        while len(self.probes) < 2 * self.config.workers:
+            h = probe.remote()
+            self.probes.append((h, h.where.remote().result(timeout=60)))
+
+    def latency_ns(self, n: int) -> np.ndarray:
+        """Round-trip times (ns) of ``n`` synchronous ``h.inc.remote().result()`` calls."""
+        lat = np.empty(n, np.int64)
+        inc, clock = self.counter.inc, time.perf_counter_ns
+        for i in range(n):
+            t0 = clock()
+            inc.remote().result()
+            lat[i] = clock() - t0
+        self.expected_count += n
+        return lat
+
+    def pipelined_rate(self, n: int) -> float:
+        """Calls per second: ``n`` ``h.inc.remote()`` in flight, then ``zactor.get`` them all."""
+        remote, get = self.counter.inc.remote, self.zactor.get
+        t0 = time.perf_counter()
+        futures = [remote() for _ in range(n)]
+        values = get(futures)
+        rate = n / (time.perf_counter() - t0)
+        self.expected_count += n
+        if values[-1] != self.expected_count:
+            raise RuntimeError(f"counter is {values[-1]}, expected {self.expected_count}")
+        return rate
+
+    def tell_rate(self, n: int) -> float:
+        """Calls per second: ``n`` ``h.inc.tell()`` then one call that arrives after them."""
+        inc = self.counter.inc
+        tell = inc.tell
+        t0 = time.perf_counter()
+        for _ in range(n):
+            tell()
+        last = inc.remote().result()
+        rate = (n + 1) / (time.perf_counter() - t0)
+        self.expected_count += n + 1
+        if last != self.expected_count:
+            raise RuntimeError(f"counter is {last}, expected {self.expected_count}")
+        return rate
+
+    def array_rate(self, mib: int, arr: np.ndarray, n: int) -> float:
+        """MB/s of ``n`` ``h.add.remote(arr).result()`` calls."""
+        add = self.accumulators[mib].add.remote
+        t0 = time.perf_counter()
+        for _ in range(n):
+            add(arr).result()
+        rate = arr.nbytes * n / (time.perf_counter() - t0) / 1e6
+        self.adds[mib] += n
+        return rate
+
+    def check_arrays(self) -> None:
+        """Each accumulator holds the sum of every array sent to it (all ones)."""
+        for mib, h in self.accumulators.items():
+            got = h.first.remote().result(timeout=60)
+            if got != float(self.adds[mib]):
+                raise RuntimeError(f"{mib} MiB accumulator holds {got}, expected {self.adds[mib]}")
+
+    def ping_latency_ns(self, n: int) -> np.ndarray:
+        """Round-trip times (ns) of ``n`` short calls to the neighbour, its worker idle."""
+        lat = np.empty(n, np.int64)
+        ping, clock = self.neighbour.ping.remote, time.perf_counter_ns
+        for i in range(n):
+            t0 = clock()
+            ping().result(CALL_TIMEOUT_S)
+            lat[i] = clock() - t0
+        return lat
+
+    def ping_while_sleeping_ns(self, seconds: float) -> tuple[np.ndarray, float]:
+        """Short calls to the neighbour while the sleeper (same worker) sleeps ``seconds``.
+
+        Returns the round-trip times (ns) and the sleep call's wall time (s).
+        """
+        ping, clock = self.neighbour.ping.remote, time.perf_counter_ns
+        lat = []
+        t0 = time.perf_counter()
+        sleeping = self.sleeper.sleep.remote(seconds)
+        stop = t0 + 0.9 * seconds
+        while not sleeping.done() and time.perf_counter() < stop:
+            t = clock()
+            ping().result(CALL_TIMEOUT_S)
+            lat.append(clock() - t)
+        sleeping.result(CALL_TIMEOUT_S)
+        return np.asarray(lat, np.int64), time.perf_counter() - t0
+
+    def concurrent_sleeps_s(self, seconds: float) -> float:
+        """Wall time of one ``sleep(seconds)`` on every probe at once."""
+        t0 = time.perf_counter()
+        self.zactor.get([h.sleep.remote(seconds) for h, _ in self.probes], CALL_TIMEOUT_S)
+        return time.perf_counter() - t0
+
+
+# -- running ----------------------------------------------------------------------------------
+
+#: The isolation phase waits this long for a reply before it reports the worker stuck.
+CALL_TIMEOUT_S = 10.0
+
+
+def _percentiles_us(lat_ns: np.ndarray) -> dict:
+    p50, p90, p99 = np.percentile(lat_ns, [50, 90, 99]) / 1e3
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+class _Recorder:
+    """Per-round figures of each metric, for each side."""
+
+    def __init__(self) -> None:
+        self.rounds: dict[str, dict[str, list]] = {}
+
+    def add(self, metric: str, side: str, value: float) -> None:
+        """Record one round's ``value`` of ``metric`` on ``side`` ("zactor" or "raw")."""
+        self.rounds.setdefault(metric, {}).setdefault(side, []).append(float(value))
+
+    def median(self, metric: str, side: str) -> float | None:
+        """The median over rounds of ``metric`` on ``side``; ``None`` if never measured."""
+        values = self.rounds.get(metric, {}).get(side)
+        return statistics.median(values) if values else None
+
+
+class _StallGuard:
+    """Ends a bench that stopped making progress, instead of letting it hang forever.
+
+    The measuring loops wait for replies without a timeout (a timeout costs time
+    on every call). If no measurement finishes for :attr:`limit_s` seconds, a
+    call lost its reply: the guard prints every thread's stack, kills the raw
+    server and the cluster's head (its workers follow their head), removes the
+    socket directories and exits the process with status 3.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.last = time.monotonic()
+        self.cleanups: list[Callable[[], Any]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="zactor-bench-stall", daemon=True)
+        self._thread.start()
+
+    def pet(self) -> None:
+        """Progress was made."""
+        self.last = time.monotonic()
+
+    def stop(self) -> None:
+        """The bench is over."""
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._done.wait(1.0):
+            if time.monotonic() - self.last > self.limit_s:
+                break
+        else:
+            return
+        print(
+            f"\nzactor bench: no progress for {self.limit_s:.0f} s (a call never got its "
+            "reply); stacks of this process follow, then the bench gives up",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        for cleanup in reversed(self.cleanups):
+            try:
+                cleanup()
+            except Exception:
+                pass
+        os._exit(3)
+
+
+#: No measurement of the bench takes this long; past it the bench is stuck.
+STALL_LIMIT_S = 120.0
+_guard: _StallGuard | None = None
+
+
+def _pet() -> None:
+    if _guard is not None:
+        _guard.pet()
+
+
+def _timed(fn: Callable[[], Any]) -> Any:
+    gc.collect()
+    _pet()
+    result = fn()
+    _pet()
+    return result
+
+
+#: Latency is measured in blocks of this many calls, raw and zactor alternating,
+#: so that both see the same scheduling (on this VM a round trip between
+#: processes on the same core is about half one between cores, and the
+#: scheduler switches between the two every second or so).
+LATENCY_BLOCK = 500
+
+
+def _abba(r: int, raw: Callable[[], float], zac: Callable[[], float]) -> tuple[float, float]:
+    """Run each measurement twice, A B B A (raw first on even rounds); mean of each side.
+
+    The mirrored order cancels a drift in the machine's speed during the round.
+    """
+    first, second = (raw, zac) if r % 2 == 0 else (zac, raw)
+    a = [_timed(first)]
+    b = [_timed(second), _timed(second)]
+    a.append(_timed(first))
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    return (ma, mb) if r % 2 == 0 else (mb, ma)
+
+
+def _interleaved_latency(
+    r: int, calls: int, raw: Callable[[int], np.ndarray], zac: Callable[[int], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``calls`` round trips on each side, in alternating blocks of :data:`LATENCY_BLOCK`."""
+    blocks = max(2, -(-calls // LATENCY_BLOCK))
+    size = max(1, calls // blocks)
+    raw_parts, zac_parts = [], []
+    gc.collect()
+    for b in range(blocks):
+        _pet()
+        if (b + r) % 2 == 0:
+            raw_parts.append(raw(size))
+            zac_parts.append(zac(size))
+        else:
+            zac_parts.append(zac(size))
+            raw_parts.append(raw(size))
+    return np.concatenate(raw_parts), np.concatenate(zac_parts)
+
+
+def _round(
+    r: int, cfg: BenchConfig, raw: RawYardstick, zac: ZactorSide, arrays: dict, scale: float = 1.0
+) -> dict:
+    """One round of every measurement; ``scale`` < 1 makes a shorter warm-up round."""
+
+    def n(count: int) -> int:
+        return max(1, int(count * scale))
+
+    out: dict[str, Any] = {}
+    raw_lat, zac_lat = _interleaved_latency(r, n(cfg.latency_calls), raw.latency_ns, zac.latency_ns)
+    out["latency"] = {"raw": _percentiles_us(raw_lat), "zactor": _percentiles_us(zac_lat)}
+    calls = n(cfg.pipelined_calls)
+    raw_rate, zac_rate = _abba(
+        r, lambda: raw.pipelined_rate(calls), lambda: zac.pipelined_rate(calls)
+    )
+    out["pipelined"] = {"raw": raw_rate, "zactor": zac_rate}
+    out["tell"] = statistics.fmean(_timed(lambda: zac.tell_rate(n(cfg.tell_calls))) for _ in "ab")
+    out["numpy"] = {}
+    for mib, count in cfg.numpy_updates.items():
+        arr, half = arrays[mib], max(1, n(count) // 2)
+        raw_rate, zac_rate = _abba(
+            r,
+            lambda arr=arr, half=half: raw.array_rate(arr, half),
+            lambda arr=arr, half=half, mib=mib: zac.array_rate(mib, arr, half),
+        )
+        out["numpy"][mib] = {"raw": raw_rate, "zactor": zac_rate}
+    return out
+
+
+def _isolation_round(cfg: BenchConfig, zac: ZactorSide) -> dict:
+    """Short calls to an actor with its worker idle, then while a neighbour sleeps."""
+    pings = max(1, cfg.idle_pings // 2)
+    idle_before = _timed(lambda: zac.ping_latency_ns(pings))
+    busy, sleep_wall = zac.ping_while_sleeping_ns(cfg.isolation_sleep_s)
+    idle = np.concatenate([idle_before, zac.ping_latency_ns(pings)])
+    concurrent = zac.concurrent_sleeps_s(cfg.isolation_sleep_s)
+    _pet()
+    return {
+        "idle_p50": float(np.percentile(idle, 50) / 1e3),
+        "busy_p50": float(np.percentile(busy, 50) / 1e3) if len(busy) else float("nan"),
+        "busy_max": float(busy.max() / 1e3) if len(busy) else float("nan"),
+        "busy_calls": int(len(busy)),
+        "sleep_wall_s": sleep_wall,
+        "concurrent_sleeps_s": concurrent,
+    }
+
+
+def _record(rec: _Recorder, res: dict, cfg: BenchConfig) -> None:
+    for p in ("p50", "p90", "p99"):
+        rec.add(f"latency_{p}_us", "zactor", res["latency"]["zactor"][p])
+        rec.add(f"latency_{p}_us", "raw", res["latency"]["raw"][p])
+    rec.add("pipelined_calls_per_s", "zactor", res["pipelined"]["zactor"])
+    rec.add("pipelined_calls_per_s", "raw", res["pipelined"]["raw"])
+    rec.add("tell_calls_per_s", "zactor", res["tell"])
+    rec.add("tell_calls_per_s", "raw", res["pipelined"]["raw"])
+    for mib in cfg.numpy_updates:
+        rec.add(f"numpy_{mib}mib_mb_per_s", "zactor", res["numpy"][mib]["zactor"])
+        rec.add(f"numpy_{mib}mib_mb_per_s", "raw", res["numpy"][mib]["raw"])
+
+
+def _record_isolation(rec: _Recorder, iso: dict) -> None:
+    rec.add("isolation_idle_p50_us", "zactor", iso["idle_p50"])
+    rec.add("isolation_busy_p50_us", "zactor", iso["busy_p50"])
+    rec.add("isolation_busy_max_us", "zactor", iso["busy_max"])
+    rec.add("isolation_busy_calls", "zactor", iso["busy_calls"])
+    rec.add("isolation_sleep_wall_s", "zactor", iso["sleep_wall_s"])
+    rec.add("concurrent_sleeps_wall_s", "zactor", iso["concurrent_sleeps_s"])
+
+
+#: (metric, label, unit, target ratio, "le" or "ge" the target, raw column's meaning)
+_ROWS = [
+    ("latency_p50_us", "sync call latency p50", "us", 1.3, "le", None),
+    ("latency_p90_us", "sync call latency p90", "us", None, "le", None),
+    ("latency_p99_us", "sync call latency p99", "us", None, "le", None),
+    ("pipelined_calls_per_s", "pipelined calls/s", "calls/s", 1.0, "ge", None),
+    ("tell_calls_per_s", "tell calls/s (raw: pipelined)", "calls/s", 2.0, "ge", None),
+]
+
+
+def _status(ratio: float | None, target: float | None, direction: str) -> str:
+    if ratio is None or target is None:
+        return ""
+    ok = ratio <= target if direction == "le" else ratio >= target
+    return "ok" if ok else "MISS"
+
+
+def summarize(rec: _Recorder, cfg: BenchConfig) -> dict:
+    """Medians, ratios and target checks of every metric, with the per-round values."""
+    rows = list(_ROWS)
+    for mib in cfg.numpy_updates:
+        rows.append(
+            (f"numpy_{mib}mib_mb_per_s", f"numpy {mib} MiB add, MB/s", "MB/s", 0.8, "ge", None)
+        )
+    results: dict[str, Any] = {}
+    for metric, label, unit, target, direction, _ in rows:
+        z, r = rec.median(metric, "zactor"), rec.median(metric, "raw")
+        ratio = z / r if z is not None and r else None
+        per_round = [
+            a / b for a, b in zip(rec.rounds[metric]["zactor"], rec.rounds[metric]["raw"]) if b
+        ]
+        results[metric] = {
+            "label": label,
+            "unit": unit,
+            "zactor": {"rounds": rec.rounds[metric]["zactor"], "median": z},
+            "raw": {"rounds": rec.rounds[metric]["raw"], "median": r},
+            "ratio": ratio,
+            "ratio_rounds": per_round,
+            "target": None
+            if target is None
+            else {"ratio": target, "direction": "<=" if direction == "le" else ">="},
+            "met": None if target is None else _status(ratio, target, direction) == "ok",
+        }
+    for metric in (
+        "isolation_idle_p50_us",
+        "isolation_busy_p50_us",
+        "isolation_busy_max_us",
+        "isolation_busy_calls",
+        "isolation_sleep_wall_s",
+        "concurrent_sleeps_wall_s",
+    ):
+        results[metric] = {
+            "zactor": {
+                "rounds": rec.rounds.get(metric, {}).get("zactor", []),
+                "median": rec.median(metric, "zactor"),
+            }
+        }
+    return results
+
+
+# -- printing ---------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None or value != value:
+        return "-"
+    if unit in ("calls/s",):
+        return f"{value:,.0f}"
+    if unit == "us":
+        return f"{value:,.1f}"
+    if unit == "MB/s":
+        return f"{value:,.0f}"
+    return f"{value:.3f}"
+
+
+def format_table(results: dict, startup: dict, cfg: BenchConfig, isolation: dict) -> str:
+    """The printed table (medians over rounds; ratio = zactor / raw).
+
+    ``isolation`` names the worker the isolation row used and how many probe
+    actors slept at once.
+    """
+    head = (
+        f"{'metric':<34} {'zactor':>12} {'raw pyzmq':>12} {'ratio':>7} "
+        f"{'target':>7} {'':>4}  {'ratio per round':<15}"
+    )
+    lines = [head, "-" * len(head)]
+    for res in results.values():
+        if "raw" not in res:
+            continue
+        unit = res["unit"]
+        target = res["target"]
+        tgt = "" if target is None else f"{target['direction']}{target['ratio']:g}x"
+        ratio = res["ratio"]
+        rr = res["ratio_rounds"]
+        spread = f"{min(rr):.2f}-{max(rr):.2f}" if rr else ""
+        status = "" if res["met"] is None else ("ok" if res["met"] else "MISS")
+        label = f"{res['label']} (µs)" if unit == "us" else res["label"]
+        lines.append(
+            f"{label:<34} {_fmt(res['zactor']['median'], unit):>12} "
+            f"{_fmt(res['raw']['median'], unit):>12} "
+            f"{'-' if ratio is None else f'{ratio:.2f}x':>7} {tgt:>7} {status:>4}  {spread:<15}"
+        )
+    med = {k: v["zactor"]["median"] for k, v in results.items() if "raw" not in v}
+    sleep = cfg.isolation_sleep_s
+    probes = isolation["probes"]
+
+    def row(label: str, value: str, note: str = "") -> str:
+        return f"  {label:<50}{value:>12}{'   ' + note if note else ''}"
+
+    lines += [
+        "",
+        "actors never wait on each other (zactor only; both p50s measured in this run, "
+        f"to actors on the same worker, {isolation['worker']}):",
+    ]
+    if isolation.get("failed"):
+        lines.append(f"  FAILED: {isolation['failed']}")
+    if med["isolation_idle_p50_us"] is not None:
+        idle, busy = med["isolation_idle_p50_us"], med["isolation_busy_p50_us"]
+        lines += [
+            row("short call p50, its worker idle", f"{idle:,.1f} µs"),
+            row(
+                f"short call p50, a neighbour sleeping {sleep:g} s",
+                f"{busy:,.1f} µs",
+                f"({busy / idle:.2f}x idle)",
+            ),
+            row(
+                "short call max, a neighbour sleeping",
+                f"{med['isolation_busy_max_us']:,.1f} µs",
+                f"({med['isolation_busy_calls']:.0f} calls during the sleep)",
+            ),
+            row("the sleeping call's own wall time", f"{med['isolation_sleep_wall_s']:.3f} s"),
+            row(
+                f"{probes} actors on {cfg.workers} workers sleeping {sleep:g} s at once",
+                f"{med['concurrent_sleeps_wall_s']:.3f} s",
+                f"(ideal {sleep:g} s)",
+            ),
+        ]
+    lines += [
+        "",
+        f"cluster start-up, zactor.init(num_workers={cfg.workers}) until ready: "
+        f"{startup['init_s']['median']:.3f} s (median of {len(startup['init_s']['cycles'])}); "
+        f"shutdown {_shutdown_text(startup)}",
+    ]
+    return "\n".join(lines)
+
+
+def _shutdown_text(startup: dict) -> str:
+    cycles = startup["shutdown_s"]["cycles"]
+    return f"{statistics.median(cycles):.3f} s" if cycles else "-"
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def command_line() -> str:
+    """How this run was started, as a user would type it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("zactor", "__main__.py")):
+        argv[:1] = ["python", "-m", "zactor"]
+    elif argv and os.path.basename(argv[0]) == "zactor":
+        argv[0] = "zactor"
+    elif argv and argv[0].endswith(".py"):
+        argv.insert(0, "python")
+    env = [f"{k}={os.environ[k]}" for k in ("ZACTOR_PURE_PYTHON",) if os.environ.get(k) is not None]
+    return " ".join(env + [shlex.quote(a) for a in argv])
+
+
+def metadata(cfg: BenchConfig) -> dict:
+    """What produced the figures: implementation, versions, machine, command line."""
+    import zactor
+
+    return {
+        "implementation": zactor.IMPLEMENTATION,
+        "zactor_version": zactor.__version__,
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "numpy": np.__version__,
+        "command_line": command_line(),
+        "argv": list(sys.argv),
+        "transport": "ipc",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": asdict(cfg),
+    }
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``zactor bench`` options, added to ``parser``."""
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds and iterations (under a minute)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write every figure and metadata to PATH")
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=None,
+        help="rounds per figure (default 5, --quick 3)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="worker processes (default: one per CPU)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace, out=None) -> dict:
+    """Run the bench as ``args`` say, print the table to ``out``; return every figure."""
+    import zactor
+
+    out = out or sys.stdout
+    cfg = make_config(args.quick, args.rounds, args.workers)
+    meta = metadata(cfg)
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    say(f"zactor bench: {meta['command_line']}")
+    say(
+        f"implementation: {meta['implementation']}   python {meta['python']}   "
+        f"cpus: {meta['cpu_count']}   workers: {cfg.workers}   rounds: {cfg.rounds}"
+        f"{' (quick)' if cfg.quick else ''}   transport: ipc   pyzmq {meta['pyzmq']} "
+        f"(libzmq {meta['libzmq']})"
+    )
+    say(
+        "yardstick: raw pyzmq DEALER -> ROUTER in another process (bare Python loop), "
+        "measured in this run, interleaved round by round"
+    )
+    say()
+
+    if zactor.is_initialized():
+        raise RuntimeError("zactor bench starts its own cluster: call it before zactor.init()")
+    global _guard
+    directory = tempfile.mkdtemp(prefix="zactor-bench-")
+    raw = None
+    startup: dict = {"init_s": {"cycles": []}, "shutdown_s": {"cycles": []}}
+    rec = _Recorder()
+    per_round: list = []
+    guard = _guard = _StallGuard(STALL_LIMIT_S)
+    guard.cleanups.append(lambda: shutil.rmtree(directory, ignore_errors=True))
+    guard.cleanups.append(_kill_cluster)
+    restore = _terminate_on_sigterm()
+    try:
+        raw = RawYardstick(directory)
+        guard.cleanups.append(raw.process.kill)
+        t0 = time.perf_counter()
+        zactor.init(num_workers=cfg.workers)
+        startup["init_s"]["cycles"].append(time.perf_counter() - t0)
+        zac = ZactorSide(cfg)
+        arrays = {mib: np.ones(mib * MIB // 4, np.float32) for mib in cfg.numpy_updates}
+        _round(1, cfg, raw, zac, arrays, scale=cfg.warmup_fraction)  # warm-up, not recorded
+        for r in range(cfg.rounds):
+            res = _round(r, cfg, raw, zac, arrays)
+            per_round.append(res)
+            _record(rec, res, cfg)
+            say(
+                f"  round {r + 1}/{cfg.rounds}: p50 {res['latency']['zactor']['p50']:.1f} µs "
+                f"(raw {res['latency']['raw']['p50']:.1f}), pipelined "
+                f"{res['pipelined']['zactor']:,.0f}/s (raw {res['pipelined']['raw']:,.0f}), "
+                f"tell {res['tell']:,.0f}/s"
+            )
+        zac.check_arrays()
+        isolation = {"worker": zac.shared_worker, "probes": len(zac.probes), "failed": None}
+        say(f"  isolation: {cfg.rounds} rounds of a {cfg.isolation_sleep_s:g} s sleep ...")
+        isolation["rounds_done"] = 0
+        try:
+            for _ in range(cfg.rounds):
+                _record_isolation(rec, _isolation_round(cfg, zac))
+                isolation["rounds_done"] += 1
+        except zactor.GetTimeoutError as exc:
+            isolation["failed"] = (
+                f"in round {isolation['rounds_done'] + 1} of {cfg.rounds}, a short call got no "
+                f"reply within {CALL_TIMEOUT_S:g} s after a neighbour on {zac.shared_worker} "
+                f"slept ({exc}): the worker stopped serving calls; figures below are from the "
+                f"{isolation['rounds_done']} rounds before"
+            )
+            say(f"  isolation FAILED: {isolation['failed']}")
+        t0 = time.perf_counter()
+        zactor.shutdown()
+        startup["shutdown_s"]["cycles"].append(time.perf_counter() - t0)
+        for _ in range(cfg.startup_cycles - 1):
+            _pet()
+            t0 = time.perf_counter()
+            zactor.init(num_workers=cfg.workers)
+            startup["init_s"]["cycles"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            zactor.shutdown()
+            startup["shutdown_s"]["cycles"].append(time.perf_counter() - t0)
+    finally:
+        try:
+            zactor.shutdown()
+            if raw is not None:
+                raw.close()
+            shutil.rmtree(directory, ignore_errors=True)
+        finally:
+            guard.stop()
+            _guard = None
+            restore()
+    startup["init_s"]["median"] = statistics.median(startup["init_s"]["cycles"])
+    startup["shutdown_s"]["median"] = statistics.median(startup["shutdown_s"]["cycles"])
+
+    results = summarize(rec, cfg)
+    say()
+    say(
+        "medians over rounds; ratio = zactor / raw (latency: lower is better, rates: higher); "
+        "MB = 10**6 bytes"
+    )
+    say(format_table(results, startup, cfg, isolation))
+    report = {
+        "metadata": meta,
+        "results": results,
+        "startup": startup,
+        "isolation": isolation,
+        "rounds": [_jsonable(r) for r in per_round],
+    }
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+        say(f"\nwrote {args.json}")
+    return report
+
+
+def _kill_cluster() -> None:
+    """Stall clean-up: kill the embedded cluster's head (its workers follow it)."""
+    from zactor import api
+
+    session = api._session
+    if session.head_process is not None:
+        session.head_process.kill()
+    if session.session_dir:
+        shutil.rmtree(session.session_dir, ignore_errors=True)
+
+
+def _terminate_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM unwind like Ctrl-C, so the cluster and raw server are stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``zactor bench`` as a standalone program (``bench/run_bench.py`` calls this)."""
+    parser = add_arguments(
+        argparse.ArgumentParser(prog="zactor bench", description=__doc__.split("\n\n")[0])
+    )
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
