@@ -17,9 +17,11 @@ Rows:
    all, vs 20,000 raw sends then 20,000 raw receives (one reply per request).
 3. tell calls/s: 100,000 ``h.inc.tell()`` then one ``h.inc.remote().result()``
    (which arrives after them all), vs the raw pipelined rate of row 2.
-4. numpy update MB/s (MB = 10**6 bytes) for 1 MiB and 16 MiB float32 arrays:
-   ``h.add.remote(arr).result()`` where the actor does ``self.w += arr``, vs
-   raw ``send(arr, copy=False)`` to a sink that answers with a short ack.
+4. numpy update MB/s (MB = 10**6 bytes) for 1 MiB and 16 MiB float32 arrays,
+   streamed with :data:`ARRAY_WINDOW` updates in flight as a parameter-server
+   client would: ``h.add.remote(arr)`` where the actor does ``self.w += arr``,
+   vs raw ``send(arr, copy=False)`` to a sink that answers each with a short
+   ack, with the same window. The issue's target applies to 16 MiB.
 5. actors never wait on each other: the latency of a short call to an actor
    while another actor on the same worker sleeps 0.5 s, beside the same call's
    latency when that worker is idle (both measured in this run); and the wall
@@ -38,6 +40,7 @@ pure-Python hot path instead of the Cython one.
 from __future__ import annotations
 
 import argparse
+import collections
 import faulthandler
 import gc
 import json
@@ -58,6 +61,9 @@ from typing import Any, Callable
 
 import numpy as np
 import zmq
+
+#: Updates in flight at once in the numpy rows (both sides).
+ARRAY_WINDOW = 4
 
 #: The raw yardstick's request: about the size of a small zactor call frame.
 RAW_MESSAGE = b"z" * 50
@@ -300,11 +306,14 @@ class RawYardstick:
         return n / (time.perf_counter() - t0)
 
     def array_rate(self, arr: np.ndarray, n: int) -> float:
-        """MB/s of ``n`` sends of ``arr`` (zero-copy), each acknowledged before the next."""
+        """MB/s of ``n`` zero-copy sends of ``arr``, at most ARRAY_WINDOW unacknowledged."""
         send, recv = self.sink.send, self.sink.recv
         t0 = time.perf_counter()
-        for _ in range(n):
+        for i in range(n):
+            if i >= ARRAY_WINDOW:
+                recv()
             send(arr, copy=False)
+        for _ in range(min(n, ARRAY_WINDOW)):
             recv()
         return arr.nbytes * n / (time.perf_counter() - t0) / 1e6
 
@@ -411,11 +420,16 @@ class ZactorSide:
         return rate
 
     def array_rate(self, mib: int, arr: np.ndarray, n: int) -> float:
-        """MB/s of ``n`` ``h.add.remote(arr).result()`` calls."""
+        """MB/s of ``n`` ``h.add.remote(arr)`` calls, at most ARRAY_WINDOW unanswered."""
         add = self.accumulators[mib].add.remote
+        window: collections.deque = collections.deque()
         t0 = time.perf_counter()
         for _ in range(n):
-            add(arr).result()
+            if len(window) >= ARRAY_WINDOW:
+                window.popleft().result()
+            window.append(add(arr))
+        for future in window:
+            future.result()
         rate = arr.nbytes * n / (time.perf_counter() - t0) / 1e6
         self.adds[mib] += n
         return rate
@@ -684,7 +698,14 @@ def summarize(rec: _Recorder, cfg: BenchConfig) -> dict:
     rows = list(_ROWS)
     for mib in cfg.numpy_updates:
         rows.append(
-            (f"numpy_{mib}mib_mb_per_s", f"numpy {mib} MiB add, MB/s", "MB/s", 0.8, "ge", None)
+            (
+                f"numpy_{mib}mib_mb_per_s",
+                f"numpy {mib} MiB add, MB/s",
+                "MB/s",
+                0.8 if mib == 16 else None,  # the issue sets a target for 16 MiB only
+                "ge",
+                None,
+            )
         )
     results: dict[str, Any] = {}
     for metric, label, unit, target, direction, _ in rows:
