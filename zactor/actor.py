@@ -263,7 +263,10 @@ class ActorMethod:
         awaiting replies (backpressure), until some of them resolve.
         """
         handle = self._handle
-        runtime, box = handle._box()
+        runtime = _runtime_mod._current
+        box = handle._outbox if runtime is handle._runtime and runtime is not None else None
+        if box is None:
+            runtime, box = handle._box()
         gate = handle._gate
         if gate.inflight >= gate.limit:
             runtime.wait_until(lambda: gate.inflight < gate.limit, None)

@@ -111,7 +111,7 @@ class Future:
         Waits up to ``timeout`` seconds (``None``: forever) and then raises
         :class:`GetTimeoutError`; the future stays usable.
         """
-        if self._state == _PENDING and not self._runtime.wait_until(self.done, timeout):
+        if self._state == _PENDING and not self._runtime.wait_for(self, timeout):
             raise GetTimeoutError(f"timed out after {timeout} s waiting for {self._describe()}")
         if self._state == _ARRIVED:
             self._decode()
@@ -259,10 +259,8 @@ def as_completed(futures: Iterable[Future], timeout: float | None = None) -> Ite
     deadline = None if timeout is None else time.monotonic() + timeout
     while pending:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        waiting = pending
-        if not _runtime_of(waiting).wait_until(
-            lambda: any(f._state != _PENDING for f in waiting),
-            remaining,  # noqa: B023
+        if not _runtime_of(pending).wait_until(
+            lambda waiting=pending: any(f._state != _PENDING for f in waiting), remaining
         ):
             raise GetTimeoutError(
                 f"timed out after {timeout} s: {len(pending)} calls still pending"

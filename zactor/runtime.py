@@ -331,6 +331,41 @@ class Runtime:
                     elif self._watched:
                         self._bg_cv.notify()
 
+    def wait_for(self, future, timeout: float | None) -> bool:
+        """:meth:`wait_until` ``future`` is done: the synchronous call's lean path.
+
+        With no timeout, nothing batched and no other reader, this thread takes
+        the reader role and reads until the future resolves, with none of the
+        general path's predicate calls and deadline arithmetic.
+        """
+        if timeout is not None or self.before_block is not None or self._dirty:
+            return self.wait_until(future.done, timeout)
+        lock = self.lock
+        with lock:
+            if future._state:
+                return True
+            lead = not (self._reading or self._closed)
+            if lead:
+                self._reading = True
+                self._reader = threading.get_ident()
+        if not lead:
+            return self.wait_until(future.done, None)
+        try:
+            receive = self.receive
+            while not future._state:
+                if self._closed:
+                    raise ClusterError(_SHUT_DOWN_WHILE_WAITING)
+                receive(POLL_SLICE_MS)
+            return True
+        finally:
+            with lock:
+                self._reading = False
+                self._reader = None
+                if self._waiters:
+                    self._cv.notify_all()
+                elif self._watched:
+                    self._bg_cv.notify()
+
     def _read_until(self, ready: Callable[[], bool], deadline: float | None) -> bool:
         """Read the inbox (holding the reader role) until ``ready()`` or the deadline."""
         while not ready():
