@@ -62,6 +62,8 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
+from zactor import spawn
+
 #: Updates in flight at once in the numpy rows (both sides).
 ARRAY_WINDOW = 4
 
@@ -242,29 +244,23 @@ def raw_server_main(echo_address: str, sink_address: str) -> None:
     context.term()
 
 
-#: How the bench starts the raw server: a fresh interpreter, so nothing of the
-#: caller's ``__main__`` (or its zactor cluster) is imported or inherited.
-_RAW_SERVER_CODE = (
-    "import sys; from zactor.bench import raw_server_main; raw_server_main(*sys.argv[1:])"
-)
+def raw_server_entry() -> None:
+    """Entry point of the raw server process: ``sys.argv[1:]`` are its two addresses."""
+    raw_server_main(*sys.argv[1:])
 
 
 class RawYardstick:
     """The raw pyzmq side of every comparison: a server process and our DEALERs."""
 
     def __init__(self, directory: str) -> None:
-        import zactor
-
         self.echo_address = f"ipc://{os.path.join(directory, 'raw-echo.sock')}"
         self.sink_address = f"ipc://{os.path.join(directory, 'raw-sink.sock')}"
-        env = dict(os.environ)
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(zactor.__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _RAW_SERVER_CODE, self.echo_address, self.sink_address],
-            stdin=subprocess.DEVNULL,
+        # A fresh interpreter importing our zactor: nothing of the caller's __main__.
+        self.process = spawn.start(
+            "zactor.bench",
+            [self.echo_address, self.sink_address],
+            entry="raw_server_entry",
             stdout=subprocess.PIPE,
-            env=env,
         )
         self.context = None
         ready, _, _ = select.select([self.process.stdout], [], [], 60)

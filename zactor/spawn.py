@@ -21,7 +21,7 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(zactor.__file__)
 # its classes (ActorExit, WorkerService) are the same objects everywhere.
 _BOOTSTRAP = (
     "import sys, importlib; sys.path.insert(0, sys.argv.pop(1)); "
-    "importlib.import_module(sys.argv.pop(1)).main()"
+    "module = importlib.import_module(sys.argv.pop(1)); getattr(module, sys.argv.pop(1))()"
 )
 
 
@@ -33,10 +33,12 @@ def child_environment() -> dict:
     return env
 
 
-def start(module: str, args: list[str]) -> subprocess.Popen:
-    """Start a process running ``module.main()`` with ``args``, importing our zactor."""
+def start(module: str, args: list[str], *, entry: str = "main", stdout=None) -> subprocess.Popen:
+    """Start a process running ``module.entry()`` with ``sys.argv[1:] == args``,
+    importing the same zactor as this process."""
     return subprocess.Popen(
-        [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_ROOT, module, *args],
+        [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_ROOT, module, entry, *args],
         stdin=subprocess.DEVNULL,
+        stdout=stdout,
         env=child_environment(),
     )
