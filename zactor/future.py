@@ -102,7 +102,17 @@ class Future:
     # -- public ---------------------------------------------------------------------------
 
     def done(self) -> bool:
-        """True once the reply (value or error) has arrived."""
+        """True once the reply (value or error) has arrived.
+
+        If no thread is reading replies right now, this reads the ones already
+        waiting (without blocking), so polling ``done()`` sees a reply arrive.
+        """
+        if self._state == _PENDING:
+            self._runtime.poll()
+        return self._state != _PENDING
+
+    def _arrived(self) -> bool:
+        """``done()`` without reading: the predicate of waits that read anyway."""
         return self._state != _PENDING
 
     def result(self, timeout: float | None = None) -> Any:
@@ -219,7 +229,7 @@ def get(refs: Future | Sequence[Future], timeout: float | None = None) -> Any:
         return i == n
 
     if not _runtime_of(futures).wait_until(all_done, timeout):
-        left = n - sum(1 for f in futures if f.done())
+        left = n - sum(1 for f in futures if f._state != _PENDING)
         raise GetTimeoutError(f"timed out after {timeout} s: {left} of {n} calls still pending")
     return [f.result() for f in futures]
 
@@ -245,7 +255,7 @@ def wait(
     ready: list[Future] = []
     not_ready: list[Future] = []
     for f in futures:
-        (ready if f.done() and len(ready) < num_returns else not_ready).append(f)
+        (ready if f._state != _PENDING and len(ready) < num_returns else not_ready).append(f)
     return ready, not_ready
 
 

@@ -331,6 +331,29 @@ class Runtime:
                     elif self._watched:
                         self._bg_cv.notify()
 
+    def poll(self) -> None:
+        """Send what is batched and dispatch the replies already waiting, without blocking.
+
+        Does nothing when another thread holds the reader role (it dispatches them).
+        """
+        self.flush()
+        with self.lock:
+            if self._reading or self._closed:
+                return
+            self._reading = True
+            self._reader = threading.get_ident()
+        try:
+            while self.receive(0):
+                pass
+        finally:
+            with self.lock:
+                self._reading = False
+                self._reader = None
+                if self._waiters:
+                    self._cv.notify_all()
+                elif self._watched:
+                    self._bg_cv.notify()
+
     def wait_for(self, future, timeout: float | None) -> bool:
         """:meth:`wait_until` ``future`` is done: the synchronous call's lean path.
 
@@ -339,7 +362,7 @@ class Runtime:
         general path's predicate calls and deadline arithmetic.
         """
         if timeout is not None or self.before_block is not None or self._dirty:
-            return self.wait_until(future.done, timeout)
+            return self.wait_until(future._arrived, timeout)
         lock = self.lock
         with lock:
             if future._state:
@@ -349,7 +372,7 @@ class Runtime:
                 self._reading = True
                 self._reader = threading.get_ident()
         if not lead:
-            return self.wait_until(future.done, None)
+            return self.wait_until(future._arrived, None)
         try:
             receive = self.receive
             while not future._state:
