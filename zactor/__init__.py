@@ -44,6 +44,7 @@ from zactor.errors import (
     ZactorError,
 )
 from zactor.future import Future, as_completed, get, wait
+from zactor.pool import ActorPool, HashPool
 
 __version__ = "0.1.0"
 
@@ -54,10 +55,12 @@ __all__ = [
     "ActorError",
     "ActorHandle",
     "ActorMethod",
+    "ActorPool",
     "ClusterError",
     "FrameError",
     "Future",
     "GetTimeoutError",
+    "HashPool",
     "RuntimeContext",
     "ZactorError",
     "as_completed",

@@ -481,3 +481,229 @@ class PendingTable:
             old = self._d
             self._d = {}
         return list(old.values())
+
+
+# -- key hashing: which shard of a pool a key belongs to ------------------------------------
+#
+# A key's shard is ``jump_hash(hash_key(key), n)``:
+#
+# * ``hash_key`` is XXH64 (xxHash, 64-bit) of the key's canonical bytes, with the key's
+#   type tag as the XXH64 seed: an ``int`` (or anything with ``__index__``: ``bool``,
+#   numpy integers) in ``-2**63 .. 2**64 - 1`` is its value modulo ``2**64`` as 8 bytes
+#   little-endian, tag 1 (so ``-1`` and ``2**64 - 1`` are the same key bits); a ``str``
+#   is its UTF-8 bytes, tag 2; ``bytes`` (and ``bytearray``/``memoryview``) are
+#   themselves, tag 3. ``7``, ``np.int64(7)`` and ``np.uint64(7)`` hash alike; ``"7"``
+#   and ``b"7"`` hash differently from ``7`` and from each other. Other types raise
+#   ``TypeError``.
+# * ``jump_hash`` is Lamping and Veach's jump consistent hash ("A Fast, Minimal Memory,
+#   Consistent Hash Algorithm", 2014): growing from n to n + 1 shards moves about
+#   1/(n + 1) of the keys, all of them to the new shard.
+#
+# Nothing depends on the process, the machine or ``PYTHONHASHSEED``.
+
+import numpy as _np  # noqa: E402
+
+__all__ += [
+    "KEY_TAG_INT",
+    "KEY_TAG_STR",
+    "KEY_TAG_BYTES",
+    "MAX_SHARDS",
+    "xxh64",
+    "hash_key",
+    "jump_hash",
+    "shard_of_key",
+    "shard_of",
+]
+
+#: XXH64 seed (the type tag) of integer keys.
+KEY_TAG_INT = 1
+#: XXH64 seed (the type tag) of ``str`` keys.
+KEY_TAG_STR = 2
+#: XXH64 seed (the type tag) of ``bytes`` keys.
+KEY_TAG_BYTES = 3
+#: The largest shard count ``shard_of`` accepts (jump hash's buckets are int32).
+MAX_SHARDS = 2**31 - 1
+
+_M64 = 0xFFFFFFFFFFFFFFFF
+_P1 = 0x9E3779B185EBCA87
+_P2 = 0xC2B2AE3D27D4EB4F
+_P3 = 0x165667B19E3779F9
+_P4 = 0x85EBCA77C2B2AE63
+_P5 = 0x27D4EB2F165667C5
+_JUMP_MUL = 2862933555777941757
+_I64_MIN = -(2**63)
+_LANE = struct.Struct("<Q")
+_HALF = struct.Struct("<I")
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _M64
+
+
+def _xround(acc: int, lane: int) -> int:
+    acc = (acc + lane * _P2) & _M64
+    return (_rotl(acc, 31) * _P1) & _M64
+
+
+def _merge(acc: int, val: int) -> int:
+    acc ^= _xround(0, val)
+    return (acc * _P1 + _P4) & _M64
+
+
+def _avalanche(h: int) -> int:
+    h ^= h >> 33
+    h = (h * _P2) & _M64
+    h ^= h >> 29
+    h = (h * _P3) & _M64
+    return h ^ (h >> 32)
+
+
+def xxh64(data, seed: int = 0) -> int:
+    """XXH64 of ``data`` (bytes-like) with ``seed`` (0..2**64-1), as an unsigned int."""
+    data = bytes(data)
+    seed = _field(seed, _M64, "seed")
+    n = len(data)
+    p = 0
+    if n >= 32:
+        v1 = (seed + _P1 + _P2) & _M64
+        v2 = (seed + _P2) & _M64
+        v3 = seed
+        v4 = (seed - _P1) & _M64
+        limit = n - 32
+        unpack = _LANE.unpack_from
+        while p <= limit:
+            v1 = _xround(v1, unpack(data, p)[0])
+            v2 = _xround(v2, unpack(data, p + 8)[0])
+            v3 = _xround(v3, unpack(data, p + 16)[0])
+            v4 = _xround(v4, unpack(data, p + 24)[0])
+            p += 32
+        h = (_rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)) & _M64
+        h = _merge(h, v1)
+        h = _merge(h, v2)
+        h = _merge(h, v3)
+        h = _merge(h, v4)
+    else:
+        h = (seed + _P5) & _M64
+    h = (h + n) & _M64
+    while p + 8 <= n:
+        h ^= _xround(0, _LANE.unpack_from(data, p)[0])
+        h = (_rotl(h, 27) * _P1 + _P4) & _M64
+        p += 8
+    if p + 4 <= n:
+        h ^= (_HALF.unpack_from(data, p)[0] * _P1) & _M64
+        h = (_rotl(h, 23) * _P2 + _P3) & _M64
+        p += 4
+    while p < n:
+        h ^= (data[p] * _P5) & _M64
+        h = (_rotl(h, 11) * _P1) & _M64
+        p += 1
+    return _avalanche(h)
+
+
+def _hash_lane(bits: int) -> int:
+    """``xxh64(bits.to_bytes(8, "little"), KEY_TAG_INT)``, unrolled."""
+    h = (KEY_TAG_INT + _P5 + 8) & _M64
+    h ^= _xround(0, bits)
+    h = (_rotl(h, 27) * _P1 + _P4) & _M64
+    return _avalanche(h)
+
+
+def _int_bits(value: int) -> int:
+    if value < _I64_MIN or value > _M64:
+        raise OverflowError(
+            f"integer key {value} is out of range: integer keys must fit in -2**63..2**64-1"
+        )
+    return value & _M64
+
+
+def hash_key(key) -> int:
+    """The 64-bit hash of one key (an int, str or bytes), as an unsigned int.
+
+    Example::
+
+        hash_key(7) == hash_key(np.int64(7)) != hash_key("7")
+    """
+    kind = type(key)
+    if kind is int:
+        return _hash_lane(_int_bits(key))
+    if kind is str:
+        return xxh64(key.encode("utf-8"), KEY_TAG_STR)
+    if kind is bytes:
+        return xxh64(key, KEY_TAG_BYTES)
+    if isinstance(key, str):
+        return xxh64(str.encode(key, "utf-8"), KEY_TAG_STR)
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return xxh64(key, KEY_TAG_BYTES)
+    if isinstance(key, float):
+        value = None
+    else:
+        try:
+            value = operator.index(key)
+        except TypeError:
+            value = None
+    if value is None:
+        raise TypeError(
+            f"a shard key must be an int, str or bytes, got {kind.__name__}: {key!r} "
+            "(convert it, e.g. with str(key))"
+        )
+    return _hash_lane(_int_bits(value))
+
+
+def _check_shards(n) -> int:
+    if type(n) is not int:
+        n = operator.index(n)
+    if n < 1 or n > MAX_SHARDS:
+        raise ValueError(f"the number of shards must be in 1..{MAX_SHARDS}, got {n}")
+    return n
+
+
+def jump_hash(h: int, n: int) -> int:
+    """Lamping and Veach's jump consistent hash of the 64-bit ``h`` into ``n`` buckets."""
+    h = _field(h, _M64, "h")
+    n = _check_shards(n)
+    b, j = -1, 0
+    while j < n:
+        b = j
+        h = (h * _JUMP_MUL + 1) & _M64
+        j = int((b + 1) * (2147483648.0 / ((h >> 33) + 1)))
+    return b
+
+
+def _jump(h: int, n: int) -> int:
+    b, j = -1, 0
+    while j < n:
+        b = j
+        h = (h * _JUMP_MUL + 1) & _M64
+        j = int((b + 1) * (2147483648.0 / ((h >> 33) + 1)))
+    return b
+
+
+def shard_of_key(key, n: int) -> int:
+    """The shard (0..n-1) of one key among ``n`` shards."""
+    return _jump(hash_key(key), _check_shards(n))
+
+
+def _key_list(keys) -> list:
+    """The keys of ``shard_of`` as a list (numpy integer arrays as Python ints)."""
+    if isinstance(keys, _np.ndarray):
+        if keys.ndim != 1:
+            raise ValueError(f"shard_of takes a 1-d array of keys, got shape {keys.shape}")
+        return keys.tolist()
+    if isinstance(keys, (str, bytes, bytearray, memoryview)):
+        raise TypeError("shard_of takes a sequence of keys; use shard_of_key for one key")
+    return list(keys)
+
+
+def shard_of(keys, n: int):
+    """The shard (0..n-1) of each key: a numpy int64 array as long as ``keys``.
+
+    ``keys`` is a sequence of int/str/bytes keys or a 1-d numpy array (integer
+    dtypes hash like the same Python ints; ``U``/``S``/object arrays like their
+    items).
+    """
+    n = _check_shards(n)
+    items = _key_list(keys)
+    out = _np.empty(len(items), dtype=_np.int64)
+    for i, key in enumerate(items):
+        out[i] = _jump(hash_key(key), n)
+    return out

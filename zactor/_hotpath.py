@@ -33,3 +33,11 @@ PendingTable = impl.PendingTable
 RECORD_SIZE = impl.RECORD_SIZE
 PREAMBLE_SIZE = impl.PREAMBLE_SIZE
 PROTOCOL_VERSION = impl.PROTOCOL_VERSION
+
+# Key hashing for pools (HashPool): same answers from both implementations.
+hash_key = impl.hash_key
+jump_hash = impl.jump_hash
+shard_of = impl.shard_of
+shard_of_key = impl.shard_of_key
+xxh64 = impl.xxh64
+MAX_SHARDS = impl.MAX_SHARDS

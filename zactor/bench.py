@@ -30,6 +30,16 @@ Rows:
    long call leaves in a worker must not colour those), with timeouts: a
    worker that stops answering is reported as a failure, not waited on.
 6. cluster start-up: ``zactor.init(num_workers=N)`` wall time until ready.
+7. pools (zactor only, after row 5, each figure the median of the rounds):
+   ``shard_of`` keys/s for 1M numpy int64 keys and 1M short strings (Cython,
+   the pure-Python twin on a slice of them, and ``[zlib.crc32(k) % n for k in
+   keys]`` on the keys' bytes made beforehand); routed pipelined calls/s,
+   ``pool.for_key(k).inc.remote()`` through a HashPool of 8 actors vs
+   ``h.inc.remote()`` on one handle, alternated in the same run (and, to
+   show routing's own cost, round-robin over the same 8 actors); and
+   parameter-server shard updates/s and MB/s with S=2 shards and W=2 workers
+   pushing gradient slices by ``tell`` and pulling every
+   :data:`PS_PULL_EVERY` steps.
 
 Run ``zactor bench --quick`` (under a minute), ``zactor bench`` (a few minutes),
 ``zactor bench --json out.json`` to keep every figure (per round and medians)
@@ -123,6 +133,44 @@ class _Probe:
         """Block this actor for ``seconds``."""
         time.sleep(seconds)
         return seconds
+
+
+class _PSShard:
+    """A parameter-server shard: applies pushed gradient slices, serves pulls."""
+
+    def __init__(self, size: int) -> None:
+        self.w = np.zeros(size, np.float32)
+        self.updates = 0
+
+    def push(self, grad) -> None:
+        """Apply one gradient slice (SGD step)."""
+        self.w -= np.float32(1e-6) * grad
+        self.updates += 1
+
+    def pull(self):
+        """The shard's parameters."""
+        return self.w
+
+    def count(self) -> int:
+        """Updates applied so far."""
+        return self.updates
+
+
+class _PSWorker:
+    """A parameter-server worker: pushes a gradient slice to each shard per step."""
+
+    def run(self, shards, sizes: list, steps: int, pull_every: int) -> int:
+        """``steps`` steps of pushes (``tell``), pulling every ``pull_every``; bytes pulled."""
+        import zactor
+
+        grads = [np.ones(n, np.float32) for n in sizes]  # stands in for computed gradients
+        pulled = 0
+        for step in range(1, steps + 1):
+            for shard, grad in zip(shards, grads):
+                shard.push.tell(grad)
+            if step % pull_every == 0 or step == steps:
+                pulled += sum(a.nbytes for a in zactor.get([s.pull.remote() for s in shards]))
+        return pulled
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -650,6 +698,197 @@ def _isolation_round(cfg: BenchConfig, zac: ZactorSide) -> dict:
     }
 
 
+# -- pools (row 7) ----------------------------------------------------------------------------
+
+#: HashPool size of the routed-calls row, and shards of the hashing rows.
+POOL_ACTORS = 8
+#: Parameter-server row: shards, workers, pull interval (steps), parameters (MiB in all).
+PS_SHARDS, PS_WORKERS, PS_PULL_EVERY, PS_PARAM_MIB = 2, 2, 10, 4
+
+
+def pool_config(cfg: BenchConfig) -> dict:
+    """How much work the pool rows do (``--quick``: less of the slow pure-Python twin)."""
+    return {
+        "keys": 1_000_000,
+        "twin_keys": 100_000 if cfg.quick else 300_000,
+        "routed_calls": cfg.pipelined_calls,
+        "ps_steps": 40 if cfg.quick else 200,
+    }
+
+
+def _keys_per_s(fn: Callable[[], Any], n: int) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - t0)
+
+
+def hashing_round(pcfg: dict) -> dict:
+    """``shard_of`` keys/s: Cython, the pure-Python twin and zlib.crc32, int64 and str keys."""
+    import zlib
+
+    from zactor import _fallback, _hotpath
+
+    n, twin_n, shards = pcfg["keys"], pcfg["twin_keys"], POOL_ACTORS
+    ints = np.random.default_rng(7).integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
+    strs = [f"user-{i:07d}" for i in range(n)]
+    int_bytes = [k.to_bytes(8, "little", signed=True) for k in ints.tolist()]
+    str_bytes = [k.encode() for k in strs]
+    crc32 = zlib.crc32
+    out = {
+        "int64": {
+            "cython": _keys_per_s(lambda: _hotpath.shard_of(ints, shards), n),
+            "twin": _keys_per_s(lambda: _fallback.shard_of(ints[:twin_n], shards), twin_n),
+            "crc32": _keys_per_s(lambda: [crc32(k) % shards for k in int_bytes], n),
+        },
+        "str": {
+            "cython": _keys_per_s(lambda: _hotpath.shard_of(strs, shards), n),
+            "twin": _keys_per_s(lambda: _fallback.shard_of(strs[:twin_n], shards), twin_n),
+            "crc32": _keys_per_s(lambda: [crc32(k) % shards for k in str_bytes], n),
+        },
+    }
+    _pet()
+    return out
+
+
+class PoolSide:
+    """The actors of the routed-calls and parameter-server rows."""
+
+    def __init__(self, pcfg: dict) -> None:
+        import zactor
+
+        self.zactor = zactor
+        self.pcfg = pcfg
+        counter = zactor.remote(_Counter).options(max_pending_calls=100_000)
+        self.single = counter.remote()
+        self.pool = zactor.HashPool([counter.remote() for _ in range(POOL_ACTORS)])
+        zactor.get([h.inc.remote() for h in [self.single, *self.pool.actors]], timeout=60)
+        self.keys = [f"user-{i:07d}" for i in range(pcfg["routed_calls"])]
+        size = PS_PARAM_MIB * MIB // 4
+        bounds = np.linspace(0, size, PS_SHARDS + 1).astype(int)
+        self.ps_sizes = [int(bounds[i + 1] - bounds[i]) for i in range(PS_SHARDS)]
+        shard = zactor.remote(_PSShard)
+        self.ps_shards = zactor.HashPool([shard.remote(n) for n in self.ps_sizes])
+        self.ps_workers = [zactor.remote(_PSWorker).remote() for _ in range(PS_WORKERS)]
+        zactor.get([s.count.remote() for s in self.ps_shards], timeout=60)
+
+    def routed_rate(self) -> float:
+        """Calls/s of ``pool.for_key(k).inc.remote()`` for every key, then ``get`` them all."""
+        for_key, keys = self.pool.for_key, self.keys
+        t0 = time.perf_counter()
+        futures = [for_key(k).inc.remote() for k in keys]
+        self.zactor.get(futures, timeout=CALL_TIMEOUT_S * 6)
+        return len(keys) / (time.perf_counter() - t0)
+
+    def spread_rate(self) -> float:
+        """Calls/s over the same actors without hashing (``actors[i % 8]``): routing's cost."""
+        actors, n = self.pool.actors, len(self.keys)
+        size = len(actors)
+        t0 = time.perf_counter()
+        futures = [actors[i % size].inc.remote() for i in range(n)]
+        self.zactor.get(futures, timeout=CALL_TIMEOUT_S * 6)
+        return n / (time.perf_counter() - t0)
+
+    def single_rate(self) -> float:
+        """Calls/s of as many ``h.inc.remote()`` on one handle, then ``get`` them all."""
+        remote, n = self.single.inc.remote, len(self.keys)
+        t0 = time.perf_counter()
+        futures = [remote() for _ in range(n)]
+        self.zactor.get(futures, timeout=CALL_TIMEOUT_S * 6)
+        return n / (time.perf_counter() - t0)
+
+    def ps_rate(self) -> dict:
+        """Shard updates/s and MB/s (pushed, and pushed + pulled) of S shards and W workers."""
+        zactor, steps = self.zactor, self.pcfg["ps_steps"]
+        before = sum(zactor.get([s.count.remote() for s in self.ps_shards], timeout=60))
+        t0 = time.perf_counter()
+        pulled = zactor.get(
+            [
+                w.run.remote(self.ps_shards, self.ps_sizes, steps, PS_PULL_EVERY)
+                for w in self.ps_workers
+            ],
+            timeout=CALL_TIMEOUT_S * 12,
+        )
+        after = sum(zactor.get([s.count.remote() for s in self.ps_shards], timeout=60))
+        elapsed = time.perf_counter() - t0
+        updates = after - before
+        pushed = PS_WORKERS * steps * sum(self.ps_sizes) * 4
+        return {
+            "updates_per_s": updates / elapsed,
+            "push_mb_per_s": pushed / elapsed / 1e6,
+            "total_mb_per_s": (pushed + sum(pulled)) / elapsed / 1e6,
+        }
+
+
+def pool_round(r: int, side: PoolSide, pcfg: dict) -> dict:
+    """One round of the pool rows (routed and single-handle rates mirrored, as in _abba)."""
+    out = {"hashing": hashing_round(pcfg)}
+    single, routed = _abba(r, side.single_rate, side.routed_rate)
+    out["routed"] = {"hashpool": routed, "single": single, "spread": side.spread_rate()}
+    _pet()
+    out["ps"] = side.ps_rate()
+    _pet()
+    return out
+
+
+def summarize_pools(rounds: list) -> dict:
+    """Medians over the rounds of every pool figure."""
+
+    def med(path):
+        values = []
+        for res in rounds:
+            v = res
+            for k in path:
+                v = v[k]
+            values.append(v)
+        return {"rounds": values, "median": statistics.median(values)}
+
+    out: dict[str, Any] = {"hashing": {}, "routed": {}, "ps": {}}
+    for kind in ("int64", "str"):
+        out["hashing"][kind] = {
+            impl: med(("hashing", kind, impl)) for impl in ("cython", "twin", "crc32")
+        }
+    for side in ("hashpool", "single", "spread"):
+        out["routed"][side] = med(("routed", side))
+    ratios = [res["routed"]["hashpool"] / res["routed"]["single"] for res in rounds]
+    out["routed"]["ratio"] = {"rounds": ratios, "median": statistics.median(ratios)}
+    for k in ("updates_per_s", "push_mb_per_s", "total_mb_per_s"):
+        out["ps"][k] = med(("ps", k))
+    return out
+
+
+def format_pools(pools: dict, pcfg: dict) -> str:
+    """The printed pool section."""
+    h, r, ps = pools["hashing"], pools["routed"], pools["ps"]
+    lines = [
+        f"pools (zactor only; medians over rounds; {POOL_ACTORS} shards):",
+        f"  {'shard_of keys/s':<44}{'cython':>12}{'py twin':>12}{'crc32 % n':>12}",
+    ]
+    for kind, label in (("int64", "1M numpy int64 keys"), ("str", "1M short str keys")):
+        target = 20e6 if kind == "int64" else 3e6
+        c = h[kind]["cython"]["median"]
+        lines.append(
+            f"  {label:<44}{c:>12,.0f}{h[kind]['twin']['median']:>12,.0f}"
+            f"{h[kind]['crc32']['median']:>12,.0f}   target >= {target:,.0f}: "
+            f"{'ok' if c >= target else 'MISS'}"
+        )
+    ratio = r["ratio"]
+    lines += [
+        f"  routed pipelined calls/s, HashPool of {POOL_ACTORS} (for_key per call)"
+        f"{r['hashpool']['median']:>14,.0f}",
+        f"  pipelined calls/s, one handle, same run{r['single']['median']:>34,.0f}",
+        f"  pipelined calls/s, same actors round-robin (no hashing){r['spread']['median']:>17,.0f}",
+        f"  ratio HashPool / one handle{ratio['median']:>45.2f}x   target >= 0.9x: "
+        f"{'ok' if ratio['median'] >= 0.9 else 'MISS'}   "
+        f"(per round {min(ratio['rounds']):.2f}-{max(ratio['rounds']):.2f})",
+        f"  parameter server S={PS_SHARDS} W={PS_WORKERS}, {PS_PARAM_MIB} MiB float32, "
+        f"pull every {PS_PULL_EVERY}, {pcfg['ps_steps']} steps/worker:",
+        f"    shard updates/s{ps['updates_per_s']['median']:>57,.0f}",
+        f"    gradient MB/s pushed{ps['push_mb_per_s']['median']:>52,.0f}",
+        f"    MB/s pushed + pulled{ps['total_mb_per_s']['median']:>52,.0f}",
+    ]
+    return "\n".join(lines)
+
+
 def _record(rec: _Recorder, res: dict, cfg: BenchConfig) -> None:
     for p in ("p50", "p90", "p99"):
         rec.add(f"latency_{p}_us", "zactor", res["latency"]["zactor"][p])
@@ -931,6 +1170,8 @@ def run(args: argparse.Namespace, out=None) -> dict:
     startup: dict = {"init_s": {"cycles": []}, "shutdown_s": {"cycles": []}}
     rec = _Recorder()
     per_round: list = []
+    pool_rounds: list = []
+    pcfg: dict = {}
     guard = _guard = _StallGuard(STALL_LIMIT_S)
     guard.cleanups.append(lambda: shutil.rmtree(directory, ignore_errors=True))
     guard.cleanups.append(_kill_cluster)
@@ -970,6 +1211,13 @@ def run(args: argparse.Namespace, out=None) -> dict:
                 f"{isolation['rounds_done']} rounds before"
             )
             say(f"  isolation FAILED: {isolation['failed']}")
+        pcfg = pool_config(cfg)
+        say(f"  pools: {cfg.rounds} rounds of hashing, routed calls and a parameter server ...")
+        pool_side = PoolSide(pcfg)
+        pool_round(1, pool_side, dict(pcfg, ps_steps=max(1, pcfg["ps_steps"] // 5)))  # warm-up
+        for r in range(cfg.rounds):
+            pool_rounds.append(pool_round(r, pool_side, pcfg))
+        del pool_side
         t0 = time.perf_counter()
         zactor.shutdown()
         startup["shutdown_s"]["cycles"].append(time.perf_counter() - t0)
@@ -1001,12 +1249,16 @@ def run(args: argparse.Namespace, out=None) -> dict:
         "MB = 10**6 bytes"
     )
     say(format_table(results, startup, cfg, isolation))
+    pools = summarize_pools(pool_rounds)
+    say()
+    say(format_pools(pools, pcfg))
     report = {
         "metadata": meta,
         "results": results,
         "startup": startup,
         "isolation": isolation,
         "rounds": [_jsonable(r) for r in per_round],
+        "pools": _jsonable(pools),
     }
     if args.json:
         with open(args.json, "w") as fh:
