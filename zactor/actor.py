@@ -350,6 +350,9 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
     if info.get("existing"):
         return handle
     blob = cloudpickle.dumps((cls, args, kwargs))
-    # Same outbox as the calls that follow, so the worker sees the creation first.
+    # Same outbox as the calls that follow, so the worker sees the creation first;
+    # sent now, not batched, so it is on its way before the handle can reach
+    # another process whose calls would otherwise overtake it.
     worker_service_handle(info["address"]).create.tell(info["actor_id"], blob, spec)
+    runtime.flush()
     return handle

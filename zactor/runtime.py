@@ -49,7 +49,6 @@ _SHUT_DOWN_WHILE_WAITING = (
     "zactor was shut down while a call was waiting for its reply: call zactor.init() again"
 )
 _monotonic = time.monotonic
-_zmq_poll = zmq.zmq_poll
 
 
 class Outbox:
@@ -94,19 +93,6 @@ class Outbox:
         if first:
             self.runtime.mark_dirty(self)
 
-    def defer(self, kind, method, call_id, actor_id, payload, buffers) -> None:
-        """Add to the batch; the owner flushes at the end of its work (worker replies)."""
-        with self.lock:
-            writer = self.writer
-            writer.add(kind, 0, method, call_id, actor_id, payload, buffers)
-            if writer.count >= MAX_BATCH or writer.nbytes >= MAX_BATCH_BYTES:
-                self.last_send = _monotonic()
-                self._send(writer.take())
-                return
-            first = writer.count == 1
-        if first:
-            self.runtime.mark_dirty(self, arm=False)
-
     def flush(self) -> None:
         """Send whatever is batched."""
         with self.lock:
@@ -141,7 +127,6 @@ class Runtime:
         self.log = log
         self.transport = Transport()
         self.inbox, self.address = self.transport.inbox(inbox_address)
-        self._poll_items = [(self.inbox, zmq.POLLIN)]
         self._rcvtimeo = -1
         self.pending = _hotpath.PendingTable()
         self.lock = threading.Lock()
@@ -181,11 +166,11 @@ class Runtime:
                     self._outbox_by_identity[address.encode()] = box
         return box
 
-    def mark_dirty(self, box: Outbox, arm: bool = True) -> None:
-        """``box`` holds a batch: remember to flush it; wake the flusher if ``arm``."""
+    def mark_dirty(self, box: Outbox) -> None:
+        """``box`` holds a batch: remember to flush it, and wake the flusher."""
         with self.lock:
             self._dirty.append(box)
-            if arm and not self._armed:
+            if not self._armed:
                 self._armed = True
                 self._bg_cv.notify()
 

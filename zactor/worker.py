@@ -328,7 +328,10 @@ class ActorHost:
         local.actor = None
         actor.calls += 1
         if kind == _CALL:
-            self._reply(identity, _RESULT, call_id, actor_id, result)
+            if actor.dead is not None:  # killed while this call ran: its result is void
+                self._reply_died(identity, record, actor.dead)
+            else:
+                self._reply(identity, _RESULT, call_id, actor_id, result)
 
     def _reply(self, identity: bytes, kind: int, call_id: int, actor_id: int, value: Any) -> None:
         try:
