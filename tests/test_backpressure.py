@@ -8,25 +8,17 @@ calls and appends each future to a list; while the actor is held the list stops 
 
 from __future__ import annotations
 
-import os
 import pickle
 import threading
 import time
 
 import pytest
+from gates import wait_for_file as _wait_for_file
 
 import zactor
 from zactor.actor import DEFAULT_MAX_PENDING_CALLS
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _wait_for_file(path, limit=30.0):
-    deadline = time.monotonic() + limit
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.005)
 
 
 @zactor.remote

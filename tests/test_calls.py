@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from gates import wait_for_file as _wait_for_file
 
 import zactor
 import zactor.runtime
@@ -659,14 +660,6 @@ def test_plain_values_keep_their_types(cluster):
 
 
 # -- helpers used above --------------------------------------------------------------------------
-
-
-def _wait_for_file(path, limit=30.0):
-    deadline = time.monotonic() + limit
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.005)
 
 
 @zactor.remote

@@ -15,23 +15,15 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import pytest
+from gates import wait_for_file as _wait_for_file
 
 import zactor
 
 pytestmark = pytest.mark.timeout(60)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _wait_for_file(path, limit=30.0):
-    deadline = time.monotonic() + limit
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.005)
 
 
 @zactor.remote

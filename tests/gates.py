@@ -1,0 +1,15 @@
+"""Helpers shared by the tests and by the actors they define (workers import it too)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def wait_for_file(path: str, limit: float = 30.0) -> None:
+    """Block until ``path`` exists (a gate a test opens); TimeoutError after ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.005)
