@@ -9,59 +9,10 @@ values; the actor classes then travel to the workers by reference).
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-RESULT_MARK = "ZACTOR-EXAMPLE-RESULT "
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def run_script(name: str) -> subprocess.CompletedProcess:
-    """Run ``examples/<name>.py`` as a script; fail with its output if it fails."""
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-        cwd=str(REPO),
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def run_main(name: str) -> dict:
-    """Import ``examples/<name>.py`` as a module in a subprocess; return ``main()``'s value."""
-    code = (
-        "import json, sys\n"
-        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
-        f"import {name}\n"
-        f"print({RESULT_MARK!r} + json.dumps({name}.main()))\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-        cwd=str(REPO),
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
-    assert len(lines) == 1, proc.stdout
-    return json.loads(lines[0][len(RESULT_MARK) :])
+from examples_runner import run_main, run_script
 
 
 def _lines(proc: subprocess.CompletedProcess) -> list[str]:

@@ -8,17 +8,15 @@ cluster, as ``tests/test_examples.py`` runs the other examples.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import cloudpickle
 import numpy as np
 import pytest
+from examples_runner import run_main
+from examples_runner import script_lines as run_script
 
 import zactor
 from zactor import _hotpath
@@ -419,52 +417,6 @@ def test_hash_pool_pickles_and_routes_the_same_in_an_actor(cluster):
 
 
 # -- the pool examples, each in its own process and cluster ----------------------------------
-
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-RESULT_MARK = "ZACTOR-EXAMPLE-RESULT "
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def run_script(name: str, *args: str) -> list[str]:
-    """Run ``examples/<name>.py`` as a script; its stdout lines."""
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        env=_env(),
-        cwd=str(REPO),
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return [ln.strip() for ln in proc.stdout.splitlines()]
-
-
-def run_main(name: str, call: str = "main()") -> dict:
-    """Import ``examples/<name>.py`` in a subprocess; return the JSON of ``call``."""
-    code = (
-        "import json, sys\n"
-        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
-        f"import {name}\n"
-        f"print({RESULT_MARK!r} + json.dumps({name}.{call}))\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        env=_env(),
-        cwd=str(REPO),
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
-    assert len(lines) == 1, proc.stdout
-    return json.loads(lines[0][len(RESULT_MARK) :])
 
 
 @pytest.mark.timeout(180)
