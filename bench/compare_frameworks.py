@@ -71,10 +71,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
+from zactor.bench import STOP, echo_loop, raw_socket  # noqa: E402  (the same yardstick)
+
 #: The raw yardstick's request: about the size of a small actor-call frame.
 RAW_MESSAGE = b"z" * 50
-#: What the raw echo server treats as "stop".
-_STOP = b"__compare_frameworks_stop__"
 #: Upper bound on the time one latency measurement may take, in seconds.
 LATENCY_TIME_CAP_S = 20.0
 #: Upper bound on the time one pipelined batch may take, in seconds.
@@ -97,24 +97,6 @@ class Counter:
 # -- the raw pyzmq yardstick -------------------------------------------------------------
 
 
-def _raw_socket(context: zmq.Context, kind: int) -> zmq.Socket:
-    sock = context.socket(kind)
-    sock.sndhwm = 0  # a ROUTER silently drops what goes past its HWM
-    sock.rcvhwm = 0
-    sock.linger = 0
-    return sock
-
-
-def _echo_loop(sock: zmq.Socket) -> None:
-    """Echo every message back: a bare ``recv_multipart``/``send_multipart`` loop."""
-    recv, send = sock.recv_multipart, sock.send_multipart
-    while True:
-        msg = recv()
-        send(msg)
-        if msg[-1] == _STOP:
-            return
-
-
 def raw_echo_server(address: str, ready) -> None:
     """The yardstick's server process: a ROUTER that echoes, until told to stop.
 
@@ -123,9 +105,9 @@ def raw_echo_server(address: str, ready) -> None:
     """
     parent = os.getppid()
     context = zmq.Context(io_threads=1)
-    sock = _raw_socket(context, zmq.ROUTER)
+    sock = raw_socket(context, zmq.ROUTER)
     sock.bind(address)
-    loop = threading.Thread(target=_echo_loop, args=(sock,), daemon=True)
+    loop = threading.Thread(target=echo_loop, args=(sock,), daemon=True)
     loop.start()
     ready.set()
     while loop.is_alive():
@@ -157,7 +139,7 @@ class RawYardstick:
             self.process.join(5)
             raise RuntimeError("the raw pyzmq echo server did not start within 60 s")
         self.context = zmq.Context(io_threads=1)
-        self.sock = _raw_socket(self.context, zmq.DEALER)
+        self.sock = raw_socket(self.context, zmq.DEALER)
         self.sock.connect(self.address)
         self.sock.send(RAW_MESSAGE)
         if not self.sock.poll(10_000):
@@ -196,7 +178,7 @@ class RawYardstick:
     def close(self) -> None:
         """Stop the server process and close the socket."""
         try:
-            self.sock.send(_STOP)
+            self.sock.send(STOP)
             if self.sock.poll(2000):
                 self.sock.recv()
         finally:

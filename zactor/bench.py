@@ -80,7 +80,8 @@ ARRAY_WINDOW = 4
 #: The raw yardstick's request: about the size of a small zactor call frame.
 RAW_MESSAGE = b"z" * 50
 #: What the raw servers answer to a stop request, and the request itself.
-_STOP = b"__zactor_bench_stop__"
+#: The last frame that ends the raw echo loop.
+STOP = b"__zactor_bench_stop__"
 #: The raw sink's reply to a (big) payload.
 _ACK = b"ok"
 MIB = 1 << 20
@@ -230,7 +231,8 @@ def make_config(quick: bool, rounds: int | None = None, workers: int | None = No
 # -- the raw pyzmq yardstick ----------------------------------------------------------------
 
 
-def _raw_socket(context: zmq.Context, kind: int) -> zmq.Socket:
+def raw_socket(context: zmq.Context, kind: int) -> zmq.Socket:
+    """A yardstick socket: no high-water mark (a ROUTER drops what passes it), no linger."""
     sock = context.socket(kind)
     sock.sndhwm = 0  # a ROUTER silently drops what goes past its HWM
     sock.rcvhwm = 0
@@ -238,12 +240,15 @@ def _raw_socket(context: zmq.Context, kind: int) -> zmq.Socket:
     return sock
 
 
-def _echo_loop(sock: zmq.Socket) -> None:
-    """Echo every message back: a bare ``recv_multipart``/``send_multipart`` loop."""
+def echo_loop(sock: zmq.Socket) -> None:
+    """Echo every message back: a bare ``recv_multipart``/``send_multipart`` loop.
+
+    Returns after echoing a message whose last frame is :data:`STOP`.
+    """
     recv, send = sock.recv_multipart, sock.send_multipart
     while True:
         msg = recv()
-        if msg[-1] == _STOP:
+        if msg[-1] == STOP:
             send(msg)
             return
         send(msg)
@@ -254,8 +259,8 @@ def _sink_loop(sock: zmq.Socket) -> None:
     recv, send = sock.recv_multipart, sock.send_multipart
     while True:
         msg = recv(copy=False)
-        if len(msg[-1]) == len(_STOP) and msg[-1].bytes == _STOP:
-            send([msg[0], _STOP])
+        if len(msg[-1]) == len(STOP) and msg[-1].bytes == STOP:
+            send([msg[0], STOP])
             return
         send([msg[0], _ACK])
 
@@ -271,12 +276,12 @@ def raw_server_main(echo_address: str, sink_address: str) -> None:
     """
     parent = os.getppid()
     context = zmq.Context(io_threads=1)
-    echo = _raw_socket(context, zmq.ROUTER)
+    echo = raw_socket(context, zmq.ROUTER)
     echo.bind(echo_address)
-    sink = _raw_socket(context, zmq.ROUTER)
+    sink = raw_socket(context, zmq.ROUTER)
     sink.bind(sink_address)
     threads = [
-        threading.Thread(target=_echo_loop, args=(echo,), daemon=True),
+        threading.Thread(target=echo_loop, args=(echo,), daemon=True),
         threading.Thread(target=_sink_loop, args=(sink,), daemon=True),
     ]
     for t in threads:
@@ -321,9 +326,9 @@ class RawYardstick:
                 f"(exit code {self.process.returncode}; see its error output above)"
             )
         self.context = zmq.Context(io_threads=1)
-        self.echo = _raw_socket(self.context, zmq.DEALER)
+        self.echo = raw_socket(self.context, zmq.DEALER)
         self.echo.connect(self.echo_address)
-        self.sink = _raw_socket(self.context, zmq.DEALER)
+        self.sink = raw_socket(self.context, zmq.DEALER)
         self.sink.connect(self.sink_address)
         self.echo.send(RAW_MESSAGE)
         self.echo.recv()
@@ -366,7 +371,7 @@ class RawYardstick:
         try:
             if self.context is not None:
                 for sock in (self.echo, self.sink):
-                    sock.send(_STOP)
+                    sock.send(STOP)
                     if sock.poll(2000):
                         sock.recv()
         finally:
