@@ -218,27 +218,22 @@ class Runtime:
         except FrameError as exc:
             self.drop(exc.kind, identity, str(exc))
             return
-        calls = None
-        odd = False
-        for record in records:
+        calls = []
+        replies = []
+        unknown = False
+        for record in records:  # one pass: requests, replies, kinds this version lacks
             kind = record[0]
-            if kind < _REPLY_MIN:
-                if calls is None:
-                    calls = []
+            if kind >= _REPLY_MIN:
+                if kind <= _REPLY_MAX:
+                    replies.append(record)
+                else:
+                    unknown = True
+            elif kind >= _CALL:
                 calls.append(record)
-                odd = odd or kind == 0
-            elif kind > _REPLY_MAX:
-                odd = True
-        if odd:  # a kind this protocol version does not define: drop those records
+            else:
+                unknown = True
+        if unknown:
             self.drop("kind", identity, "a record of unknown kind")
-            calls = [r for r in calls if r[0] != 0] if calls else None
-            records = [r for r in records if 0 < r[0] <= _REPLY_MAX]
-        if calls is None:
-            replies = records
-        elif len(calls) == len(records):
-            replies = ()
-        else:
-            replies = [r for r in records if r[0] >= _REPLY_MIN]
         if replies:
             box = self._outbox_by_identity.get(identity)
             if box is not None:
