@@ -18,7 +18,9 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import sys
 from typing import Any
 
 import cloudpickle
@@ -127,6 +129,27 @@ class ActorClass:
 
     def __repr__(self) -> str:
         return f"<zactor.ActorClass {self.__qualname__}>"
+
+    def __reduce__(self):
+        # By reference when the module names this very object (``@zactor.remote`` at
+        # module level): the worker imports it, so every actor shares one class and
+        # tracebacks show real source lines. Else by value (``__main__``, closures).
+        module = sys.modules.get(self.__module__)
+        if self.__module__ != "__main__" and _lookup(module, self.__qualname__) is self:
+            return (_import_actor_class, (self.__module__, self.__qualname__))
+        return (ActorClass, (self._cls, self._options))
+
+
+def _lookup(module, qualname: str):
+    obj = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _import_actor_class(module: str, qualname: str) -> ActorClass:
+    """Unpickle an :class:`ActorClass` shipped by reference."""
+    return _lookup(importlib.import_module(module), qualname)
 
 
 class ActorOptions:
@@ -349,7 +372,7 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
     handle = handle_from_info(info)
     if info.get("existing"):
         return handle
-    blob = cloudpickle.dumps((cls, args, kwargs))
+    blob = cloudpickle.dumps((actor_class, args, kwargs))
     # Same outbox as the calls that follow, so the worker sees the creation first;
     # sent now, not batched, so it is on its way before the handle can reach
     # another process whose calls would otherwise overtake it.
