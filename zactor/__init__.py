@@ -35,6 +35,7 @@ from zactor.api import (
     kill,
     shutdown,
 )
+from zactor.checkpoint import FileStore, SQLiteStore, open_store
 from zactor.errors import (
     ActorDiedError,
     ActorError,
@@ -57,11 +58,13 @@ __all__ = [
     "ActorMethod",
     "ActorPool",
     "ClusterError",
+    "FileStore",
     "FrameError",
     "Future",
     "GetTimeoutError",
     "HashPool",
     "RuntimeContext",
+    "SQLiteStore",
     "ZactorError",
     "as_completed",
     "exit_actor",
@@ -71,6 +74,7 @@ __all__ = [
     "init",
     "is_initialized",
     "kill",
+    "open_store",
     "remote",
     "shutdown",
     "wait",
