@@ -114,3 +114,68 @@ def test_ray_account_main_returns_the_seeds_results():
         "detached_found": True,
         "detached_balance": 105.0,
     }
+
+
+# -- async_actor.py, threaded_actor.py, dask_waiter.py ----------------------------------------
+# The seeds' calls take 3 s each; these runs pass 1 (async) and 2 (threaded). The bounds
+# fail only if the calls clearly ran one after another (5 s and 6 s).
+
+
+def _timing_line(lines: list[str]) -> str:
+    (line,) = [ln for ln in lines if " calls of computation(" in ln]
+    return line
+
+
+@pytest.mark.timeout(150)
+def test_async_actor_script_runs_the_five_calls_at_once():
+    lines = _lines(run_script("async_actor", "1"))
+    assert "results: [1, 1, 1, 1, 1]" in lines
+    # The actor's own prints reach the terminal: five waits, then five naps.
+    assert lines.count("Actor waiting for 1 sec") == 5
+    assert lines.count("Actor slept for 1 sec") == 5
+    seconds = float(_timing_line(lines).split(" took ")[1].split(" s ")[0])
+    assert seconds < 4.0, lines
+
+
+@pytest.mark.timeout(150)
+def test_async_actor_main_returns_results_and_timing():
+    result = run_main("async_actor", "main(1)")
+    assert result["results"] == [1] * 5
+    assert result["serial"] == 5
+    assert result["elapsed"] < 4.0
+
+
+@pytest.mark.timeout(150)
+def test_threaded_actor_script_runs_the_three_calls_at_once():
+    lines = _lines(run_script("threaded_actor", "2"))
+    assert "results: [2, 2, 2]" in lines
+    assert lines.count("Actor waiting for 2 sec") == 3
+    assert lines.count("Actor slept for 2 sec") == 3
+    seconds = float(_timing_line(lines).split(" took ")[1].split(" s ")[0])
+    assert seconds < 4.5, lines
+
+
+@pytest.mark.timeout(150)
+def test_threaded_actor_main_returns_results_and_timing():
+    result = run_main("threaded_actor", "main(2)")
+    assert result["results"] == [2] * 3
+    assert result["serial"] == 6
+    assert result["elapsed"] < 4.5
+
+
+@pytest.mark.timeout(150)
+def test_dask_waiter_script_waits_until_set():
+    lines = _lines(run_script("dask_waiter"))
+    assert lines == [
+        "event set: False; waits done before set(): [False, False, False]",
+        "waits returned after set(): [None, None, None]",
+    ]
+
+
+@pytest.mark.timeout(150)
+def test_dask_waiter_main_returns_after_set():
+    assert run_main("dask_waiter") == {
+        "is_set_before": False,
+        "done_before": [False, False, False],
+        "returned": [None, None, None],
+    }

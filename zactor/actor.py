@@ -364,7 +364,7 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
         "lifetime": options.get("lifetime"),
         "num_cpus": options.get("num_cpus"),
         "resources": options.get("resources") or {},
-        "max_concurrency": options.get("max_concurrency") or 1,
+        "max_concurrency": options.get("max_concurrency"),
         "max_pending_calls": options.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
         "owner": runtime.address,
     }

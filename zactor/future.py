@@ -166,7 +166,10 @@ class Future:
             waiter = loop.create_future()
 
             def wake(_: Future) -> None:
-                loop.call_soon_threadsafe(_set_if_pending, waiter)
+                try:
+                    loop.call_soon_threadsafe(_set_if_pending, waiter)
+                except RuntimeError:  # the loop closed after its await gave up: nobody waits
+                    pass
 
             self.add_done_callback(wake)
             yield from waiter.__await__()

@@ -11,15 +11,29 @@ short call costs no thread hand-off):
   follower thread (or a new one) becomes leader and serves everyone else,
   while the old thread finishes its actor's calls and then becomes a follower.
   A method that blocks waiting on another actor's reply demotes itself at once.
-- Each actor has at most one thread running its calls, in arrival order.
 
 So a short call runs on the thread that read it, and only a call that runs long
 pays for a hand-off, once.
+
+An actor runs its calls in one of three ways, its *kind*, fixed at creation:
+
+- ``sync`` (a class without ``async def`` methods, ``max_concurrency`` 1, the
+  default): one call at a time, in arrival order, on whichever host thread
+  takes the actor, as above.
+- ``threaded`` (``max_concurrency=k > 1``, no ``async def`` methods): up to k
+  host threads run its calls at once (:class:`ThreadedRunner`). Calls start in
+  arrival order and may finish in any order.
+- ``async`` (at least one ``async def`` method): the actor's own event loop on
+  its own thread runs everything of it, up to ``max_concurrency`` calls at
+  once, default :data:`DEFAULT_ASYNC_CONCURRENCY` (:class:`AsyncRunner`).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
+import inspect
 import logging
 import os
 import sys
@@ -40,11 +54,26 @@ log = logging.getLogger("zactor")
 WATCHDOG_S = 0.005
 #: Most threads one host runs calls on (leader, followers, demoted threads).
 MAX_THREADS = 256
+#: Calls an async actor runs at once when it was not given ``max_concurrency`` (Ray's default).
+DEFAULT_ASYNC_CONCURRENCY = 1000
+#: Service times each actor keeps for the percentiles of :meth:`WorkerService.stats`.
+SAMPLE_RING = 256
+#: An actor's first calls are all timed, so that a few calls already give percentiles ...
+SAMPLE_WARMUP = 64
+#: ... and after those one call in this many, so timing costs the hot path next to nothing.
+SAMPLE_EVERY = 16
+#: How long an ending async actor's coroutines get to finish after being cancelled (seconds).
+ASYNC_STOP_GRACE_S = 2.0
 
 _loads_call = serialization.loads_call
 _dumps = serialization.dumps
 _get_ident = threading.get_ident
+_perf_counter = time.perf_counter
 _CALL, _RESULT, _ERROR, _DIED = wire.CALL, wire.RESULT, wire.ERROR, wire.DIED
+#: What :meth:`ActorHost.retire` puts at the end of a busy sync actor's mailbox: the
+#: actor ends when the thread running its calls gets there. Its actor id (-1) differs
+#: from every actor's, which routes it down the drain's rare branch, off the hot path.
+_RETIRE_MARK = (None, (-1, 0, 0, 0, -1, None, 0, 0), ())
 
 
 class ActorExit(BaseException):
@@ -69,6 +98,12 @@ class HostedActor:
         "errors",
         "tell_errors",
         "handle",
+        "kind",
+        "max_concurrency",
+        "runner",
+        "retiring",
+        "samples",
+        "next_sample",
     )
 
     def __init__(self, actor_id: int, class_name: str, name: str | None = None) -> None:
@@ -86,6 +121,14 @@ class HostedActor:
         self.errors = 0
         self.tell_errors = 0
         self.handle = None
+        self.kind = "sync"
+        self.max_concurrency = 1
+        # A ThreadedRunner or AsyncRunner; None for a sync actor. An actor with a runner
+        # stays ``scheduled`` for good, so the inline fast path never takes its calls.
+        self.runner: ThreadedRunner | AsyncRunner | None = None
+        self.retiring: str | None = None  # the reason, while it finishes its queued calls
+        self.samples: deque = deque(maxlen=SAMPLE_RING)  # service times (s), for stats()
+        self.next_sample = 0  # the value of ``calls`` at which the next call is timed
 
     def bind(self, instance: Any, names: tuple) -> None:
         """Bind the class's methods to ``instance``, looked up on the class.
@@ -101,6 +144,30 @@ class HostedActor:
         self.method_names = names
         self.instance = instance
 
+    def construct(self, host: ActorHost, cls: type, args: tuple, kwargs: dict) -> str | None:
+        """Build the instance of ``cls`` and bind it; None, or what the constructor raised.
+
+        If it raised, every call to the actor raises that error (its original type).
+        """
+        from zactor.actor import method_names
+
+        local = host._local
+        previous = getattr(local, "actor", None)
+        local.actor = self  # get_runtime_context() works in __init__
+        try:
+            self.bind(cls(*args, **kwargs), method_names(cls))
+        except BaseException as exc:
+            return self.fail_init(exc)
+        finally:
+            local.actor = previous
+        return None
+
+    def fail_init(self, exc: BaseException) -> str:
+        """Record a failed construction: the actor's calls raise ``exc``. Returns its text."""
+        description = describe_exception(exc, f"constructor of actor {self})")
+        self.init_error = _dumps(description)[0]
+        return f"{type(exc).__name__}: {exc}"
+
     def __repr__(self) -> str:
         return f"{self.class_name}(id={self.actor_id})"
 
@@ -112,6 +179,7 @@ class ActorHost:
         self.runtime = runtime
         self.actors: dict[int, HostedActor] = {}
         self.tombstones: dict[int, str] = {}
+        self._retiring: dict[int, HostedActor] = {}  # out of ``actors``, finishing their calls
         self._mu = threading.Lock()
         self._followers = threading.Condition(self._mu)
         self._ready: deque = deque()
@@ -148,27 +216,95 @@ class ActorHost:
             self.actors[actor_id] = actor
         return actor
 
-    def release(self, actor: HostedActor) -> None:
-        """The constructing thread is done with ``actor``: let its queued calls run."""
+    def release(self, actor: HostedActor, runner: ThreadedRunner | None = None) -> None:
+        """The constructing thread is done with ``actor``: let its queued calls run.
+
+        ``runner`` (a threaded actor's) runs its calls from now on. An async
+        actor's :class:`AsyncRunner` releases the actor itself, on its loop.
+        """
         with self._mu:
-            if actor.mailbox:
+            if runner is not None:
+                actor.runner = runner  # ``scheduled`` stays True for good
+                for _ in range(len(actor.mailbox)):
+                    runner.queued(self._ready)
+            elif actor.mailbox:
                 self._ready.append(actor)
             else:
                 actor.scheduled = False
 
-    def end(self, actor: HostedActor, reason: str) -> None:
-        """Mark ``actor`` dead: queued and later calls get ActorDiedError with ``reason``."""
+    def end(self, actor: HostedActor, reason: str) -> bool:
+        """Mark ``actor`` dead: queued and later calls get ActorDiedError with ``reason``.
+
+        Stops its runner (an async actor's coroutines are cancelled; calls running
+        on threads cannot be interrupted, and their results are discarded). Returns
+        False if it had already ended.
+        """
         with self._mu:
-            if actor.dead is not None:
-                return
-            actor.dead = reason
-            self.actors.pop(actor.actor_id, None)
-            self.tombstones[actor.actor_id] = reason
-            queued = list(actor.mailbox)
-            actor.mailbox.clear()
+            queued = self._end_locked(actor, reason)
+        if queued is None:
+            return False
+        self._after_end(actor, queued, reason)
+        return True
+
+    def _end_locked(self, actor: HostedActor, reason: str) -> list | None:
+        if actor.dead is not None:
+            return None
+        actor.dead = reason
+        self.actors.pop(actor.actor_id, None)
+        self._retiring.pop(actor.actor_id, None)
+        self.tombstones[actor.actor_id] = reason
+        queued = list(actor.mailbox)
+        actor.mailbox.clear()
+        return queued
+
+    def _after_end(self, actor: HostedActor, queued: list, reason: str) -> None:
         for identity, record, _buffers in queued:
             self._reply_died(identity, record, reason)
+        runner = actor.runner
+        if runner is not None:
+            runner.stop(reason)
         self._send_replies()
+
+    def retire(self, actor: HostedActor, reason: str) -> bool:
+        """End ``actor`` gracefully: the calls it already received run and get their
+        replies, then it ends with ``reason``; calls arriving from now on get
+        ActorDiedError with ``reason`` at once. The end is reported through
+        ``on_actor_ended``, as for :meth:`end`. Returns False if it had already ended.
+        """
+        with self._mu:
+            if actor.dead is not None:
+                return False
+            if actor.retiring is not None:
+                return True
+            actor.retiring = reason
+            # Out of ``actors``: later calls find the tombstone and get ``reason``.
+            self.actors.pop(actor.actor_id, None)
+            self.tombstones[actor.actor_id] = reason
+            self._retiring[actor.actor_id] = actor
+            runner = actor.runner
+            if runner is not None:
+                idle = runner.idle()  # else its runner ends it when its last call is done
+            elif actor.scheduled:  # a thread owns it: it ends it on reaching the mark
+                idle = False
+                actor.mailbox.append(_RETIRE_MARK)
+            else:
+                idle = True
+            queued = self._end_locked(actor, reason) if idle else None
+        if queued is not None:
+            self._after_end(actor, queued, reason)
+            self._notify_ended(actor)
+        return True
+
+    def finish_retiring(self, actor: HostedActor) -> None:
+        """A retiring actor ran its last call: end it now."""
+        if self.end(actor, actor.retiring):
+            self._notify_ended(actor)
+
+    def runners(self) -> list:
+        """The runners of the actors hosted here (including retiring ones)."""
+        with self._mu:
+            actors = list(self.actors.values()) + list(self._retiring.values())
+        return [a.runner for a in actors if a.runner is not None]
 
     def current_actor(self) -> HostedActor | None:
         """The actor whose call this thread is running, if any."""
@@ -219,6 +355,8 @@ class ActorHost:
                 if not actor.scheduled:
                     actor.scheduled = True
                     ready.append(actor)
+                elif actor.runner is not None:
+                    actor.runner.queued(ready)
         if missing:
             for record in missing:
                 self._on_missing(identity, record)
@@ -292,38 +430,24 @@ class ActorHost:
                 raise _InitFailed()
             args, kwargs = _loads_call(payload, buffers[start : start + count] if count else ())
             local.actor = actor
-            result = actor.methods[method](*args, **kwargs)
+            calls = actor.calls
+            if calls < actor.next_sample:
+                result = actor.methods[method](*args, **kwargs)
+            else:  # a sampled call: its service time goes into the ring stats() reads
+                started = _perf_counter()
+                result = actor.methods[method](*args, **kwargs)
+                actor.samples.append(_perf_counter() - started)
+                actor.next_sample = calls + (1 if calls < SAMPLE_WARMUP else SAMPLE_EVERY)
         except ActorExit:
             local.actor = None
-            if kind == _CALL:
-                self._reply(identity, _RESULT, call_id, actor_id, None)
-            self.end(
-                actor, f"actor {actor} exited by calling zactor.exit_actor(); it will not restart"
-            )
-            self._notify_ended(actor)
+            self._exited(actor, identity, record)
             return
         except _InitFailed:
-            if kind == _CALL:
-                self._queue_reply(identity, _ERROR, call_id, actor_id, actor.init_error, ())
+            self._reply_init_error(actor, identity, record)
             return
         except BaseException as exc:
             local.actor = None
-            actor.errors += 1
-            if isinstance(exc, IndexError) and method >= len(actor.methods):
-                exc = AttributeError(f"actor class {actor.class_name} has no method #{method}")
-            if kind == _CALL:
-                where = f"actor {actor}.{_method_name(actor, method)})"
-                self._reply(identity, _ERROR, call_id, actor_id, describe_exception(exc, where))
-            else:
-                actor.tell_errors += 1
-                if actor.tell_errors == 1 or actor.tell_errors % 1000 == 0:
-                    log.error(
-                        "zactor: tell %s.%s raised (%d tell errors so far on this actor): %r",
-                        actor,
-                        _method_name(actor, method),
-                        actor.tell_errors,
-                        exc,
-                    )
+            self._failed(actor, identity, record, exc)
             return
         local.actor = None
         actor.calls += 1
@@ -332,6 +456,38 @@ class ActorHost:
                 self._reply_died(identity, record, actor.dead)
             else:
                 self._reply(identity, _RESULT, call_id, actor_id, result)
+
+    def _exited(self, actor: HostedActor, identity: bytes, record: tuple) -> None:
+        """The call raised ActorExit (zactor.exit_actor()): it returns None, the actor ends."""
+        if record[0] == _CALL:
+            self._reply(identity, _RESULT, record[3], record[4], None)
+        reason = f"actor {actor} exited by calling zactor.exit_actor(); it will not restart"
+        if self.end(actor, reason):
+            self._notify_ended(actor)
+
+    def _reply_init_error(self, actor: HostedActor, identity: bytes, record: tuple) -> None:
+        if record[0] == _CALL:
+            self._queue_reply(identity, _ERROR, record[3], record[4], actor.init_error, ())
+
+    def _failed(self, actor: HostedActor, identity: bytes, record: tuple, exc: BaseException):
+        """The method raised ``exc``: the caller gets it, or a tell's error is counted."""
+        kind, method, call_id, actor_id = record[0], record[2], record[3], record[4]
+        actor.errors += 1
+        if isinstance(exc, IndexError) and method >= len(actor.methods):
+            exc = AttributeError(f"actor class {actor.class_name} has no method #{method}")
+        if kind == _CALL:
+            where = f"actor {actor}.{_method_name(actor, method)})"
+            self._reply(identity, _ERROR, call_id, actor_id, describe_exception(exc, where))
+        else:
+            actor.tell_errors += 1
+            if actor.tell_errors == 1 or actor.tell_errors % 1000 == 0:
+                log.error(
+                    "zactor: tell %s.%s raised (%d tell errors so far on this actor): %r",
+                    actor,
+                    _method_name(actor, method),
+                    actor.tell_errors,
+                    exc,
+                )
 
     def _reply(self, identity: bytes, kind: int, call_id: int, actor_id: int, value: Any) -> None:
         try:
@@ -371,12 +527,18 @@ class ActorHost:
             while self._leader is not None and time.monotonic() < deadline:
                 self._followers.wait(0.01)
         watchdog.join(timeout=1)
+        deadline = time.monotonic() + ASYNC_STOP_GRACE_S
+        for runner in self.runners():  # async actors' loops, stopped by stop()
+            runner.join(max(0.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
-        """Ask every host thread to finish; :meth:`serve` then returns."""
+        """Ask every host thread to finish, and stop the async actors' event loops;
+        :meth:`serve` then returns."""
         with self._mu:
             self._stopping = True
             self._followers.notify_all()
+        for runner in self.runners():
+            runner.stop(f"the {self.runtime.role} process {self.runtime.address} is shutting down")
 
     def _thread_main(self) -> None:
         me = threading.get_ident()
@@ -425,6 +587,9 @@ class ActorHost:
             self._drain(actor)
 
     def _drain(self, actor: HostedActor) -> None:
+        if actor.runner is not None:
+            actor.runner.drain()
+            return
         execute = self._execute
         me = _get_ident()
         while True:
@@ -437,8 +602,11 @@ class ActorHost:
             if self._leader == me:  # a demoted thread must not hide the leader's state
                 self._busy = me
             for identity, record, buffers in items:
-                if record[4] != actor.actor_id:  # queued behind a creation: route it now
-                    self._on_calls(identity, [record], buffers)
+                if record[4] != actor.actor_id:
+                    if identity is None:  # _RETIRE_MARK: every call before it has run
+                        self.finish_retiring(actor)
+                    else:  # queued behind a creation: route it now
+                        self._on_calls(identity, [record], buffers)
                 else:
                     execute(actor, identity, record, buffers)
             if self._busy == me:
@@ -493,6 +661,390 @@ def _method_name(actor: HostedActor, index: int) -> str:
     return names[index] if 0 <= index < len(names) else f"<method #{index}>"
 
 
+def execution_of(cls: type, max_concurrency: int | None) -> tuple[str, int]:
+    """The kind (``"sync"``, ``"threaded"`` or ``"async"``) and concurrency of actors of ``cls``.
+
+    ``max_concurrency`` is the actor's option, None when not given: then 1 for a
+    class without ``async def`` methods and :data:`DEFAULT_ASYNC_CONCURRENCY`
+    for a class with one (as in Ray).
+    """
+    from zactor.actor import method_names
+
+    for name in method_names(cls):
+        attr = inspect.getattr_static(cls, name)
+        fn = getattr(attr, "__func__", attr)  # staticmethod, classmethod
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            return "async", max_concurrency or DEFAULT_ASYNC_CONCURRENCY
+    limit = max_concurrency or 1
+    return ("threaded" if limit > 1 else "sync"), limit
+
+
+class ThreadedRunner:
+    """Runs a threaded actor's calls (``max_concurrency=k > 1``) on up to k host threads.
+
+    It has no threads of its own: each call waiting in the mailbox, up to k,
+    puts a *claim* on the actor in the host's ready queue, and the thread that
+    takes a claim runs calls of the actor one by one, taking the oldest first,
+    until the mailbox is empty. So a short call still runs on the leader that
+    read it, with no hand-off; when a call runs long, the watchdog makes
+    another thread leader, which takes the next claim and starts the next call
+    beside it. Calls therefore start in arrival order, each within a watchdog
+    period or so of the one before it running long, and finish in any order.
+    """
+
+    __slots__ = ("host", "actor", "limit", "claims", "running")
+
+    def __init__(self, host: ActorHost, actor: HostedActor, limit: int) -> None:
+        self.host = host
+        self.actor = actor
+        self.limit = limit
+        self.claims = 0  # claims in the ready queue or held by threads (host._mu)
+        self.running = 0  # calls running now (host._mu)
+
+    def queued(self, ready: deque) -> None:
+        """A call joined the mailbox (``host._mu`` held): claim another thread if allowed."""
+        if self.claims < self.limit:
+            self.claims += 1
+            ready.append(self.actor)
+
+    def drain(self) -> None:
+        """Run the actor's calls on this thread (which holds a claim) until none is waiting."""
+        host, actor = self.host, self.actor
+        mu = host._mu
+        me = _get_ident()
+        took = False
+        while True:
+            with mu:
+                if took:
+                    self.running -= 1
+                mailbox = actor.mailbox
+                if not mailbox or actor.dead is not None:
+                    self.claims -= 1
+                    last = self.claims == 0 and actor.retiring is not None and not mailbox
+                    break
+                identity, record, buffers = mailbox.popleft()
+                self.running += 1
+                took = True
+            if identity is None:  # a retire mark queued before this runner took over
+                continue
+            if host._leader == me:  # a demoted thread must not hide the leader's state
+                host._busy = me
+            host._execute(actor, identity, record, buffers)
+            if host._busy == me:
+                host._busy = None
+            host._send_replies()
+        if last and actor.dead is None:
+            host.finish_retiring(actor)
+
+    def idle(self) -> bool:
+        """No call waiting or running (``host._mu`` held)."""
+        return self.claims == 0 and not self.actor.mailbox
+
+    def waiting(self) -> int:
+        """Calls accepted but not started, beyond the mailbox (none: they wait there)."""
+        return 0
+
+    def stop(self, reason: str) -> None:
+        """Nothing to stop: the calls running now finish on their host threads."""
+
+    def join(self, timeout: float) -> None:
+        """Nothing to wait for (see :meth:`stop`)."""
+
+
+class AsyncRunner:
+    """Runs an async actor on its own asyncio event loop, on a thread of its own.
+
+    Everything of the actor runs on that loop: its constructor (so ``__init__``
+    may start background tasks and make asyncio objects), its ``async def``
+    methods, and its plain ``def`` methods too, as in Ray. One thread runs all
+    of it, so the actor's state needs no locks, however many of its coroutines
+    are suspended in an ``await``; a plain method holds up the actor's other
+    calls while it runs. Up to ``limit`` calls run at once; the others wait and
+    start in arrival order.
+
+    Why a loop and a thread per async actor, not one loop for the whole worker:
+
+    - Actors never wait on each other (DESIGN.md, Execution). A coroutine that
+      blocks its loop (``time.sleep``, a blocking ``zactor.get``, a long
+      computation) stalls its own actor only. On a shared loop it would stall
+      every async actor of the process; that is Dask's design, the anti-example.
+    - The host's threads never run async code, so the leader never waits on a
+      loop, and the inline path of sync actors is untouched.
+    - Ending the actor stops exactly its own loop: its coroutines and
+      background tasks are cancelled, and the thread exits.
+
+    The price: a call costs one hand-off to the loop's thread (the leader hands
+    over all the calls it read together with one ``call_soon_threadsafe``), and
+    each async actor has a thread, idle in ``epoll`` while it has nothing to do.
+
+    A coroutine awaiting another actor's call (``await handle.m.remote()``)
+    suspends without holding any thread: the host's leader reads the reply and
+    wakes the loop.
+    """
+
+    def __init__(self, host: ActorHost, actor: HostedActor, limit: int) -> None:
+        self.host = host
+        self.actor = actor
+        self.limit = limit
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self._main, name=f"zactor-async-{actor.actor_id}", daemon=True
+        )
+        # Guarded by host._mu:
+        self.open = False  # constructed: calls may go to the loop
+        self.armed = False  # the actor sits in the host's ready queue
+        self.pending = 0  # calls handed to the loop and not finished
+        # The loop's thread only:
+        self.running = 0
+        self._waiting: deque = deque()
+        self._tasks: set = set()
+        self._flush_armed = False
+        self._shutting_down = False
+        self.stopping: str | None = None  # why the loop is stopping, once it is
+
+    # -- any thread ----------------------------------------------------------------------
+
+    def start(self, cls: type, args: tuple, kwargs: dict, started) -> None:
+        """Start the loop's thread and construct the actor on it; then ``started(error)``."""
+        try:
+            self.thread.start()
+        except BaseException:  # out of threads: the loop never runs, free its sockets
+            self.loop.close()
+            raise
+        self.loop.call_soon_threadsafe(self._open, cls, args, kwargs, started)
+
+    def queued(self, ready: deque) -> None:
+        """A call joined the mailbox (``host._mu`` held): have the leader hand it over."""
+        if self.open and not self.armed:
+            self.armed = True
+            ready.append(self.actor)
+
+    def drain(self) -> None:
+        """Hand every call in the mailbox to the loop (the leader calls this)."""
+        actor = self.actor
+        with self.host._mu:
+            self.armed = False
+            items = actor.mailbox
+            if not items or actor.dead is not None:
+                return
+            actor.mailbox = deque()
+            self.pending += len(items)
+        try:
+            self.loop.call_soon_threadsafe(self._accept, items)
+        except RuntimeError:  # the loop is closed: the actor ended meanwhile
+            for identity, record, _buffers in items:
+                self.host._reply_died(identity, record, actor.dead or self.stopping or "ended")
+
+    def idle(self) -> bool:
+        """No call waiting, handed over or running (``host._mu`` held)."""
+        return self.pending == 0 and not self.armed and not self.actor.mailbox
+
+    def waiting(self) -> int:
+        """Calls handed to the loop that wait for a free slot (``max_concurrency``)."""
+        return len(self._waiting)
+
+    def stop(self, reason: str) -> None:
+        """Cancel the actor's coroutines (their callers get ActorDiedError with
+        ``reason``) and its background tasks, then stop the loop; the thread exits."""
+        if self.stopping is not None:
+            return
+        self.stopping = reason
+        try:
+            self.loop.call_soon_threadsafe(self._shutdown)
+        except RuntimeError:  # already closed
+            pass
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the loop's thread to exit (after :meth:`stop`)."""
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
+    # -- the loop's thread ---------------------------------------------------------------
+
+    def _main(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        self.host._local.actor = self.actor  # every call on this thread is this actor's
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                _cancel_all_tasks(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            except Exception:  # the actor is over: log and let the thread go
+                log.exception("zactor: stopping the event loop of actor %s", self.actor)
+            finally:
+                self.host._send_replies()
+                asyncio.set_event_loop(None)
+                loop.close()
+                self.host._local.actor = None
+
+    def _open(self, cls: type, args: tuple, kwargs: dict, started) -> None:
+        host, actor = self.host, self.actor
+        error = actor.construct(host, cls, args, kwargs)
+        with host._mu:
+            self.open = True
+            items = actor.mailbox  # calls that arrived while it was being constructed
+            actor.mailbox = deque()
+            self.pending += len(items)
+            ended = actor.dead
+        if ended is not None:  # killed before this runner was attached to it
+            self.stop(ended)
+        self._accept(items)
+        started(error)
+
+    def _accept(self, items) -> None:
+        for item in items:
+            if self.stopping is not None:
+                self.host._reply_died(item[0], item[1], self.stopping)
+                self._flush_soon()
+            elif self.running < self.limit:
+                self._start(item)
+            else:
+                self._waiting.append(item)
+
+    def _start(self, item: tuple) -> None:
+        self.running += 1
+        task = self.loop.create_task(self._call(*item))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._done, item))
+
+    def _done(self, item: tuple, task: asyncio.Task) -> None:
+        host, actor = self.host, self.actor
+        self._tasks.discard(task)
+        self.running -= 1
+        if task.cancelled():  # cancelled before it began: _call never replied
+            host._reply_died(item[0], item[1], actor.dead or self.stopping or "cancelled")
+        if self._waiting and self.stopping is None:
+            self._start(self._waiting.popleft())
+        self._flush_soon()
+        with host._mu:
+            self.pending -= 1
+            last = actor.retiring is not None and actor.dead is None and self.idle()
+        if last:
+            host.finish_retiring(actor)
+
+    async def _call(self, identity: bytes, record: tuple, buffers) -> None:
+        host, actor = self.host, self.actor
+        kind, _flags, method, call_id, actor_id, payload, start, count = record
+        reason = actor.dead or self.stopping
+        if reason is not None:
+            host._reply_died(identity, record, reason)
+            return
+        started = _perf_counter()
+        try:
+            if actor.init_error is not None:
+                raise _InitFailed()
+            args, kwargs = _loads_call(payload, buffers[start : start + count] if count else ())
+            result = actor.methods[method](*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except ActorExit:
+            host._exited(actor, identity, record)
+            return
+        except _InitFailed:
+            host._reply_init_error(actor, identity, record)
+            return
+        except asyncio.CancelledError as exc:
+            reason = actor.dead or self.stopping
+            if reason is not None:  # the actor was killed or ended while this call ran
+                host._reply_died(identity, record, reason)
+            else:  # the method's own code cancelled it: an error like any other
+                host._failed(actor, identity, record, exc)
+            return
+        except BaseException as exc:
+            host._failed(actor, identity, record, exc)
+            return
+        actor.samples.append(_perf_counter() - started)
+        actor.calls += 1
+        if kind == _CALL:
+            if actor.dead is not None:  # killed while this call ran: its result is void
+                host._reply_died(identity, record, actor.dead)
+            else:
+                host._reply(identity, _RESULT, call_id, actor_id, result)
+
+    def _flush_soon(self) -> None:
+        """Send the replies queued on this thread once the loop's current round is done,
+        so calls finishing together share a message."""
+        if not self._flush_armed:
+            self._flush_armed = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_armed = False
+        self.host._send_replies()
+
+    def _shutdown(self) -> None:
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        while self._waiting:
+            identity, record, _buffers = self._waiting.popleft()
+            self.host._reply_died(identity, record, self.stopping)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        self.loop.create_task(self._stop_when_done(tasks))
+
+    async def _stop_when_done(self, tasks: list) -> None:
+        if tasks:
+            await asyncio.wait(tasks, timeout=ASYNC_STOP_GRACE_S)
+        self.host._send_replies()
+        self.loop.stop()
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still on ``loop`` (an ended actor's background tasks) and let
+    them unwind, for at most :data:`ASYNC_STOP_GRACE_S`."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.wait(tasks, timeout=ASYNC_STOP_GRACE_S))
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "zactor: a task of ended actor %r raised while cancelled: %r",
+                task,
+                task.exception(),
+            )
+
+
+def _actor_stats(actor: HostedActor, queued: int) -> dict:
+    samples = sorted(actor.samples)  # copied in one step: other threads append meanwhile
+    runner = actor.runner
+    queued += runner.waiting() if runner is not None else 0
+    if runner is not None:
+        running = runner.running
+    else:  # a sync actor is scheduled while a thread runs its calls (or is about to)
+        running = int(actor.scheduled and actor.instance is not None and actor.dead is None)
+    return {
+        "actor_id": actor.actor_id,
+        "class_name": actor.class_name,
+        "name": actor.name,
+        "kind": actor.kind,
+        "max_concurrency": actor.max_concurrency,
+        "calls": actor.calls,
+        "errors": actor.errors,
+        "tell_errors": actor.tell_errors,
+        "queued": queued,
+        "running": running,
+        "retiring": actor.retiring is not None,
+        "p50_us": _percentile_us(samples, 0.50),
+        "p99_us": _percentile_us(samples, 0.99),
+    }
+
+
+def _percentile_us(ordered: list, q: float) -> float | None:
+    """The ``q`` quantile (nearest rank) of ``ordered`` seconds, in microseconds."""
+    if not ordered:
+        return None
+    rank = min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))
+    return round(ordered[rank] * 1e6, 1)
+
+
 class WorkerService:
     """Actor 0 of every worker: creates, kills and reports on the actors hosted here."""
 
@@ -503,65 +1055,107 @@ class WorkerService:
         host.on_actor_ended = self._ended
 
     def create(self, actor_id: int, blob: bytes, spec: dict) -> None:
-        """Construct an actor from ``blob`` = cloudpickle of ``(cls, args, kwargs)``."""
-        from zactor.actor import ActorClass, handle_from_info, method_names
+        """Construct an actor from ``blob`` = cloudpickle of ``(cls, args, kwargs)``.
+
+        ``spec["max_concurrency"]`` (None when not given) and whether the class
+        has ``async def`` methods decide how its calls run (see
+        :func:`execution_of`). The head hears ``actor_started`` once the
+        constructor has run; calls that arrive before then wait.
+        """
+        from zactor.actor import ActorClass, handle_from_info
 
         host = self._host
         actor = host.reserve(actor_id, spec.get("class_name", "?"), spec.get("name"))
         info = dict(spec, actor_id=actor_id, address=host.runtime.address)
         actor.handle = handle_from_info(info)
-        ok, error = True, None
+        started = functools.partial(self._started, actor_id)
         try:
             cls, args, kwargs = cloudpickle.loads(blob)
             if isinstance(cls, ActorClass):
                 cls = cls._cls
-            host._local.actor = actor
-            try:
-                instance = cls(*args, **kwargs)
-            finally:
-                host._local.actor = None
-            actor.bind(instance, method_names(cls))
+            actor.kind, actor.max_concurrency = execution_of(cls, spec.get("max_concurrency"))
+            if actor.kind == "async":
+                runner = AsyncRunner(host, actor, actor.max_concurrency)
+                actor.runner = runner  # inert until its loop has constructed the actor
+                try:
+                    runner.start(cls, args, kwargs, started)
+                except BaseException:
+                    actor.runner = None
+                    raise
+                return
         except BaseException as exc:  # the first call raises it, with its original type
-            ok = False
-            description = describe_exception(exc, f"constructor of actor {actor})")
-            actor.init_error = _dumps(description)[0]
-            error = f"{type(exc).__name__}: {exc}"
-        finally:
+            error = actor.fail_init(exc)
             host.release(actor)
-        self._head.actor_started.tell(actor_id, ok, error)
+            started(error)
+            return
+        error = actor.construct(host, cls, args, kwargs)
+        runner = None
+        if actor.kind == "threaded" and error is None:
+            runner = ThreadedRunner(host, actor, actor.max_concurrency)
+        host.release(actor, runner)
+        started(error)
+
+    def _started(self, actor_id: int, error: str | None) -> None:
+        self._head.actor_started.tell(actor_id, error is None, error)
 
     def kill(self, actor_id: int, reason: str) -> bool:
-        """End actor ``actor_id``; its queued and later calls raise ActorDiedError."""
-        actor = self._host.actors.get(actor_id)
+        """End actor ``actor_id`` now; its queued and later calls raise ActorDiedError.
+
+        A retiring actor (see :meth:`retire`) is ended at once too.
+        """
+        host = self._host
+        actor = host.actors.get(actor_id) or host._retiring.get(actor_id)
         if actor is None:
             return False
-        self._host.end(actor, reason)
-        self._ended(actor)
+        if host.end(actor, reason):
+            self._ended(actor)
         return True
+
+    def retire(self, actor_id: int, reason: str) -> bool:
+        """End actor ``actor_id`` gracefully: the calls it has received (queued, or
+        running now) complete and get their replies, then it ends with ``reason``.
+
+        Calls arriving from now on get ActorDiedError with ``reason``; the head
+        hears of the end through ``actor_ended``. Returns True if the actor
+        existed (and had not ended); retiring it twice keeps the first reason.
+        """
+        if actor_id == wire.SYSTEM_ACTOR_ID:
+            raise ValueError(
+                "actor 0 is the worker's own service and cannot be retired: "
+                "stop the worker with shutdown() instead"
+            )
+        host = self._host
+        actor = host.actors.get(actor_id) or host._retiring.get(actor_id)
+        if actor is None:
+            return False
+        return host.retire(actor, reason)
 
     def _ended(self, actor: HostedActor) -> None:
         self._head.actor_ended.tell(actor.actor_id, actor.dead)
 
     def stats(self) -> dict:
-        """Per-actor counters for ``zactor status``."""
+        """Per-actor counters for ``zactor status``.
+
+        Each actor's row: ``calls`` (completed), ``errors``, ``tell_errors``,
+        ``queued`` (received, not started), ``running``, ``kind`` (``"sync"``,
+        ``"threaded"`` or ``"async"``), ``max_concurrency``, ``retiring``, and
+        ``p50_us``/``p99_us``: percentiles of the service time of its recent
+        calls (a sample of them, see :data:`SAMPLE_EVERY`), in microseconds,
+        None before its first call completes. An async call's service time
+        includes the time it spends awaiting.
+        """
         host = self._host
+        with host._mu:  # the mailboxes' lengths, without a retire mark
+            queued = [
+                (a, len(a.mailbox) - (1 if a.mailbox and a.mailbox[-1] is _RETIRE_MARK else 0))
+                for a in [*host.actors.values(), *host._retiring.values()]
+                if a.actor_id != wire.SYSTEM_ACTOR_ID
+            ]
         return {
             "worker_id": self._worker_id,
             "pid": os.getpid(),
             "dropped": dict(host.runtime.dropped),
-            "actors": [
-                {
-                    "actor_id": a.actor_id,
-                    "class_name": a.class_name,
-                    "name": a.name,
-                    "calls": a.calls,
-                    "errors": a.errors,
-                    "tell_errors": a.tell_errors,
-                    "queued": len(a.mailbox),
-                }
-                for a in list(host.actors.values())
-                if a.actor_id != wire.SYSTEM_ACTOR_ID
-            ],
+            "actors": [_actor_stats(actor, count) for actor, count in queued],
         }
 
     def ping(self) -> str:
