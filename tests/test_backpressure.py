@@ -157,8 +157,8 @@ def test_default_bound_and_named_handles_keep_the_bound(cluster, unique_name):
     assert plain._gate.limit == DEFAULT_MAX_PENDING_CALLS
     assert 0 < DEFAULT_MAX_PENDING_CALLS < 10**6  # bounded by default
     name = unique_name("bounded")
-    Slow.options(name=name, max_pending_calls=3).remote()
-    assert zactor.get_actor(name)._gate.limit == 3
+    named = Slow.options(name=name, max_pending_calls=3).remote()  # held: dropped ones end
+    assert zactor.get_actor(name)._gate.limit == 3 == named._gate.limit
 
 
 def test_invalid_bounds_are_rejected():

@@ -296,21 +296,23 @@ def test_named_actor_found_by_get_actor(cluster, unique_name):
 
 def test_get_actor_from_inside_another_actor(cluster, unique_name):
     name = unique_name("target")
-    Counter.options(name=name).remote(100)
+    target = Counter.options(name=name).remote(100)  # held: a dropped actor ends
     caller = Caller.remote()
     handle, value = caller.lookup.remote(name).result(timeout=30)
     assert value == 101
     assert isinstance(handle, zactor.ActorHandle)
     assert handle.value.remote().result(timeout=30) == 101
+    assert handle == target
     kind, message = caller.lookup_missing.remote(unique_name("nobody")).result(timeout=30)
     assert kind == "ValueError"
 
 
 def test_taken_name_raises_value_error_naming_it(cluster, unique_name):
     name = unique_name("taken")
-    Counter.options(name=name).remote()
+    held = Counter.options(name=name).remote()
     with pytest.raises(ValueError, match=name):
         Counter.options(name=name).remote()
+    assert held.value.remote().result(timeout=30) == 0
 
 
 def test_get_actor_of_missing_name_raises_value_error_naming_it(cluster, unique_name):
@@ -343,10 +345,11 @@ def test_namespaces_separate_names(cluster, unique_name):
 
 def test_get_actor_inside_actor_with_namespace(cluster, unique_name):
     name = unique_name("ns-target")
-    Counter.options(name=name, namespace="ns-inner").remote(10)
+    target = Counter.options(name=name, namespace="ns-inner").remote(10)
     caller = Caller.remote()
     _, value = caller.lookup.remote(name, "ns-inner").result(timeout=30)
     assert value == 11
+    assert target.value.remote().result(timeout=30) == 11
 
 
 # -- ordering, tell, handles ----------------------------------------------------------------------

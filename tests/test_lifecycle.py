@@ -24,23 +24,12 @@ import time
 from pathlib import Path
 
 import pytest
+from gates import alive
 
 REPO = Path(__file__).resolve().parent.parent
 MARK = "ZACTOR-LIFECYCLE "
 #: How long the test waits for processes and directories to go (seconds).
 GONE_WITHIN_S = 15.0
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs and is a zactor process (zombies count as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in (b"Z", b"X") and b"zactor" in cmdline
 
 
 # The driver scripts use the same check.

@@ -28,6 +28,7 @@ import cloudpickle
 from zactor import runtime as _runtime_mod
 from zactor import serialization, wire
 from zactor.future import CallGate, Future
+from zactor.placement import check_demand
 
 #: Options ``remote(...)`` and ``.options(...)`` accept.
 ACTOR_OPTIONS = frozenset(
@@ -86,6 +87,8 @@ def check_options(options: dict) -> dict:
     limit = options.get("max_pending_calls")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"max_pending_calls must be a positive int, got {limit!r}")
+    if "num_cpus" in options or "resources" in options:
+        check_demand(options.get("num_cpus"), options.get("resources"))
     concurrency = options.get("max_concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise ValueError(f"max_concurrency must be a positive int, got {concurrency!r}")
@@ -188,11 +191,55 @@ def remote(*args: Any, **options: Any):
     return lambda cls: ActorClass(cls, options)
 
 
+class _Target:
+    """Where one actor's calls go, shared by its handle and the handle's bound methods.
+
+    Methods point here rather than at the handle, and the handle caches its
+    methods: were the methods to point back at the handle, every handle would
+    sit in a reference cycle and outlive its last use until the cyclic garbage
+    collector ran, keeping its actor alive (see :mod:`zactor.ownership`). This
+    object is freed as soon as the handle and its methods are, and reports that.
+    """
+
+    __slots__ = ("actor_id", "address", "class_name", "gate", "runtime", "outbox", "refs")
+
+    def __init__(self, actor_id: int, address: str, class_name: str, limit: int, counted: bool):
+        self.actor_id = actor_id
+        self.address = address
+        self.class_name = class_name
+        self.gate = CallGate(limit)
+        self.runtime = None
+        self.outbox = None
+        self.refs = None
+        runtime = _runtime_mod._current
+        if counted and actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
+            self.refs = runtime.refs  # released to the same process's table, even after init()
+            self.refs.acquire(actor_id)
+
+    def box(self):
+        """This process's outbox to the actor's process (cached per runtime)."""
+        runtime = _runtime_mod._current
+        if runtime is None:
+            _runtime_mod.current()  # raises the "not initialised" error
+        if runtime is not self.runtime:
+            self.outbox = runtime.outbox(self.address)
+            self.runtime = runtime
+        return runtime, self.outbox
+
+    def __del__(self) -> None:
+        if self.refs is not None:
+            self.refs.release(self.actor_id)
+
+
 class ActorHandle:
     """A reference to one actor; call its methods with ``handle.method.remote(...)``.
 
     Handles are picklable: pass them to other actors, which then call the actor
     directly. Two handles are equal when they name the same actor.
+
+    A non-detached actor lives while some handle to it does, in any process
+    (see :mod:`zactor.ownership`): when the last one is garbage-collected the
+    actor finishes the calls already sent to it, then ends.
     """
 
     def __init__(
@@ -204,6 +251,7 @@ class ActorHandle:
         name: str | None = None,
         namespace: str | None = None,
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
+        counted: bool = True,
     ) -> None:
         self._actor_id = actor_id
         self._address = address
@@ -212,9 +260,8 @@ class ActorHandle:
         self._index = {m: i for i, m in enumerate(self._methods)}
         self._name = name
         self._namespace = namespace
-        self._gate = CallGate(max_pending_calls)
-        self._runtime = None
-        self._outbox = None
+        self._target = _Target(actor_id, address, class_name, max_pending_calls, counted)
+        self._gate = self._target.gate
 
     def __getattr__(self, name: str) -> ActorMethod:
         index = self.__dict__.get("_index")
@@ -225,19 +272,9 @@ class ActorHandle:
                 f"actor class {self._class_name} has no method {name!r}; "
                 f"its methods are: {', '.join(self._methods) or '(none)'}"
             )
-        method = ActorMethod(self, name, index[name])
+        method = ActorMethod(self._target, name, index[name])
         self.__dict__[name] = method  # later look-ups skip __getattr__
         return method
-
-    def _box(self):
-        """This process's outbox to the actor's process (cached per runtime)."""
-        runtime = _runtime_mod._current
-        if runtime is None:
-            _runtime_mod.current()  # raises the "not initialised" error
-        if runtime is not self._runtime:
-            self._outbox = runtime.outbox(self._address)
-            self._runtime = runtime
-        return runtime, self._outbox
 
     @property
     def actor_id(self) -> int:
@@ -245,8 +282,13 @@ class ActorHandle:
         return self._actor_id
 
     def __reduce__(self):
+        # A copy in transit keeps the actor alive until the receiver holds it (ownership.py).
+        runtime = _runtime_mod._current
+        token = None
+        if self._actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
+            token = runtime.refs.sent(self._actor_id)
         return (
-            ActorHandle,
+            _unpickle_handle,
             (
                 self._actor_id,
                 self._address,
@@ -255,6 +297,7 @@ class ActorHandle:
                 self._name,
                 self._namespace,
                 self._gate.limit,
+                token,
             ),
         )
 
@@ -269,13 +312,21 @@ class ActorHandle:
         return f"ActorHandle({self._class_name}, id={self._actor_id}{named})"
 
 
+def _unpickle_handle(actor_id, address, class_name, methods, name, namespace, limit, token):
+    handle = ActorHandle(actor_id, address, class_name, methods, name, namespace, limit)
+    runtime = _runtime_mod._current
+    if token is not None and runtime is not None:
+        runtime.refs.claimed(actor_id, token)  # after the handle's hold: see ownership.py
+    return handle
+
+
 class ActorMethod:
     """One method of one actor: ``.remote(...)`` returns a Future, ``.tell(...)`` nothing."""
 
-    __slots__ = ("_handle", "_name", "_index")
+    __slots__ = ("_target", "_name", "_index")
 
-    def __init__(self, handle: ActorHandle, name: str, index: int) -> None:
-        self._handle = handle
+    def __init__(self, target: _Target, name: str, index: int) -> None:
+        self._target = target  # keeps the actor alive while the method is held
         self._name = name
         self._index = index
 
@@ -285,18 +336,18 @@ class ActorMethod:
         Blocks only when the handle already has ``max_pending_calls`` calls
         awaiting replies (backpressure), until some of them resolve.
         """
-        handle = self._handle
+        target = self._target
         runtime = _runtime_mod._current
-        box = handle._outbox if runtime is handle._runtime and runtime is not None else None
+        box = target.outbox if runtime is target.runtime and runtime is not None else None
         if box is None:
-            runtime, box = handle._box()
-        gate = handle._gate
+            runtime, box = target.box()
+        gate = target.gate
         if gate.inflight >= gate.limit:
             runtime.wait_until(lambda: gate.inflight < gate.limit, None)
         payload, buffers = _dumps_call(args, kwargs)
         future = Future(runtime, gate, self)
         gate.inflight += 1
-        box.put(_CALL, self._index, runtime.pending.add(future), handle._actor_id, payload, buffers)
+        box.put(_CALL, self._index, runtime.pending.add(future), target.actor_id, payload, buffers)
         return future
 
     def tell(self, *args: Any, **kwargs: Any) -> None:
@@ -304,19 +355,19 @@ class ActorMethod:
 
         Errors it raises are logged and counted on the actor's side.
         """
-        handle = self._handle
-        _, box = handle._box()
+        target = self._target
+        _, box = target.box()
         payload, buffers = _dumps_call(args, kwargs)
-        box.put(_TELL, self._index, 0, handle._actor_id, payload, buffers)
+        box.put(_TELL, self._index, 0, target.actor_id, payload, buffers)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
             f"actor methods are called with .remote(...) or .tell(...): "
-            f"use {self._handle._class_name}.{self._name}.remote(...)"
+            f"use {self._target.class_name}.{self._name}.remote(...)"
         )
 
     def __str__(self) -> str:
-        return f"{self._handle._class_name}(id={self._handle._actor_id}).{self._name}"
+        return f"{self._target.class_name}(id={self._target.actor_id}).{self._name}"
 
     __repr__ = __str__
 
@@ -339,8 +390,12 @@ def worker_service_handle(address: str) -> ActorHandle:
     return ActorHandle(wire.SYSTEM_ACTOR_ID, address, "WorkerService", method_names(WorkerService))
 
 
-def handle_from_info(info: dict) -> ActorHandle:
-    """A handle from the head's description of an actor."""
+def handle_from_info(info: dict, counted: bool = True) -> ActorHandle:
+    """A handle from the head's description of an actor.
+
+    ``counted=False`` makes a handle that does not keep its actor alive (an
+    actor's handle to itself).
+    """
     return ActorHandle(
         info["actor_id"],
         info["address"],
@@ -349,12 +404,14 @@ def handle_from_info(info: dict) -> ActorHandle:
         info.get("name"),
         info.get("namespace"),
         info.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
+        counted,
     )
 
 
 def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -> ActorHandle:
     runtime = _runtime_mod.current()
     cls = actor_class._cls
+    num_cpus, resources = check_demand(options.get("num_cpus"), options.get("resources"))
     spec = {
         "class_name": cls.__qualname__,
         "methods": list(actor_class._methods),
@@ -362,8 +419,8 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
         "namespace": options.get("namespace", runtime.namespace),
         "get_if_exists": bool(options.get("get_if_exists", False)),
         "lifetime": options.get("lifetime"),
-        "num_cpus": options.get("num_cpus"),
-        "resources": options.get("resources") or {},
+        "num_cpus": num_cpus,
+        "resources": resources,
         "max_concurrency": options.get("max_concurrency"),
         "max_pending_calls": options.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
         "owner": runtime.address,

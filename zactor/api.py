@@ -1,4 +1,4 @@
-"""The process-level API: joining a cluster, finding and ending actors.
+"""The process-level API: starting or joining a cluster, finding and ending actors.
 
 Example::
 
@@ -6,6 +6,8 @@ Example::
     zactor.init()                     # an embedded cluster on this machine
     ...
     zactor.shutdown()                 # or let the interpreter exit
+
+    zactor.init(address="auto")       # join the cluster `zactor start --head` runs here
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ from zactor import spawn
 from zactor.actor import ActorHandle, handle_from_info, head_handle, worker_service_handle
 from zactor.errors import ClusterError
 from zactor.runtime import Runtime
-from zactor.transport import ipc_address, make_session_dir
+from zactor.transport import ipc_address, make_session_dir, socket_file
 
 #: How long ``init()`` waits for the embedded cluster's workers (seconds).
 STARTUP_TIMEOUT_S = 60.0
 #: How long ``shutdown()`` waits for the head to stop everything (seconds).
 SHUTDOWN_TIMEOUT_S = 10.0
+#: How long ``init(address=...)`` waits for a running cluster's head to answer (seconds).
+JOIN_TIMEOUT_S = 15.0
+#: How long a joined driver's ``shutdown()`` waits for the head to note its leaving: short,
+#: because a head that stopped never answers, and a driver's exit must not hang on it.
+GOODBYE_TIMEOUT_S = 2.0
 
 
 class _Session:
@@ -37,7 +44,12 @@ class _Session:
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
         self.head_process: subprocess.Popen | None = None
+        #: The embedded cluster's session dir, or a joined driver's own inbox dir.
         self.session_dir: str | None = None
+        #: True when the cluster is a standing one this process joined (not ours to stop).
+        self.joined = False
+        #: True once the head knows this driver (so shutdown() must say goodbye).
+        self.registered = False
         self.lock = threading.Lock()
 
 
@@ -52,12 +64,25 @@ def init(
     namespace: str | None = None,
     ignore_reinit_error: bool = False,
 ) -> dict:
-    """Start an embedded cluster (``address=None``) or join a running one.
+    """Start an embedded cluster, or join a running one; returns its workers.
 
-    ``num_workers`` worker processes are started (default: one per CPU). Calling
-    ``init`` twice raises ``RuntimeError`` unless ``ignore_reinit_error=True``.
-    Returns a description of the cluster (its workers).
+    - ``address=None``: start an embedded cluster, a head and ``num_workers``
+      worker processes (default: one per CPU) sharing the node's custom
+      ``resources`` (``{"GPU": 2}``: see docs/lifetime.md), that
+      :func:`shutdown` (or the interpreter's exit) stops.
+    - ``address="auto"``: join the cluster ``zactor start --head`` runs on this
+      machine, found through its cluster file (``$ZACTOR_CLUSTER_DIR``, see
+      docs/cli.md); a ``ClusterError`` saying how to start one if none runs.
+    - ``address="tcp://host:port"`` (or the ``ipc://`` address ``zactor status``
+      shows): join the cluster whose head listens there.
+
+    A joined cluster keeps running after :func:`shutdown`, which only
+    disconnects (and ends the actors this process owned that are not
+    detached). Calling ``init`` twice raises ``RuntimeError`` unless
+    ``ignore_reinit_error=True``.
     """
+    from zactor import cluster
+
     with _session.lock:
         if _session.runtime is not None:
             if ignore_reinit_error:
@@ -66,51 +91,99 @@ def init(
                 "zactor.init() was already called in this process: call zactor.shutdown() "
                 "first, or pass ignore_reinit_error=True"
             )
-        if address is not None:
-            raise ClusterError(
-                f"joining a running cluster at {address!r} is not available yet: "
-                "call zactor.init() without an address for an embedded cluster"
-            )
-        if num_workers is None:
-            num_workers = os.cpu_count() or 1
-        if num_workers < 1:
-            raise ValueError(f"num_workers must be at least 1, got {num_workers}")
-        session_dir = make_session_dir()
-        head_address = ipc_address(session_dir, "head.sock")
-        import json
-
-        head_process = spawn.start(
-            "zactor.head",
-            [
-                "--session-dir",
-                session_dir,
-                "--address",
-                head_address,
-                "--num-workers",
-                str(num_workers),
-                "--resources",
-                json.dumps(resources or {}),
-                "--watch-parent",
-            ],
-        )
-        runtime = Runtime(
-            ipc_address(session_dir, f"driver-{os.getpid()}.sock"),
-            role="driver",
-            head_address=head_address,
-        )
+        if address is None:
+            if num_workers is None:
+                num_workers = os.cpu_count() or 1
+            if num_workers < 1:
+                raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+            _start_embedded(num_workers, resources)
+        else:
+            if num_workers is not None or resources is not None:
+                raise ValueError(
+                    "num_workers and resources only apply to a cluster that init() starts; "
+                    f"the cluster at {address!r} has its own (see `zactor start --head "
+                    "--num-workers N --resources JSON`): leave them out to join it"
+                )
+            head_address = cluster.resolve_address(address)
+            cluster.probe_head(head_address)
+            _join(head_address)
+        runtime = _session.runtime
         runtime.namespace = namespace
-        _session.runtime, _session.head_process, _session.session_dir = (
-            runtime,
-            head_process,
-            session_dir,
-        )
         _runtime_mod.set_current(runtime)
     try:
-        info = _wait_for_workers(num_workers)
+        info = _wait_for_head(runtime) if _session.joined else _wait_for_workers(num_workers)
+        reply = (
+            head_handle(runtime)
+            .register_driver.remote(runtime.address, os.getpid(), cluster.node_identity())
+            .result(timeout=JOIN_TIMEOUT_S)
+        )
+        runtime.node_id = reply["node_id"]
+        _session.registered = True
     except BaseException:
         shutdown()
         raise
     return info
+
+
+def _start_embedded(num_workers: int, resources: dict | None) -> None:
+    """Start the head of an embedded cluster (it starts the workers); connect to it."""
+    import json
+
+    session_dir = make_session_dir()
+    head_address = ipc_address(session_dir, "head.sock")
+    head_process = spawn.start(
+        "zactor.head",
+        [
+            "--session-dir",
+            session_dir,
+            "--address",
+            head_address,
+            "--num-workers",
+            str(num_workers),
+            "--resources",
+            json.dumps(resources or {}),
+            "--watch-parent",
+        ],
+    )
+    runtime = Runtime(
+        ipc_address(session_dir, f"driver-{os.getpid()}.sock"),
+        role="driver",
+        head_address=head_address,
+    )
+    _session.runtime, _session.head_process, _session.session_dir = (
+        runtime,
+        head_process,
+        session_dir,
+    )
+
+
+def _join(head_address: str) -> None:
+    """Connect to a running cluster's head, from an inbox of our own its workers can reach."""
+    from zactor import cluster
+
+    inbox_dir = make_session_dir()
+    try:
+        runtime = Runtime(
+            cluster.driver_inbox(head_address, inbox_dir),
+            role="driver",
+            head_address=head_address,
+        )
+    except BaseException:
+        shutil.rmtree(inbox_dir, ignore_errors=True)
+        raise
+    _session.runtime, _session.session_dir, _session.joined = runtime, inbox_dir, True
+
+
+def _wait_for_head(runtime: Runtime) -> dict:
+    """The joined cluster's description, once its head answers."""
+    try:
+        return head_handle(runtime).cluster_info.remote().result(timeout=JOIN_TIMEOUT_S)
+    except TimeoutError:
+        raise ClusterError(
+            f"no zactor head answered at {runtime.head_address} within {JOIN_TIMEOUT_S:.0f} s: "
+            "check the address (`zactor status` on the cluster's machine prints it), or start "
+            "a cluster with `zactor start --head`"
+        ) from None
 
 
 def _wait_for_workers(count: int) -> dict:
@@ -141,9 +214,12 @@ def _cluster_info() -> dict:
 
 
 def shutdown() -> None:
-    """Stop what ``init()`` started: actors, workers, head, sockets, threads.
+    """Undo what ``init()`` did; leaves no process, socket file or thread behind.
 
-    Safe to call twice, and called at interpreter exit.
+    An embedded cluster is stopped: actors, workers, head. A joined cluster
+    keeps running: this process only disconnects, and the head ends the
+    actors it owned that are not detached. Safe to call twice, and called at
+    interpreter exit.
     """
     with _session.lock:
         runtime, head_process, session_dir = (
@@ -151,10 +227,20 @@ def shutdown() -> None:
             _session.head_process,
             _session.session_dir,
         )
+        joined, registered = _session.joined, _session.registered
         _session.runtime = _session.head_process = _session.session_dir = None
+        _session.joined = _session.registered = False
         if runtime is None:
             return
-        if head_process is not None and head_process.poll() is None:
+        if joined:
+            if registered and _head_may_be_up(runtime.head_address):
+                try:
+                    head_handle(runtime).driver_exited.remote(runtime.address).result(
+                        timeout=GOODBYE_TIMEOUT_S
+                    )
+                except Exception:  # the cluster stopped or is unreachable: nobody to tell
+                    pass
+        elif head_process is not None and head_process.poll() is None:
             try:
                 head_handle(runtime).shutdown.tell()
                 runtime.flush()
@@ -171,6 +257,12 @@ def shutdown() -> None:
             shutil.rmtree(session_dir, ignore_errors=True)
 
 
+def _head_may_be_up(head_address: str) -> bool:
+    """False when the head's socket file is gone (a stopped cluster): no goodbye to wait on."""
+    path = socket_file(head_address)
+    return path is None or os.path.exists(path)
+
+
 atexit.register(shutdown)
 
 
@@ -184,7 +276,11 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     runtime = _runtime_mod.current()
     if namespace is None:
         namespace = getattr(runtime, "namespace", None)
-    info = head_handle(runtime).lookup.remote(name, namespace).result(timeout=SHUTDOWN_TIMEOUT_S)
+    info = (
+        head_handle(runtime)
+        .lookup.remote(name, namespace, runtime.address)
+        .result(timeout=SHUTDOWN_TIMEOUT_S)
+    )
     if info is None:
         raise ValueError(
             f"no actor named {name!r} in namespace {namespace!r}: create it with "

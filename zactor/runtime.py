@@ -27,6 +27,7 @@ import zmq
 
 from zactor import _hotpath, wire
 from zactor.errors import ClusterError, FrameError
+from zactor.ownership import HandleRefs
 from zactor.transport import Transport, socket_file
 
 log = logging.getLogger("zactor")
@@ -39,6 +40,8 @@ MAX_BATCH = 512
 MAX_BATCH_BYTES = 1 << 20
 #: Longest a reader blocks in one poll, so it notices shutdown and dead peers.
 POLL_SLICE_MS = 200
+#: How often the background thread reports handles made and dropped to the head (s).
+REF_REPORT_S = 0.1
 
 _parse_frame = _hotpath.parse_frame
 _pack_one = _hotpath.pack_one
@@ -129,6 +132,8 @@ class Runtime:
         self.inbox, self.address = self.transport.inbox(inbox_address)
         self._rcvtimeo = -1
         self.pending = _hotpath.PendingTable()
+        #: Live actor handles in this process, reported to the head (zactor.ownership).
+        self.refs = HandleRefs()
         self.lock = threading.Lock()
         self._cv = threading.Condition(self.lock)  # waiters for replies or the reader role
         self._bg_cv = threading.Condition(self.lock)  # the background thread's wake-up
@@ -404,27 +409,52 @@ class Runtime:
             self._watched -= 1
 
     def _background_loop(self) -> None:
-        """Flush batches nobody flushed, and read for futures with callbacks."""
+        """Flush batches nobody flushed, report handle counts, read for futures with callbacks."""
+        refs = self.refs
         while True:
             with self.lock:
-                while not (self._closed or self._armed or (self._watched and not self._reading)):
-                    self._bg_cv.wait()
+                while not (
+                    self._closed
+                    or self._armed
+                    or (self._watched and not self._reading)
+                    or refs.pending()
+                ):
+                    # Handles cannot wake us (their __del__ must not lock): look now and then.
+                    self._bg_cv.wait(REF_REPORT_S)
                 if self._closed:
                     return
                 armed = self._armed
             if armed:
                 time.sleep(LINGER_S)  # let the caller finish the batch it is building
-                try:
-                    self.flush()
-                except zmq.ZMQError:
-                    if self._closed:
-                        return
-                    raise
+            try:
+                self.flush()
+                if refs.pending():
+                    self._report_refs()
+            except zmq.ZMQError:
+                if self._closed:
+                    return
+                raise
             if self._watched and self.call_handler is None:
                 try:
-                    self.wait_until(lambda: not self._watched or self._armed or self._closed, None)
+                    self.wait_until(
+                        lambda: not self._watched or self._armed or self._closed or refs.pending(),
+                        None,
+                    )
                 except ClusterError:
                     return
+
+    def _report_refs(self) -> None:
+        """Tell the head which actors this process started or stopped holding.
+
+        Sent after :meth:`flush`, so calls made before a handle was dropped are on
+        their way to the actor before the head can decide to end it.
+        """
+        report = self.refs.take_report()
+        if report and self.head_address is not None:
+            from zactor.actor import head_handle
+
+            head_handle(self).refs.tell(self.address, report)
+            self.flush()
 
     # -- shutdown ------------------------------------------------------------------------
 

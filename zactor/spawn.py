@@ -33,12 +33,27 @@ def child_environment() -> dict:
     return env
 
 
-def start(module: str, args: list[str], *, entry: str = "main", stdout=None) -> subprocess.Popen:
+def start(
+    module: str,
+    args: list[str],
+    *,
+    entry: str = "main",
+    stdout=None,
+    stderr=None,
+    detach: bool = False,
+) -> subprocess.Popen:
     """Start a process running ``module.entry()`` with ``sys.argv[1:] == args``,
-    importing the same zactor as this process."""
+    importing the same zactor as this process.
+
+    ``detach=True`` starts it in a new session, so it has no controlling
+    terminal and closing ours does not send it SIGHUP (``zactor start --head``).
+    Standard input is always ``/dev/null``.
+    """
     return subprocess.Popen(
         [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_ROOT, module, entry, *args],
         stdin=subprocess.DEVNULL,
         stdout=stdout,
+        stderr=stderr,
         env=child_environment(),
+        start_new_session=detach,
     )

@@ -1067,7 +1067,7 @@ class WorkerService:
         host = self._host
         actor = host.reserve(actor_id, spec.get("class_name", "?"), spec.get("name"))
         info = dict(spec, actor_id=actor_id, address=host.runtime.address)
-        actor.handle = handle_from_info(info)
+        actor.handle = handle_from_info(info, counted=False)  # must not keep itself alive
         started = functools.partial(self._started, actor_id)
         try:
             cls, args, kwargs = cloudpickle.loads(blob)

@@ -1,0 +1,670 @@
+"""The standing cluster: ``zactor start --head``, its discovery file, ``zactor stop``.
+
+``zactor start --head`` runs the head (which starts the workers) as a daemon:
+a new session, standard input from ``/dev/null``, its output and its workers'
+going to a log file. It outlives the terminal and every driver, until
+``zactor stop``.
+
+The *cluster file* ``cluster.json`` says where the running cluster is (the
+head's address, pid and session directory, the log file). It lives in the
+*cluster directory*: ``$ZACTOR_CLUSTER_DIR`` if set, else ``/tmp/zactor-<uid>``
+(per user and per machine, like tmux's socket directory). ``zactor.init(
+address="auto")`` reads it to join; ``zactor status`` and ``zactor stop`` read
+it to find the head. A file whose head is no longer running is *stale*: it is
+removed (with the dead cluster's socket directory) by whichever command finds
+it.
+
+Example::
+
+    $ zactor start --head --num-workers 2
+    $ python -c 'import zactor; zactor.init(address="auto"); ...'
+    $ zactor status
+    $ zactor stop
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from typing import Iterator
+
+from zactor.errors import ClusterError
+from zactor.transport import ipc_address, make_session_dir, socket_file
+
+#: The environment variable that overrides the cluster directory.
+CLUSTER_DIR_ENV = "ZACTOR_CLUSTER_DIR"
+#: The discovery file's name inside the cluster directory.
+CLUSTER_FILE = "cluster.json"
+#: The head's (and its workers') log, inside the cluster directory.
+LOG_FILE = "zactor.log"
+#: Taken while a cluster starts or stops, so two commands never race.
+LOCK_FILE = "cluster.lock"
+#: How long ``zactor start`` waits for the head and its workers (seconds).
+START_TIMEOUT_S = 60.0
+#: How long a command waits for the head to answer one request (seconds).
+REQUEST_TIMEOUT_S = 15.0
+#: How long ``zactor stop`` waits for the head to stop everything before killing it.
+STOP_TIMEOUT_S = 20.0
+#: The hint every "no cluster" error ends with.
+START_HINT = "start one with `zactor start --head`"
+
+
+class NoClusterError(ClusterError):
+    """No standing cluster runs on this machine (for this user and cluster directory)."""
+
+
+class ClusterRunningError(ClusterError):
+    """``zactor start --head`` found a cluster already running."""
+
+
+# -- the cluster directory and file ---------------------------------------------------------
+
+
+def cluster_dir(create: bool = False) -> str:
+    """The cluster directory: ``$ZACTOR_CLUSTER_DIR``, else ``/tmp/zactor-<uid>``.
+
+    With ``create=True`` it is made (mode 0700) if missing. The default one
+    must belong to the current user and be private: another user could
+    otherwise plant a cluster file that sends our drivers to their head.
+    """
+    override = os.environ.get(CLUSTER_DIR_ENV)
+    path = override or os.path.join(tempfile.gettempdir(), f"zactor-{os.getuid()}")
+    if create:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    if not override and os.path.isdir(path):
+        info = os.lstat(path)
+        if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+            raise ClusterError(
+                f"the zactor cluster directory {path} is not private to this user "
+                f"(owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}): remove it, "
+                f"or set {CLUSTER_DIR_ENV} to a directory of your own"
+            )
+    return path
+
+
+def cluster_file_path() -> str:
+    """Where the cluster file is (whether or not it exists)."""
+    return os.path.join(cluster_dir(), CLUSTER_FILE)
+
+
+def read_cluster_file() -> dict | None:
+    """The cluster file's contents, or None if there is none (or it is unreadable)."""
+    try:
+        with open(cluster_file_path()) as f:
+            record = json.load(f)
+    except (OSError, ValueError):  # absent, or corrupt: no cluster; the next start rewrites it
+        return None
+    return record if isinstance(record, dict) and "address" in record else None
+
+
+def write_json_atomically(path: str, record: dict) -> None:
+    """Write ``record`` to ``path`` so readers never see half a file."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_cluster_file(path: str, pid: int) -> None:
+    """Remove the cluster file at ``path`` if it still names head ``pid``.
+
+    The head calls this as it exits, so a file is never left pointing at a
+    head that is gone, while a newer cluster's file is left alone.
+    """
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and record.get("pid") == pid:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """Hold the cluster directory's lock (waits while another start or stop runs)."""
+    path = os.path.join(cluster_dir(create=True), LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def running_cluster() -> dict | None:
+    """The cluster file of the cluster running on this machine, or None.
+
+    A stale file (its head is gone) is removed on the way, together with the
+    dead cluster's session directory.
+    """
+    record = read_cluster_file()
+    if record is None or _head_alive(record):
+        return record
+    with _locked():
+        return _running_locked()  # re-read: a start may have replaced the file meanwhile
+
+
+def _running_locked() -> dict | None:
+    """:func:`running_cluster` for a caller that holds the lock (flock does not nest)."""
+    record = read_cluster_file()
+    if record is None or _head_alive(record):
+        return record
+    _remove_stale(record)
+    return None
+
+
+def require_cluster() -> dict:
+    """The running cluster's file; :class:`NoClusterError` saying how to start one if none."""
+    stale = read_cluster_file()
+    record = running_cluster()
+    if record is not None:
+        return record
+    message = f"no zactor cluster is running on this machine: {START_HINT}"
+    if stale is not None:
+        log = f"; its log: {stale['log']}" if stale.get("log") else ""
+        message += (
+            f" (the cluster file named head pid {stale.get('pid')}, which is no longer running, "
+            f"and was removed{log})"
+        )
+    raise NoClusterError(message)
+
+
+def _head_alive(record: dict) -> bool:
+    pid = record.get("pid")
+    return isinstance(pid, int) and process_alive(pid, record.get("start_time"))
+
+
+def _remove_stale(record: dict) -> None:
+    session_dir = record.get("session_dir")
+    if isinstance(session_dir, str) and os.path.basename(session_dir).startswith("zactor-"):
+        shutil.rmtree(session_dir, ignore_errors=True)  # the dead head's socket files
+    remove_cluster_file(cluster_file_path(), record.get("pid"))
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself contain ") ".
+    return data[data.rindex(b")") + 2 :].decode().split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), to tell a reused pid from ours."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
+
+
+def process_alive(pid: int, start_time: int | None = None) -> bool:
+    """True while ``pid`` runs (a zombie counts as dead), and started at ``start_time`` if given."""
+    if pid <= 0:
+        return False
+    if os.path.isdir("/proc/self"):
+        fields = _proc_stat(pid)
+        if fields is None or fields[0] in ("Z", "X", "x"):
+            return False
+        return start_time is None or int(fields[19]) == start_time
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return children
+    for entry in entries:
+        if entry.isdigit():
+            fields = _proc_stat(int(entry))
+            if fields and fields[1] == str(pid) and fields[0] not in ("Z", "X", "x"):
+                children.append(int(entry))
+    return sorted(children)
+
+
+def _wait_gone(pids: list[int], within: float, start_times: dict | None = None) -> list[int]:
+    """Poll until every pid is gone or ``within`` seconds pass; returns those left."""
+    start_times = start_times or {}
+    deadline = time.monotonic() + within
+    while True:
+        left = [p for p in pids if process_alive(p, start_times.get(p))]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def remove_dead_inbox(address: str) -> None:
+    """Remove the socket file of a process that died without closing its inbox, and its
+    directory if that is a ``zactor-*`` one left empty (a killed driver cannot do it)."""
+    path = socket_file(address)
+    if path is None:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    directory = os.path.dirname(path)
+    if os.path.basename(directory).startswith("zactor-"):
+        with contextlib.suppress(OSError):  # not empty, or gone: not ours to remove
+            os.rmdir(directory)
+
+
+# -- addresses ------------------------------------------------------------------------------
+
+
+_machine_identity: str | None = None
+
+
+def node_identity() -> str:
+    """A string naming this machine: the head compares a driver's with its own to know
+    whether the driver's pid can be watched from here."""
+    global _machine_identity
+    if _machine_identity is None:
+        machine = ""
+        for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+            with contextlib.suppress(OSError):
+                with open(path) as f:
+                    machine = f.read().strip()
+            if machine:
+                break
+        _machine_identity = f"{socket.gethostname()}/{machine[:16]}"
+    return _machine_identity
+
+
+def _tcp_host_port(address: str) -> tuple[str, int]:
+    rest = address[len("tcp://") :]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(
+            f"not a zactor cluster address: {address!r}; pass 'auto' to join the cluster "
+            "started on this machine, or 'tcp://HOST:PORT' as `zactor start --head --port` printed"
+        )
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` names this machine's loopback interface."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass  # a name, not a literal address
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def check_head_address(address: str) -> str:
+    """``address`` if it is a head address a driver can join; ``ValueError`` saying what to pass."""
+    if address.startswith("tcp://"):
+        _tcp_host_port(address)
+        return address
+    if address.startswith("ipc://") and len(address) > len("ipc://"):
+        return address
+    raise ValueError(
+        f"not a zactor cluster address: {address!r}; pass 'auto' to join the cluster started "
+        "on this machine, or 'tcp://HOST:PORT' as `zactor start --head --port` printed"
+    )
+
+
+def probe_head(head_address: str) -> None:
+    """Fail at once, saying what to do, when nothing listens at ``head_address``.
+
+    ZeroMQ would wait silently for a peer that never comes; a socket file that
+    is missing or a refused tcp connection is known at once. Anything else
+    (a slow network, a firewall that drops) is left to the caller's timeout.
+    """
+    path = socket_file(head_address)
+    if path is not None:
+        if not os.path.exists(path):
+            raise ClusterError(
+                f"no zactor head listens at {head_address} (the socket file does not exist): "
+                f"check the address, or {START_HINT}"
+            )
+        return
+    host, port = _tcp_host_port(head_address)
+    try:
+        socket.create_connection((host, port), timeout=5.0).close()
+    except ConnectionRefusedError:
+        raise ClusterError(
+            f"no zactor head listens at {head_address} (connection refused): check the "
+            f"address, or start one with `zactor start --head --port {port}`"
+        ) from None
+    except OSError:
+        pass
+
+
+def resolve_address(address: str) -> str:
+    """The head address ``zactor.init(address=...)`` joins: ``"auto"`` reads the cluster file."""
+    if address == "auto":
+        return require_cluster()["address"]
+    return check_head_address(address)
+
+
+def driver_inbox(head_address: str, directory: str) -> str:
+    """An inbox address for a process that talks to the head at ``head_address``.
+
+    On the head's machine (an ``ipc://`` head, or tcp on loopback) the inbox
+    is a socket file in ``directory``; for a head on another machine it is a
+    tcp port on the interface that routes to that machine, which its workers
+    can reach.
+    """
+    if head_address.startswith("ipc://"):
+        return ipc_address(directory, f"driver-{os.getpid()}.sock")
+    host, port = _tcp_host_port(head_address)
+    if is_loopback(host):
+        return ipc_address(directory, f"driver-{os.getpid()}.sock")
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:  # a UDP "connection" sends nothing: it only picks the route's local address
+        probe.connect((host, port))
+        local = probe.getsockname()[0]
+    finally:
+        probe.close()
+    return f"tcp://{local}:0"
+
+
+def worker_host(head_address: str) -> str | None:
+    """Where a head at ``head_address`` has its workers listen: None for socket files
+    (an ``ipc://`` or loopback head), else the head's own host, on tcp."""
+    if not head_address.startswith("tcp://"):
+        return None
+    host, _ = _tcp_host_port(head_address)
+    return None if is_loopback(host) else host
+
+
+# -- talking to the head --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def connect(head_address: str):
+    """A short-lived connection to the head for the command line; yields the head's handle.
+
+    Binds an inbox (removed on exit) so the head can answer. Not for a
+    process that called ``zactor.init()``: it has its own connection.
+    """
+    from zactor import runtime as runtime_mod
+    from zactor.actor import head_handle
+    from zactor.runtime import Runtime
+
+    if runtime_mod._current is not None:
+        raise RuntimeError(
+            "this process already called zactor.init(): use its connection (e.g. "
+            "zactor.get_actor) instead, or run the zactor command from a shell"
+        )
+    inbox_dir = make_session_dir()
+    try:
+        runtime = Runtime(
+            driver_inbox(head_address, inbox_dir), role="client", head_address=head_address
+        )
+    except BaseException:
+        shutil.rmtree(inbox_dir, ignore_errors=True)
+        raise
+    runtime_mod.set_current(runtime)
+    try:
+        yield head_handle(runtime)
+    finally:
+        runtime_mod.set_current(None)
+        runtime.close()
+        shutil.rmtree(inbox_dir, ignore_errors=True)
+
+
+def _ask(head, method: str, *args, timeout: float = REQUEST_TIMEOUT_S):
+    try:
+        return getattr(head, method).remote(*args).result(timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(
+            f"the zactor head did not answer {method}() within {timeout:.0f} s; it may be "
+            "overloaded or stuck: look at its log, or end it with `zactor stop`"
+        ) from None
+
+
+def status() -> dict:
+    """What ``zactor status`` shows: the cluster file plus the head's :meth:`Head.status`."""
+    record = require_cluster()
+    with connect(record["address"]) as head:
+        report = _ask(head, "status")
+    report["cluster"] = dict(record, cluster_file=cluster_file_path())
+    return report
+
+
+# -- start and stop -------------------------------------------------------------------------
+
+
+def start_head(
+    *,
+    port: int | None = None,
+    host: str | None = None,
+    num_workers: int | None = None,
+    resources: dict | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> dict:
+    """Start a standing cluster on this machine as a daemon; return its cluster file.
+
+    ``port`` makes the head listen on ``tcp://HOST:port`` (``host`` defaults to
+    127.0.0.1, loopback only); with neither, it listens on a socket file. A
+    non-loopback ``host`` puts the workers on tcp on that host too, so drivers
+    on other machines can reach them. Returns once every worker registered.
+    Raises :class:`ClusterRunningError` if a cluster already runs here.
+    """
+    from zactor import spawn
+
+    if num_workers is None:
+        num_workers = os.cpu_count() or 1
+    if num_workers < 1:
+        raise ValueError(f"--num-workers must be at least 1, got {num_workers}")
+    if port is not None and not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {port}")
+    if host is not None and host in ("0.0.0.0", "::", "*"):
+        raise ValueError(
+            f"--host {host} would listen on every interface but give drivers and workers no "
+            "address to reach the head by: pass this machine's address (e.g. --host 10.0.0.5)"
+        )
+    with _locked():
+        existing = _running_locked()
+        if existing is not None:
+            raise ClusterRunningError(
+                f"a zactor cluster is already running on this machine (head pid "
+                f"{existing['pid']} at {existing['address']}): use it, or stop it first "
+                "with `zactor stop`"
+            )
+        session_dir = make_session_dir()
+        if port is None and host is None:
+            address = ipc_address(session_dir, "head.sock")
+        else:
+            address = f"tcp://{host or '127.0.0.1'}:{port or 0}"
+        directory = cluster_dir()
+        log_path = os.path.join(directory, LOG_FILE)
+        address_file = os.path.join(session_dir, "head.address")
+        with open(log_path, "wb") as log:
+            log.write(f"zactor start --head: {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            log.flush()
+            proc = spawn.start(
+                "zactor.head",
+                [
+                    "--session-dir",
+                    session_dir,
+                    "--address",
+                    address,
+                    "--num-workers",
+                    str(num_workers),
+                    "--resources",
+                    json.dumps(resources or {}),
+                    "--cluster-file",
+                    os.path.join(directory, CLUSTER_FILE),
+                    "--address-file",
+                    address_file,
+                ],
+                stdout=log,
+                stderr=log,
+                detach=True,
+            )
+        try:
+            deadline = time.monotonic() + timeout
+            head_address = _wait_for_address(proc, address_file, log_path, deadline)
+            _wait_for_workers(proc, head_address, num_workers, log_path, deadline)
+            record = {
+                "address": head_address,
+                "pid": proc.pid,
+                "start_time": process_start_time(proc.pid),
+                "session_dir": session_dir,
+                "log": log_path,
+                "num_workers": num_workers,
+                "resources": resources or {},
+                "node": node_identity(),
+                "started_at": time.time(),
+            }
+            write_json_atomically(os.path.join(directory, CLUSTER_FILE), record)
+        except BaseException:
+            _end_child(proc)
+            shutil.rmtree(session_dir, ignore_errors=True)
+            raise
+    return dict(record, cluster_file=os.path.join(directory, CLUSTER_FILE))
+
+
+def _start_failed(proc: subprocess.Popen, log_path: str, what: str) -> ClusterError:
+    try:
+        with open(log_path, errors="replace") as f:
+            tail = "".join(f.readlines()[-15:]).rstrip()
+    except OSError:
+        tail = ""
+    code = proc.poll()
+    how = f"exited with code {code}" if code is not None else what
+    detail = f":\n{tail}\n" if tail else ""
+    return ClusterError(f"the zactor head {how} during start-up{detail}(its log: {log_path})")
+
+
+def _wait_for_address(proc, address_file: str, log_path: str, deadline: float) -> str:
+    """The address the head bound (it writes it once its inbox is up)."""
+    while True:
+        if proc.poll() is not None:
+            raise _start_failed(proc, log_path, "exited")
+        with contextlib.suppress(FileNotFoundError):
+            with open(address_file) as f:
+                return json.load(f)  # written atomically: whole or absent
+        if time.monotonic() > deadline:
+            raise _start_failed(proc, log_path, "did not bind its address in time")
+        time.sleep(0.02)
+
+
+def _wait_for_workers(proc, head_address: str, count: int, log_path: str, deadline: float):
+    with connect(head_address) as head:
+        while True:
+            if proc.poll() is not None:
+                raise _start_failed(proc, log_path, "exited")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _start_failed(
+                    proc, log_path, f"did not see all {count} workers register in time"
+                )
+            try:
+                info = head.cluster_info.remote().result(timeout=min(1.0, remaining))
+            except TimeoutError:
+                continue
+            if len(info["workers"]) >= count:
+                return info
+            time.sleep(0.02)
+
+
+def _end_child(proc: subprocess.Popen) -> None:
+    """End a head that failed to start (and, through it, its workers)."""
+    if proc.poll() is None:
+        workers = child_pids(proc.pid)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        _signal_all(_wait_gone(workers, 5.0), signal.SIGKILL)
+
+
+def stop(timeout: float = STOP_TIMEOUT_S) -> dict:
+    """Stop the running cluster: its workers (and their actors), the head, socket files and
+    the cluster file. Raises :class:`NoClusterError` if none runs.
+
+    The head is asked to stop; one that does not within ``timeout`` seconds
+    gets SIGTERM, then SIGKILL, and so do workers it left behind.
+    """
+    from zactor import runtime as runtime_mod
+
+    require_cluster()  # the friendly error, outside the lock
+    with _locked():
+        record = _running_locked()
+        if record is None:
+            raise NoClusterError(f"no zactor cluster is running on this machine: {START_HINT}")
+        head_pid = record["pid"]
+        start_time = record.get("start_time")
+        workers = set(child_pids(head_pid))
+        asked = False
+        with contextlib.suppress(ClusterError, OSError, RuntimeError):
+            with connect(record["address"]) as head:
+                with contextlib.suppress(TimeoutError):
+                    info = head.cluster_info.remote().result(timeout=5.0)
+                    workers.update(w["pid"] for w in info["workers"])
+                head.shutdown.tell()
+                runtime_mod.current().flush()
+                asked = True
+        worker_pids = sorted(workers)
+        times = {p: process_start_time(p) for p in worker_pids}
+        times[head_pid] = start_time
+        forced = False
+        if not asked or _wait_gone([head_pid], timeout, times):
+            forced = True
+            _signal_all([head_pid], signal.SIGTERM)
+            if _wait_gone([head_pid], 5.0, times):
+                _signal_all([head_pid], signal.SIGKILL)
+                _wait_gone([head_pid], 5.0, times)
+        left = _wait_gone(worker_pids, 5.0, times)
+        if left:  # workers exit when their head does; these did not in time
+            forced = True
+            _signal_all(left, signal.SIGKILL)
+            left = _wait_gone(left, 5.0, times)
+        _remove_stale(record)  # what a killed head could not remove itself
+    survivors = left + ([head_pid] if process_alive(head_pid, start_time) else [])
+    if survivors:
+        raise ClusterError(
+            f"zactor stop could not end every process of the cluster: pids {survivors} still "
+            "run; end them with `kill -9`"
+        )
+    return {
+        "stopped": True,
+        "address": record["address"],
+        "head_pid": head_pid,
+        "worker_pids": worker_pids,
+        "forced": forced,
+    }

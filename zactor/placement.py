@@ -1,0 +1,154 @@
+"""Placement: which worker a new actor goes to, by the CPU and resources it asks for.
+
+The model, chosen to be simple to reason about:
+
+* Every worker process is one CPU (``CPU: 1``); an actor runs in one worker.
+  ``num_cpus=c`` (0 ≤ c ≤ 1, default 0) reserves ``c`` of its worker's CPU.
+  ``num_cpus=1`` gets a worker to itself: it goes only to a worker that hosts
+  no other actor, and no actor is placed beside it afterwards (nor beside
+  actors whose fractions add up to a whole CPU).
+* Custom resources (``resources={"GPU": 1}``) belong to a node (a machine):
+  ``zactor.init(resources={"GPU": 2})`` or ``zactor start --head --resources
+  '{"GPU": 2}'``. An actor reserves its amounts from its node's pool until it
+  ends.
+* Among the workers that fit, the one hosting the fewest actors wins.
+* A demand that no worker can meet *now* fails at creation with a
+  :class:`~zactor.errors.ClusterError` that says what was asked, what is free
+  and what to do. zactor does not queue actor creations: a creation that
+  would wait silently is harder to debug than one that fails.
+"""
+
+from __future__ import annotations
+
+from zactor.errors import ClusterError
+
+#: Reservations below this are treated as zero (float sums of fractions).
+EPSILON = 1e-9
+
+
+class Placement:
+    """Nodes' resources, workers' CPU, and what each actor reserved."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict] = {}  # node_id -> {"total": {...}, "free": {...}}
+        self.workers: dict[str, dict] = {}  # worker_id -> {"node_id", "cpu_free", "actors"}
+        self.reserved: dict[int, tuple] = {}  # actor_id -> (worker_id, num_cpus, resources)
+
+    def add_worker(self, worker_id: str, node_id: str, node_resources: dict) -> None:
+        """A worker joined; the first worker of a node brings the node's resources."""
+        if node_id not in self.nodes:
+            total = {k: float(v) for k, v in (node_resources or {}).items()}
+            self.nodes[node_id] = {"total": total, "free": dict(total)}
+        self.workers[worker_id] = {"node_id": node_id, "cpu_free": 1.0, "actors": 0}
+
+    def remove_worker(self, worker_id: str) -> None:
+        """A worker is gone; so are its actors' reservations."""
+        for actor_id, (where, _, _) in list(self.reserved.items()):
+            if where == worker_id:
+                self.release(actor_id)
+        self.workers.pop(worker_id, None)
+
+    def choose(self, class_name: str, num_cpus: float, resources: dict) -> str:
+        """The worker for an actor asking for ``num_cpus`` and ``resources``; raises if none."""
+        if not self.workers:
+            raise ClusterError("the cluster has no live worker to place an actor on")
+        fits = [
+            (info["actors"], worker_id)
+            for worker_id, info in self.workers.items()
+            if self._fits(info, num_cpus, resources)
+        ]
+        if not fits:
+            raise ClusterError(self._explain(class_name, num_cpus, resources))
+        return min(fits)[1]
+
+    def reserve(self, actor_id: int, worker_id: str, num_cpus: float, resources: dict) -> None:
+        """Record that ``actor_id`` lives on ``worker_id`` with these reservations."""
+        worker = self.workers[worker_id]
+        worker["cpu_free"] -= num_cpus
+        worker["actors"] += 1
+        free = self.nodes[worker["node_id"]]["free"]
+        for key, amount in resources.items():
+            free[key] -= amount
+        self.reserved[actor_id] = (worker_id, num_cpus, dict(resources))
+
+    def release(self, actor_id: int) -> None:
+        """The actor ended: give back what it reserved."""
+        entry = self.reserved.pop(actor_id, None)
+        if entry is None:
+            return
+        worker_id, num_cpus, resources = entry
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        worker["cpu_free"] += num_cpus
+        worker["actors"] -= 1
+        free = self.nodes[worker["node_id"]]["free"]
+        for key, amount in resources.items():
+            free[key] += amount
+
+    def _fits(self, worker: dict, num_cpus: float, resources: dict) -> bool:
+        if worker["cpu_free"] < EPSILON:  # a whole CPU is reserved: the worker is taken
+            return False
+        if num_cpus > worker["cpu_free"] + EPSILON:
+            return False
+        if num_cpus >= 1 - EPSILON and worker["actors"]:
+            return False
+        free = self.nodes[worker["node_id"]]["free"]
+        return all(free.get(key, 0.0) + EPSILON >= amount for key, amount in resources.items())
+
+    def _explain(self, class_name: str, num_cpus: float, resources: dict) -> str:
+        asked = [f"num_cpus={num_cpus:g}"] + [f"{k}={v:g}" for k, v in resources.items()]
+        seen = []
+        for node_id, node in sorted(self.nodes.items()):
+            free = ", ".join(f"{k}={v:g}" for k, v in sorted(node["free"].items())) or "none"
+            seen.append(f"node {node_id} has resources free: {free}")
+        for worker_id, info in sorted(self.workers.items()):
+            seen.append(
+                f"{worker_id} hosts {info['actors']} actor(s), CPU free {info['cpu_free']:g}"
+            )
+        total = {}
+        for node in self.nodes.values():
+            for key, amount in node["total"].items():
+                total[key] = max(total.get(key, 0.0), amount)
+        never = [k for k, v in resources.items() if total.get(k, 0.0) + EPSILON < v]
+        if never:
+            advice = (
+                f"no node of this cluster offers that much {', '.join(never)}: start the "
+                "cluster with it (zactor.init(resources={...}) or zactor start --head "
+                "--resources '{...}') or ask for less"
+            )
+        elif num_cpus >= 1 - EPSILON:
+            advice = (
+                "num_cpus=1 needs a worker with no other actor: start the cluster with more "
+                "workers (num_workers=...), end idle actors, or ask for less CPU"
+            )
+        else:
+            advice = "end actors that hold these resources, start more workers, or ask for less"
+        return (
+            f"cannot place actor {class_name} asking for {', '.join(asked)}: no worker can "
+            f"take it now ({'; '.join(seen)}). {advice}"
+        )
+
+
+def check_demand(num_cpus, resources) -> tuple[float, dict]:
+    """Validate an actor's ``num_cpus`` and ``resources`` options; return them normalised."""
+    if num_cpus is None:
+        num_cpus = 0.0
+    if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
+        raise ValueError(f"num_cpus must be a number from 0 to 1, got {num_cpus!r}")
+    if num_cpus > 1:
+        raise ValueError(
+            f"num_cpus={num_cpus!r}: an actor runs in one zactor worker process, which is one "
+            "CPU; use num_cpus=1 for a worker of its own (threads inside it may still use more)"
+        )
+    resources = resources or {}
+    if not isinstance(resources, dict):
+        raise ValueError(f"resources must be a dict of name -> amount, got {resources!r}")
+    for key, amount in resources.items():
+        if not isinstance(key, str):
+            raise ValueError(f"resource names must be strings, got {key!r}")
+        if key == "CPU":
+            raise ValueError("ask for CPU with num_cpus=..., not resources={'CPU': ...}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            raise ValueError(f"resource {key!r} must be a non-negative number, got {amount!r}")
+    return float(num_cpus), {k: float(v) for k, v in resources.items() if v}
