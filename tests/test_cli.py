@@ -428,3 +428,39 @@ def test_a_killed_driver_is_noticed_and_its_actors_end(standing):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_init_namespace_is_each_drivers_default_for_names(standing):
+    standing.start("--num-workers", "1")
+    standing.driver(
+        """
+        zactor.init(address="auto", namespace="team-a")
+        Counter.options(name="acct", lifetime="detached").remote(10)
+        zactor.shutdown()
+        """
+    )
+    got = standing.driver(
+        """
+        zactor.init(address="auto", namespace="team-b")
+        try:
+            zactor.get_actor("acct")
+            missing = None
+        except ValueError as e:
+            missing = str(e)
+        explicit = zactor.get_actor("acct", namespace="team-a")
+        mine = Counter.options(name="acct", lifetime="detached").remote(500)  # free in team-b
+        report(missing=missing, a=zactor.get(explicit.increment.remote(), timeout=30),
+               b=zactor.get(mine.increment.remote(), timeout=30))
+        zactor.shutdown()
+        """
+    )
+    assert got[0]["a"] == 11 and got[0]["b"] == 501
+    assert "'acct'" in got[0]["missing"] and "'team-b'" in got[0]["missing"]
+    got = standing.driver(
+        """
+        zactor.init(address="auto", namespace="team-a")
+        report(value=zactor.get(zactor.get_actor("acct").value.remote(), timeout=30))
+        zactor.shutdown()
+        """
+    )
+    assert got == [{"value": 11}]
