@@ -628,6 +628,7 @@ def test_pending_basics(impl):
     ]
     assert t.unknown == 1
     assert t.take_replies([reply(2)]) == [] and t.unknown == 2
+    assert t.items() == [(1, "f0"), (5, "f4")]
     assert t.drain() == ["f0", "f4"]
     assert len(t) == 0 and t.drain() == []
     assert t.add("next") == 7  # ids never restart
@@ -654,6 +655,7 @@ ops = st.lists(
         st.tuples(st.just("contains"), st.one_of(st.integers(-1, 25), st.just("x"))),
         st.tuples(st.just("take"), st.lists(st.integers(0, 25), max_size=6)),
         st.tuples(st.just("drain"), st.none()),
+        st.tuples(st.just("items"), st.none()),
         st.tuples(st.just("len"), st.none()),
     ),
     max_size=40,
@@ -675,6 +677,8 @@ def run_ops(mod, sequence):
             log.append([(o, k, f, bytes(p), bs, nb) for (o, k, f, p, bs, nb) in got])
         elif op == "drain":
             log.append(t.drain())
+        elif op == "items":
+            log.append(t.items())
         else:
             log.append(len(t))
         log.append(t.unknown)
@@ -709,6 +713,8 @@ def test_pending_tables_agree(sequence):
         elif op == "drain":
             model.append([pending[k] for k in sorted(pending)])
             pending.clear()
+        elif op == "items":
+            model.append(sorted(pending.items()))
         else:
             model.append(len(pending))
         model.append(unknown)

@@ -475,6 +475,11 @@ class PendingTable:
                     out.append((obj, rec[0], rec[1], rec[5], rec[6], rec[7]))
         return out
 
+    def items(self):
+        """A snapshot of the pending calls: ``[(call_id, obj), ...]`` in call-id order."""
+        with self._lock:
+            return list(self._d.items())
+
     def drain(self):
         """Remove every pending call and return the stored objects in call-id order."""
         with self._lock:

@@ -706,6 +706,10 @@ cdef class PendingTable:
                         <object>PyTuple_GET_ITEM(rec, 7)))
         return out
 
+    def items(self):
+        """A snapshot of the pending calls: ``[(call_id, obj), ...]`` in call-id order."""
+        return list(self._d.items())
+
     def drain(self):
         """Remove every pending call and return the stored objects in call-id order."""
         cdef dict fresh = {}
