@@ -7,16 +7,13 @@ themselves are also checked on :class:`zactor.placement.Placement` directly.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from scenario import run_scenario
 
 from zactor.errors import ClusterError
 from zactor.placement import Placement
-from zactor.spawn import child_environment
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,16 +72,7 @@ SCENARIO = textwrap.dedent(
 
 
 def test_num_cpus_and_resources_on_a_cluster_of_its_own():
-    proc = subprocess.run(
-        [sys.executable, "-c", SCENARIO],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env=child_environment(),
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+    out = run_scenario(SCENARIO)
     # num_cpus=1 got a worker to itself: every other actor went to the other worker.
     assert out["others"] and all(w != out["solo"] for w in out["others"])
     assert "num_cpus=1 needs a worker with no other actor" in out["second_solo"]

@@ -27,6 +27,8 @@ import cloudpickle
 
 from zactor import runtime as _runtime_mod
 from zactor import serialization, wire
+from zactor.checkpoint import open_store
+from zactor.errors import ActorDiedError
 from zactor.future import CallGate, Future
 from zactor.placement import check_demand
 
@@ -92,6 +94,21 @@ def check_options(options: dict) -> dict:
     concurrency = options.get("max_concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise ValueError(f"max_concurrency must be a positive int, got {concurrency!r}")
+    for key in ("max_restarts", "max_task_retries"):
+        value = options.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < -1
+        ):
+            raise ValueError(f"{key} must be an int >= 0, or -1 for no limit; got {value!r}")
+    every = options.get("checkpoint_every")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"checkpoint_every must be a positive int, got {every!r}")
+    if every is not None and options.get("checkpoint") is None:
+        raise ValueError(
+            "checkpoint_every needs a store: pass checkpoint=zactor.FileStore(dir) too"
+        )
+    if options.get("checkpoint") is not None:
+        open_store(options["checkpoint"])  # a clear error now, not in the worker later
     return options
 
 
@@ -201,9 +218,27 @@ class _Target:
     object is freed as soon as the handle and its methods are, and reports that.
     """
 
-    __slots__ = ("actor_id", "address", "class_name", "gate", "runtime", "outbox", "refs")
+    __slots__ = (
+        "actor_id",
+        "address",
+        "class_name",
+        "gate",
+        "runtime",
+        "outbox",
+        "refs",
+        "retries",
+        "__weakref__",
+    )
 
-    def __init__(self, actor_id: int, address: str, class_name: str, limit: int, counted: bool):
+    def __init__(
+        self,
+        actor_id: int,
+        address: str,
+        class_name: str,
+        limit: int,
+        counted: bool,
+        retries: int = 0,
+    ):
         self.actor_id = actor_id
         self.address = address
         self.class_name = class_name
@@ -211,16 +246,34 @@ class _Target:
         self.runtime = None
         self.outbox = None
         self.refs = None
+        self.retries = retries  # max_task_retries: calls keep what a re-send needs
         runtime = _runtime_mod._current
-        if counted and actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
-            self.refs = runtime.refs  # released to the same process's table, even after init()
-            self.refs.acquire(actor_id)
+        if actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
+            # Told where the actor lives now if it restarted elsewhere (see Runtime.routes).
+            self.address = runtime.track(self)
+            if counted:
+                self.refs = runtime.refs  # released to this process's table, even after init()
+                self.refs.acquire(actor_id)
 
     def box(self):
-        """This process's outbox to the actor's process (cached per runtime)."""
+        """This process's outbox to the actor's process (cached per runtime).
+
+        Returns ``(runtime, None)`` while the actor restarts (the call waits for
+        it) and raises :class:`ActorDiedError` once it is gone for good. The
+        runtime clears :attr:`runtime` when either happens, so the callers'
+        fast path (``outbox`` while ``runtime`` is current) sends nothing to a
+        dead process.
+        """
         runtime = _runtime_mod._current
         if runtime is None:
             _runtime_mod.current()  # raises the "not initialised" error
+        if runtime.down:
+            down = runtime.down.get(self.actor_id)
+            if down is not None and self.actor_id != wire.SYSTEM_ACTOR_ID:
+                reason, restarting = down
+                if not restarting:
+                    raise ActorDiedError(reason)
+                return runtime, None
         if runtime is not self.runtime:
             self.outbox = runtime.outbox(self.address)
             self.runtime = runtime
@@ -252,6 +305,7 @@ class ActorHandle:
         namespace: str | None = None,
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
         counted: bool = True,
+        max_task_retries: int = 0,
     ) -> None:
         self._actor_id = actor_id
         self._address = address
@@ -260,7 +314,9 @@ class ActorHandle:
         self._index = {m: i for i, m in enumerate(self._methods)}
         self._name = name
         self._namespace = namespace
-        self._target = _Target(actor_id, address, class_name, max_pending_calls, counted)
+        self._target = _Target(
+            actor_id, address, class_name, max_pending_calls, counted, max_task_retries
+        )
         self._gate = self._target.gate
 
     def __getattr__(self, name: str) -> ActorMethod:
@@ -298,6 +354,7 @@ class ActorHandle:
                 self._namespace,
                 self._gate.limit,
                 token,
+                self._target.retries,
             ),
         )
 
@@ -312,8 +369,12 @@ class ActorHandle:
         return f"ActorHandle({self._class_name}, id={self._actor_id}{named})"
 
 
-def _unpickle_handle(actor_id, address, class_name, methods, name, namespace, limit, token):
-    handle = ActorHandle(actor_id, address, class_name, methods, name, namespace, limit)
+def _unpickle_handle(
+    actor_id, address, class_name, methods, name, namespace, limit, token, retries=0
+):
+    handle = ActorHandle(
+        actor_id, address, class_name, methods, name, namespace, limit, max_task_retries=retries
+    )
     runtime = _runtime_mod._current
     if token is not None and runtime is not None:
         runtime.refs.claimed(actor_id, token)  # after the handle's hold: see ownership.py
@@ -334,31 +395,48 @@ class ActorMethod:
         """Send the call; return its :class:`Future` at once.
 
         Blocks only when the handle already has ``max_pending_calls`` calls
-        awaiting replies (backpressure), until some of them resolve.
+        awaiting replies (backpressure), until some of them resolve. A call to
+        an actor that is gone for good returns a future that raises
+        :class:`ActorDiedError`; one to an actor that is restarting waits for it.
         """
         target = self._target
         runtime = _runtime_mod._current
         box = target.outbox if runtime is target.runtime and runtime is not None else None
         if box is None:
-            runtime, box = target.box()
+            try:
+                runtime, box = target.box()
+            except ActorDiedError as exc:  # gone for good: the future says so, at once
+                future = Future(_runtime_mod._current, None, self)
+                future._fail(exc)
+                return future
         gate = target.gate
         if gate.inflight >= gate.limit:
             runtime.wait_until(lambda: gate.inflight < gate.limit, None)
         payload, buffers = _dumps_call(args, kwargs)
         future = Future(runtime, gate, self)
         gate.inflight += 1
-        box.put(_CALL, self._index, runtime.pending.add(future), target.actor_id, payload, buffers)
+        call_id = runtime.pending.add(future)
+        if target.retries:
+            future._retry = [self._index, payload, buffers, target.retries]
+        if box is None:  # the actor is restarting: the call goes out once it is back
+            runtime.hold(target.actor_id, _CALL, self._index, call_id, payload, buffers)
+        else:
+            box.put(_CALL, self._index, call_id, target.actor_id, payload, buffers)
         return future
 
     def tell(self, *args: Any, **kwargs: Any) -> None:
         """Send the call and expect no reply (the highest call rate).
 
-        Errors it raises are logged and counted on the actor's side.
+        Errors it raises are logged and counted on the actor's side. Raises
+        :class:`ActorDiedError` at once if the actor is gone for good.
         """
         target = self._target
-        _, box = target.box()
+        runtime, box = target.box()
         payload, buffers = _dumps_call(args, kwargs)
-        box.put(_TELL, self._index, 0, target.actor_id, payload, buffers)
+        if box is None:  # the actor is restarting: the tell goes out once it is back
+            runtime.hold(target.actor_id, _TELL, self._index, 0, payload, buffers)
+        else:
+            box.put(_TELL, self._index, 0, target.actor_id, payload, buffers)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(
@@ -405,6 +483,7 @@ def handle_from_info(info: dict, counted: bool = True) -> ActorHandle:
         info.get("namespace"),
         info.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
         counted,
+        info.get("max_task_retries") or 0,
     )
 
 
@@ -423,16 +502,29 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
         "resources": resources,
         "max_concurrency": options.get("max_concurrency"),
         "max_pending_calls": options.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
+        "max_restarts": options.get("max_restarts") or 0,
+        "max_task_retries": options.get("max_task_retries") or 0,
+        "checkpoint": options.get("checkpoint") is not None,
         "owner": runtime.address,
     }
-    info = head_handle(runtime).place.remote(spec).result(timeout=CONTROL_TIMEOUT_S)
+    head = head_handle(runtime)
+    info = head.place.remote(spec).result(timeout=CONTROL_TIMEOUT_S)
     handle = handle_from_info(info)
     if info.get("existing"):
         return handle
     blob = cloudpickle.dumps((actor_class, args, kwargs))
+    creation = dict(
+        spec,
+        checkpoint=options.get("checkpoint"),
+        checkpoint_every=options.get("checkpoint_every") or 1,
+        checkpoint_key=info["checkpoint_key"],
+        incarnation=0,
+    )
     # Same outbox as the calls that follow, so the worker sees the creation first;
     # sent now, not batched, so it is on its way before the handle can reach
     # another process whose calls would otherwise overtake it.
-    worker_service_handle(info["address"]).create.tell(info["actor_id"], blob, spec)
+    worker_service_handle(info["address"]).create.tell(info["actor_id"], blob, creation)
+    if spec["max_restarts"]:
+        head.remember_creation.tell(info["actor_id"], blob, creation)  # to re-create it
     runtime.flush()
     return handle

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from zactor import runtime as _runtime_mod
 from zactor import spawn
-from zactor.actor import ActorHandle, handle_from_info, head_handle, worker_service_handle
+from zactor.actor import ActorHandle, handle_from_info, head_handle
 from zactor.errors import ClusterError
 from zactor.runtime import Runtime
 from zactor.transport import ipc_address, make_session_dir, socket_file
@@ -292,16 +292,16 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
     """End the actor now; its queued and later calls raise ``ActorDiedError``.
 
-    A method already running cannot be interrupted (actors share processes);
-    its result is discarded.
+    With ``no_restart=False``, an actor created with ``max_restarts`` comes
+    back (its constructor runs again, or its checkpoint is restored) and
+    existing handles keep working; calls that were queued at the kill fail,
+    calls made afterwards wait for the restart. A method already running
+    cannot be interrupted (actors share processes); its result is discarded.
     """
     if not isinstance(handle, ActorHandle):
         raise TypeError(f"zactor.kill takes an ActorHandle, got {type(handle).__name__}")
-    reason = (
-        f"actor {handle._class_name}(id={handle._actor_id}) was killed by zactor.kill(); "
-        "no restart is under way"
-    )
-    worker_service_handle(handle._address).kill.remote(handle._actor_id, reason).result(
+    runtime = _runtime_mod.current()
+    head_handle(runtime).kill_actor.remote(handle.actor_id, no_restart).result(
         timeout=SHUTDOWN_TIMEOUT_S
     )
 

@@ -40,7 +40,16 @@ class Future:
     ``TypeError`` (pass the value, or the actor handle, instead).
     """
 
-    __slots__ = ("_state", "_value", "_callbacks", "_runtime", "_gate", "_origin", "__weakref__")
+    __slots__ = (
+        "_state",
+        "_value",
+        "_callbacks",
+        "_runtime",
+        "_gate",
+        "_origin",
+        "_retry",
+        "__weakref__",
+    )
 
     def __init__(self, runtime, gate: CallGate | None = None, origin: Any = None) -> None:
         self._state = _PENDING
@@ -49,6 +58,8 @@ class Future:
         self._runtime = runtime
         self._gate = gate
         self._origin = origin  # the ActorMethod called, for error messages
+        #: [method, payload, buffers, retries left] of a call that may be sent again.
+        self._retry: list | None = None
 
     # -- called by the runtime's reader -------------------------------------------------
 

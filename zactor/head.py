@@ -19,12 +19,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import zmq
 
 from zactor import cluster, spawn
+from zactor.errors import ClusterError
 from zactor.ownership import RefLedger
 from zactor.placement import Placement
+from zactor.recovery import Notices
 from zactor.runtime import Runtime, set_current
 from zactor.transport import ipc_address
 from zactor.worker import ActorHost
@@ -35,8 +38,22 @@ log = logging.getLogger("zactor")
 STOP_GRACE_S = 2.0
 #: How often the head looks whether the drivers on its machine still run (seconds).
 DRIVER_CHECK_S = 0.5
+#: How often the head looks whether its worker processes still run (seconds): a
+#: worker's death must be noticed well within a second.
+WORKER_CHECK_S = 0.1
 #: How long ``Head.status()`` waits for the workers' counters (seconds).
 STATUS_TIMEOUT_S = 5.0
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, from ``Popen.returncode``: "was killed by signal SIGKILL"."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by signal {name}"
+    return f"exited with code {returncode}"
 
 
 class Supervisor:
@@ -60,32 +77,48 @@ class Supervisor:
         self.worker_host = worker_host
         self.started_at = time.time()
         self.processes: dict[str, subprocess.Popen] = {}
+        self.resources: dict = {}
+        #: Replacement workers started and not yet registered with the head.
+        self.replacing: set[str] = set()
+        self._next_worker = 0
         self._watch_stop = threading.Event()
         self._watch: threading.Thread | None = None
 
     def start_workers(self, count: int, resources: dict | None = None) -> None:
         """Start ``count`` worker processes (they register with the head themselves)."""
-        for i in range(count):
-            worker_id = f"worker-{i}"
-            if self.worker_host is None:
-                address = ipc_address(self.session_dir, f"{worker_id}.sock")
-            else:
-                address = f"tcp://{self.worker_host}:0"
-            self.processes[worker_id] = spawn.start(
-                "zactor.worker",
-                [
-                    "--head",
-                    self.head_address,
-                    "--address",
-                    address,
-                    "--worker-id",
-                    worker_id,
-                    "--node-id",
-                    self.node_id,
-                    "--resources",
-                    json.dumps(resources or {}),
-                ],
-            )
+        self.resources = resources or {}
+        for _ in range(count):
+            self._start_worker()
+
+    def replace_worker(self, worker_id: str) -> None:
+        """Start a new worker for one that died (a new id and address: nothing sent to
+        the dead one's address can reach the new one)."""
+        self.processes.pop(worker_id, None)
+        self.replacing.add(self._start_worker())
+
+    def _start_worker(self) -> str:
+        worker_id = f"worker-{self._next_worker}"
+        self._next_worker += 1
+        if self.worker_host is None:
+            address = ipc_address(self.session_dir, f"{worker_id}.sock")
+        else:
+            address = f"tcp://{self.worker_host}:0"
+        self.processes[worker_id] = spawn.start(
+            "zactor.worker",
+            [
+                "--head",
+                self.head_address,
+                "--address",
+                address,
+                "--worker-id",
+                worker_id,
+                "--node-id",
+                self.node_id,
+                "--resources",
+                json.dumps(self.resources),
+            ],
+        )
+        return worker_id
 
     def stop_workers(self, head: Head) -> None:
         """Ask each worker to stop, then kill the ones that do not within the grace period."""
@@ -110,28 +143,40 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
 
-    def watch_drivers(self, head: Head, runtime: Runtime) -> None:
-        """Start a thread that tells ``head`` about drivers on this machine that died
-        without ``zactor.shutdown()`` (killed, crashed), as ``driver_exited`` calls."""
+    def watch(self, head: Head, runtime: Runtime) -> None:
+        """Start a thread that tells ``head`` about workers that exited (``worker_died``)
+        and drivers on this machine that died without ``zactor.shutdown()``
+        (``driver_exited``)."""
         self._watch = threading.Thread(
-            target=self._watch_drivers, args=(head, runtime), name="zactor-drivers", daemon=True
+            target=self._watch_processes, args=(head, runtime), name="zactor-watch", daemon=True
         )
         self._watch.start()
 
     def stop_watching(self) -> None:
-        """Stop the thread :meth:`watch_drivers` started."""
+        """Stop the thread :meth:`watch` started."""
         self._watch_stop.set()
         if self._watch is not None:
             self._watch.join(timeout=2 * DRIVER_CHECK_S + 1)
 
-    def _watch_drivers(self, head: Head, runtime: Runtime) -> None:
+    def _watch_processes(self, head: Head, runtime: Runtime) -> None:
         from zactor.actor import head_handle
 
-        # The registry belongs to the thread running the head's calls, so a dead driver
-        # is reported through the head's own inbox rather than by touching it here.
+        # The registry belongs to the thread running the head's calls, so a death is
+        # reported through the head's own inbox rather than by touching it here.
         to_head = head_handle(runtime)
         reported: set[str] = set()
-        while not self._watch_stop.wait(DRIVER_CHECK_S):
+        looks = 0
+        while not self._watch_stop.wait(WORKER_CHECK_S):
+            for worker_id, proc in list(self.processes.items()):
+                if proc.poll() is not None and self.processes.pop(worker_id, None) is not None:
+                    try:
+                        to_head.worker_died.tell(worker_id, describe_exit(proc.returncode))
+                        runtime.flush()
+                    except Exception:  # the head is closing: nobody left to tell
+                        return
+            looks += 1
+            if looks % round(DRIVER_CHECK_S / WORKER_CHECK_S):
+                continue
             drivers = dict(head.drivers)  # one C-level copy: safe beside the head's thread
             reported &= drivers.keys()
             for address, info in drivers.items():
@@ -166,6 +211,12 @@ class Head:
         self.ledger = RefLedger()
         self.placement = Placement()
         self.drivers: dict[str, dict] = {}  # by inbox address; the supervisor's thread reads it
+        #: actor id -> (blob, creation spec) of actors that may restart.
+        self.creations: dict[int, tuple] = {}
+        self._awaiting_worker: list[int] = []  # restarts waiting for a replacement worker
+        self._stopping = False
+        #: Tells apart unnamed actors' checkpoints of different clusters sharing a store.
+        self.cluster_id = uuid.uuid4().hex[:12]
         self._next_actor_id = 1
 
     def register_worker(
@@ -180,6 +231,11 @@ class Head:
             "node_id": node_id,
             "resources": resources,
         }
+        if self._supervisor is not None:
+            self._supervisor.replacing.discard(worker_id)
+        waiting, self._awaiting_worker = self._awaiting_worker, []
+        for actor_id in waiting:  # restarts that had no worker to go to
+            self._restart(actor_id)
 
     def cluster_info(self) -> dict:
         """Workers known to the head (with how many actors each hosts), and the actor count."""
@@ -224,6 +280,15 @@ class Head:
             "num_cpus": num_cpus,
             "resources": resources,
             "owner": None if detached else spec.get("owner"),
+            "max_restarts": spec.get("max_restarts") or 0,
+            "max_task_retries": spec.get("max_task_retries") or 0,
+            "restarts": 0,
+            "incarnation": 0,
+            "checkpoint_key": (
+                f"{namespace or ''}/{name}"
+                if name is not None
+                else f"actor-{actor_id}-{self.cluster_id}"
+            ),
             "state": "starting",
         }
         self.actors[actor_id] = info
@@ -240,17 +305,24 @@ class Head:
             retiring = info["state"] == "retire-when-started"
             info["state"] = "alive" if ok else "failed"
             info["error"] = error
+            if info["incarnation"]:
+                self._notify_all("actor_restarted", actor_id, info["address"], info["incarnation"])
             if retiring:
                 self._retire(actor_id)
 
     def actor_ended(self, actor_id: int, reason: str | None) -> None:
         """A worker reports an actor's end: its name becomes free."""
-        info = self.actors.pop(actor_id, None)
-        if info is None:
+        info = self.actors.get(actor_id)
+        if info is None or info.pop("ending", False):  # the end of the old incarnation
             return
+        self._forget_actor(actor_id)
+
+    def _forget_actor(self, actor_id: int) -> None:
+        info = self.actors.pop(actor_id)
         self._unname(info)
         self.ledger.forget(actor_id)
         self.placement.release(actor_id)
+        self.creations.pop(actor_id, None)
 
     def _unname(self, info: dict) -> None:
         key = (info.get("namespace"), info.get("name"))
@@ -282,7 +354,7 @@ class Head:
             return
         self._unname(info)  # a name being retired can be taken again at once
         self.ledger.forget(actor_id)
-        if info["state"] == "starting":  # its worker may not have seen the creation yet
+        if info["state"] in ("starting", "restarting"):  # the worker has not built it yet
             info["state"] = "retire-when-started"
             return
         info["state"] = "retiring"
@@ -315,8 +387,132 @@ class Head:
 
     def shutdown(self) -> None:
         """Stop the cluster: workers first, then the head itself."""
+        self._stopping = True  # workers exiting now are not failures
         if self._host is not None:
             self._host.stop()
+
+    # -- failures and restarts ----------------------------------------------------------------
+
+    def remember_creation(self, actor_id: int, blob: bytes, creation: dict) -> None:
+        """Keep what re-creates a restartable actor: its pickled class and arguments."""
+        if actor_id in self.actors:
+            self.creations[actor_id] = (blob, creation)
+
+    def worker_died(self, worker_id: str, cause: str) -> None:
+        """The supervisor saw worker ``worker_id`` exit (``cause``: how).
+
+        Every process is told which actors died there and whether each restarts;
+        restartable ones are re-created on a live worker, and a replacement
+        worker is started so the cluster keeps its size.
+        """
+        worker = self.workers.pop(worker_id, None)
+        if worker is None or self._stopping:
+            return
+        log.warning("zactor head: worker %s (pid %s) %s", worker_id, worker["pid"], cause)
+        self.placement.remove_worker(worker_id)
+        entries, restarts = [], []
+        for actor_id, info in list(self.actors.items()):
+            if info["worker_id"] != worker_id:
+                continue
+            restarting = self._may_restart(info)
+            where = f"its worker process {worker_id} (pid {worker['pid']}) {cause}"
+            entries.append([actor_id, self._death_reason(info, where, restarting), restarting])
+            if restarting:
+                info["state"] = "restarting"
+                restarts.append(actor_id)
+            else:
+                self._forget_actor(actor_id)
+        self._notify_all("actor_died", worker["address"], entries, True)
+        self.owner_gone(worker["address"])  # its handles, and actors its actors created
+        if self._supervisor is not None:
+            self._supervisor.replace_worker(worker_id)
+        for actor_id in restarts:
+            self._restart(actor_id)
+
+    def kill_actor(self, actor_id: int, no_restart: bool = True) -> bool:
+        """End an actor now (``zactor.kill``); with ``no_restart=False`` a restartable one
+        comes back. Returns False if the actor was already gone."""
+        from zactor.actor import worker_service_handle
+
+        info = self.actors.get(actor_id)
+        if info is None:
+            return False
+        restarting = not no_restart and self._may_restart(info)
+        reason = self._death_reason(info, "it was killed by zactor.kill()", restarting)
+        if restarting:
+            # Its worker's report of this end may arrive after the restart began (the
+            # reply below can overtake it): it is not the end of the actor.
+            info["state"], info["ending"] = "restarting", True
+        worker = worker_service_handle(info["address"])
+        if not worker.kill.remote(actor_id, reason).result(timeout=STATUS_TIMEOUT_S):
+            info.pop("ending", None)  # it was not there: no report will come
+        if restarting:
+            self.placement.release(actor_id)
+            self._notify_all("actor_died", info["address"], [[actor_id, reason, True]], False)
+            self._restart(actor_id)
+        return True
+
+    def _may_restart(self, info: dict) -> bool:
+        limit = info["max_restarts"]
+        return (
+            info["actor_id"] in self.creations
+            and info["state"] not in ("retiring", "retire-when-started")
+            and (limit == -1 or info["restarts"] < limit)
+        )
+
+    def _death_reason(self, info: dict, cause: str, restarting: bool) -> str:
+        named = f", name={info['name']!r}" if info.get("name") else ""
+        who = f"actor {info['class_name']}(id={info['actor_id']}{named})"
+        limit = info["max_restarts"]
+        if restarting:
+            of = f" of {limit}" if limit > 0 else ""
+            tail = f"restart {info['restarts'] + 1}{of} is under way"
+        elif limit == 0:
+            tail = "it will not restart (max_restarts=0)"
+        else:
+            tail = f"it will not restart: its {limit} restarts are used up"
+        return f"{who} died: {cause}; {tail}"
+
+    def _restart(self, actor_id: int) -> None:
+        """Re-create a dead actor from its creation on a live worker (same id, next incarnation)."""
+        from zactor.actor import worker_service_handle
+
+        info = self.actors.get(actor_id)
+        if info is None:
+            return
+        try:
+            worker_id = self.placement.choose(
+                info["class_name"], info["num_cpus"], info["resources"]
+            )
+        except ClusterError as exc:
+            if self._supervisor is not None and self._supervisor.replacing:
+                self._awaiting_worker.append(actor_id)  # tried again when one registers
+                return
+            reason = self._death_reason(info, f"it could not be placed again ({exc})", False)
+            self._forget_actor(actor_id)
+            self._notify_all("actor_died", info["address"], [[actor_id, reason, False]], False)
+            return
+        self.placement.reserve(actor_id, worker_id, info["num_cpus"], info["resources"])
+        worker = self.workers[worker_id]
+        info.update(address=worker["address"], worker_id=worker_id, state="starting")
+        info["restarts"] += 1
+        info["incarnation"] += 1
+        blob, creation = self.creations[actor_id]
+        creation = dict(creation, incarnation=info["incarnation"])
+        worker_service_handle(worker["address"]).create.tell(actor_id, blob, creation)
+
+    def _notify_all(self, method: str, *args) -> None:
+        """Tell every worker, every driver and this process's own calls (zactor.recovery)."""
+        from zactor.actor import ActorHandle, method_names, worker_service_handle
+
+        for worker in self.workers.values():
+            getattr(worker_service_handle(worker["address"]), method).tell(*args)
+        notices = method_names(Notices)
+        for address in self.drivers:
+            getattr(ActorHandle(0, address, "Driver", notices), method).tell(*args)
+        runtime = self._host.runtime
+        getattr(runtime, method)(*args)
+        runtime.flush()
 
     # -- drivers and `zactor status` --------------------------------------------------------
 
@@ -481,7 +677,7 @@ def main(argv: list[str] | None = None) -> None:
     head._host = host
     host.add_system_actor(head)
     supervisor.start_workers(args.num_workers, json.loads(args.resources))
-    supervisor.watch_drivers(head, runtime)
+    supervisor.watch(head, runtime)
     if args.address_file:
         cluster.write_json_atomically(args.address_file, runtime.address)
     if args.cluster_file:

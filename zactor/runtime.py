@@ -25,9 +25,10 @@ from typing import Callable
 
 import zmq
 
-from zactor import _hotpath, wire
+from zactor import _hotpath, serialization, wire
 from zactor.errors import ClusterError, FrameError
 from zactor.ownership import HandleRefs
+from zactor.recovery import Notices, Recovery
 from zactor.transport import Transport, socket_file
 
 log = logging.getLogger("zactor")
@@ -134,6 +135,10 @@ class Runtime:
         self.pending = _hotpath.PendingTable()
         #: Live actor handles in this process, reported to the head (zactor.ownership).
         self.refs = HandleRefs()
+        #: Dead and restarting actors, and the calls waiting for them (zactor.recovery).
+        self.recovery = Recovery(self)
+        self.down = self.recovery.down  # read by every handle's slow path
+        self._notices = Notices(self.recovery)
         self.lock = threading.Lock()
         self._cv = threading.Condition(self.lock)  # waiters for replies or the reader role
         self._bg_cv = threading.Condition(self.lock)  # the background thread's wake-up
@@ -170,6 +175,30 @@ class Runtime:
                     box = self._outboxes[address] = Outbox(self, address)
                     self._outbox_by_identity[address.encode()] = box
         return box
+
+    def forget_outbox(self, address: str) -> None:
+        """Stop sending to ``address`` (its process died); a later send makes a new outbox."""
+        with self.lock:
+            self._outboxes.pop(address, None)
+            self._outbox_by_identity.pop(address.encode(), None)
+
+    # -- actors that die and restart (zactor.recovery) --------------------------------------
+
+    def track(self, target) -> str:
+        """Remember a handle's target for re-routing; returns the actor's address now."""
+        return self.recovery.track(target)
+
+    def hold(self, actor_id: int, kind: int, method: int, call_id: int, payload, buffers):
+        """Keep a call to a restarting actor until it is back."""
+        self.recovery.hold(actor_id, kind, method, call_id, payload, buffers)
+
+    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
+        """The head says actors at ``address`` died: fail or keep their calls in flight."""
+        self.recovery.actor_died(address, entries, process_died)
+
+    def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
+        """The head says an actor is back at ``address``: re-route and send what waited."""
+        self.recovery.actor_restarted(actor_id, address, incarnation)
 
     def mark_dirty(self, box: Outbox) -> None:
         """``box`` holds a batch: remember to flush it, and wake the flusher."""
@@ -250,10 +279,29 @@ class Runtime:
             if len(taken) < len(replies):
                 self.drop("unknown-call", identity, "a reply to no call awaiting one")
         if calls:
-            if self.call_handler is None:
-                self.drop("not-a-host", identity, "calls sent to a process that hosts no actors")
-            else:
+            if self.call_handler is not None:
                 self.call_handler(identity, calls, buffers)
+            elif self.head_address is not None and identity == self.head_address.encode():
+                self._on_notices(calls, buffers)
+            else:
+                self.drop("not-a-host", identity, "calls sent to a process that hosts no actors")
+
+    def _on_notices(self, calls: list, buffers) -> None:
+        """Run the head's notices to this driver (:class:`zactor.recovery.Notices`)."""
+        from zactor.actor import method_names
+
+        names = method_names(Notices)
+        for _kind, _flags, method, _call_id, _actor_id, payload, start, count in calls:
+            if not 0 <= method < len(names):
+                self.drop("unknown-notice", self.head_address.encode(), f"notice #{method}")
+                continue
+            args, kwargs = serialization.loads_call(
+                payload, buffers[start : start + count] if count else ()
+            )
+            try:
+                getattr(self._notices, names[method])(*args, **kwargs)
+            except Exception:  # a notice must never take the reader down
+                log.exception("zactor: handling the head's notice %s failed", names[method])
 
     def drop(self, kind: str, identity: bytes, message: str) -> None:
         """Count a bad message; log the first of each kind, then stay quiet."""

@@ -1162,6 +1162,14 @@ class WorkerService:
         """Liveness check: returns this worker's id."""
         return self._worker_id
 
+    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
+        """The head tells every process that actors at ``address`` died (zactor.recovery)."""
+        self._host.runtime.actor_died(address, entries, process_died)
+
+    def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
+        """The head tells every process that an actor is back at ``address``."""
+        self._host.runtime.actor_restarted(actor_id, address, incarnation)
+
     def shutdown(self) -> None:
         """Stop serving; the worker process then exits."""
         self._host.stop()

@@ -1,0 +1,197 @@
+"""The caller's side of actor failure: failing or holding calls, and re-routing them.
+
+When a worker process dies (or an actor is killed so that it can restart),
+the head tells every process (:meth:`Recovery.actor_died`): which actors
+died, why, and whether each one restarts. Each process then
+
+* fails, with :class:`~zactor.errors.ActorDiedError`, the calls it had in
+  flight to them, except the calls of actors with ``max_task_retries``,
+  which it keeps to send again;
+* makes new calls to an actor that is gone for good fail at once, and holds
+  new calls to an actor that restarts;
+* once the head says the actor is back (:meth:`Recovery.actor_restarted`),
+  points every handle at its new process and sends the kept calls, in the
+  order they were first made, with their original call ids (so an actor
+  with a checkpoint can tell a retried call it already applied).
+
+Handles learn of all this without any check on the fast path: the
+:class:`~zactor.actor._Target` objects behind them are tracked here, and their
+cached outbox is cleared when the actor dies or moves, which sends the next
+call down the slow path (``_Target.box``) that looks at :attr:`Recovery.down`.
+
+A driver, which hosts no actors, receives the head's notices through
+:class:`Notices`; a worker through its ``WorkerService``.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from zactor import wire
+from zactor.errors import ActorDiedError
+
+_CALL = wire.CALL
+
+
+class Recovery:
+    """One process's view of dead and restarting actors (see the module docstring)."""
+
+    def __init__(self, runtime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+        #: actor id -> (reason, restarting) while it restarts, and for good once dead.
+        self.down: dict[int, tuple] = {}
+        #: actor id -> its address after a restart (handles made later start there).
+        self.routes: dict[int, str] = {}
+        #: actor id -> calls to send once it is back: (kind, method, call_id, payload, buffers).
+        self.held: dict[int, list] = {}
+        self._targets: dict[int, weakref.WeakSet] = {}
+        self._prune_at = 1024
+
+    def track(self, target) -> str:
+        """Remember ``target`` so a restart can re-route it; returns the actor's address now."""
+        with self._lock:
+            targets = self._targets.get(target.actor_id)
+            if targets is None:
+                if len(self._targets) >= self._prune_at:  # actors whose handles are all gone
+                    self._targets = {k: v for k, v in self._targets.items() if len(v)}
+                    self._prune_at = 2 * max(1024, len(self._targets))
+                targets = self._targets[target.actor_id] = weakref.WeakSet()
+            targets.add(target)
+            return self.routes.get(target.actor_id, target.address)
+
+    def _reroute(self, actor_id: int, address: str | None = None) -> None:
+        """Clear the cached outbox of every handle of ``actor_id`` (and move them). Locked."""
+        for target in list(self._targets.get(actor_id, ())):
+            if address is not None:
+                target.address = address
+            target.runtime = None
+            target.outbox = None
+
+    # -- what the head tells us ---------------------------------------------------------------
+
+    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
+        """The actors in ``entries`` (``[actor_id, reason, restarting]``) at ``address`` died.
+
+        Their calls in flight fail, or wait to be sent again (``max_task_retries``).
+        If the whole process at ``address`` died, calls to its worker service
+        (actor 0) fail too and its outbox is dropped.
+        """
+        runtime = self._runtime
+        dead = {}
+        with self._lock:
+            for actor_id, reason, restarting in entries:
+                dead[actor_id] = (reason, bool(restarting))
+                self.down[actor_id] = dead[actor_id]
+                self._reroute(actor_id)
+            held_ids = {e[2] for actor_id in dead for e in self.held.get(actor_id, ())}
+        if process_died:
+            runtime.forget_outbox(address)
+        retried: dict[int, list] = {}
+        failed = []
+        for call_id, future in runtime.pending.items():
+            target = getattr(future._origin, "_target", None)
+            if target is None or call_id in held_ids:
+                continue
+            actor_id = target.actor_id
+            if actor_id in dead:
+                reason, restarting = dead[actor_id]
+            elif process_died and actor_id == wire.SYSTEM_ACTOR_ID and target.address == address:
+                reason, restarting = f"the process at {address} died", False
+            else:
+                continue
+            retry = future._retry
+            if restarting and retry is not None and retry[3] != 0:
+                if retry[3] > 0:
+                    retry[3] -= 1
+                retried.setdefault(actor_id, []).append(
+                    (_CALL, retry[0], call_id, retry[1], retry[2])
+                )
+                continue
+            if runtime.pending.pop(call_id) is not None:
+                if restarting:
+                    reason += (
+                        "; this call was in flight and is not sent again "
+                        "(max_task_retries is 0 or used up)"
+                    )
+                failed.append((future, reason))
+        with self._lock:
+            for actor_id, calls in retried.items():
+                # In flight before the death, so before every call held since.
+                self.held[actor_id] = calls + self.held.get(actor_id, [])
+            for actor_id, (_, restarting) in dead.items():
+                if not restarting:
+                    failed.extend(self._take_held_calls(actor_id))
+        for future, reason in failed:
+            future._fail(ActorDiedError(reason))
+
+    def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
+        """Actor ``actor_id`` is back at ``address``: re-route its handles, send what waited."""
+        runtime = self._runtime
+        with self._lock:
+            self.routes[actor_id] = address
+        while True:
+            with self._lock:
+                calls = self.held.pop(actor_id, None)
+                if not calls:  # nothing more waits: new calls may go straight out now
+                    self.down.pop(actor_id, None)
+                    self._reroute(actor_id, address)
+                    break
+            box = runtime.outbox(address)
+            for kind, method, call_id, payload, buffers in calls:
+                if kind == _CALL and call_id not in runtime.pending:
+                    continue  # failed meanwhile
+                box.put(kind, method, call_id, actor_id, payload, buffers)
+        runtime.flush()
+
+    # -- calls made while the actor is down ------------------------------------------------------
+
+    def hold(self, actor_id: int, kind: int, method: int, call_id: int, payload, buffers) -> None:
+        """Keep a call to a restarting actor until it is back (``_Target.box`` said so).
+
+        If it came back meanwhile, the call goes out now; if it died for good, the
+        call fails (a tell raises :class:`ActorDiedError`).
+        """
+        with self._lock:
+            down = self.down.get(actor_id)
+            if down is not None and down[1]:
+                self.held.setdefault(actor_id, []).append((kind, method, call_id, payload, buffers))
+                return
+            address = self.routes.get(actor_id)
+        if down is None and address is not None:
+            self._runtime.outbox(address).put(kind, method, call_id, actor_id, payload, buffers)
+            return
+        reason = down[0] if down is not None else f"actor {actor_id} is gone"
+        future = self._runtime.pending.pop(call_id) if kind == _CALL else None
+        if future is None:
+            raise ActorDiedError(reason)
+        future._fail(ActorDiedError(reason))
+
+    def _take_held_calls(self, actor_id: int) -> list:
+        """The held calls of an actor that will not come back, as (future, reason). Locked."""
+        reason = self.down[actor_id][0]
+        out = []
+        for kind, _method, call_id, _payload, _buffers in self.held.pop(actor_id, ()):
+            future = self._runtime.pending.pop(call_id) if kind == _CALL else None
+            if future is not None:
+                out.append((future, reason))
+        return out
+
+
+class Notices:
+    """The head's notices to a driver (a process that hosts no actors), as actor 0's methods.
+
+    Only the head may send them; the runtime drops calls from anyone else.
+    """
+
+    def __init__(self, recovery: Recovery) -> None:
+        self._recovery = recovery
+
+    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
+        """The head tells every process that actors at ``address`` died (see Recovery)."""
+        self._recovery.actor_died(address, entries, process_died)
+
+    def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
+        """The head tells every process that an actor is back at ``address``."""
+        self._recovery.actor_restarted(actor_id, address, incarnation)
