@@ -39,6 +39,8 @@ from zactor.checkpoint import FileStore, SQLiteStore, open_store
 from zactor.errors import (
     ActorDiedError,
     ActorError,
+    CheckpointError,
+    CheckpointSaveError,
     ClusterError,
     FrameError,
     GetTimeoutError,
@@ -57,6 +59,8 @@ __all__ = [
     "ActorHandle",
     "ActorMethod",
     "ActorPool",
+    "CheckpointError",
+    "CheckpointSaveError",
     "ClusterError",
     "FileStore",
     "FrameError",

@@ -60,6 +60,26 @@ class ClusterError(ZactorError):
     """The cluster could not be started, reached, or asked to do something."""
 
 
+class CheckpointError(ZactorError):
+    """An actor's checkpoint could not be restored or first saved, so the actor did not start.
+
+    Every call to such an actor raises it (as a constructor's error does); its
+    text says which key of which store, and what to do. Restoring never falls
+    back to the constructor: that would overwrite the saved state.
+    """
+
+
+class CheckpointSaveError(CheckpointError):
+    """Saving an actor's checkpoint failed after a call ran.
+
+    The call's caller gets this error instead of the call's result: the call ran
+    and changed the actor's state in memory, but that change is not durable. It
+    becomes durable with the next save that succeeds (the actor tries again after
+    its next successful call) and is lost if the actor's worker dies first. The
+    store's own error is the cause, shown in the remote traceback.
+    """
+
+
 # -- carrying an actor's exception to its caller ------------------------------------------
 
 _dual_classes: dict[type, type] = {}

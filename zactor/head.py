@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 
 import zmq
@@ -43,6 +44,22 @@ DRIVER_CHECK_S = 0.5
 WORKER_CHECK_S = 0.1
 #: How long ``Head.status()`` waits for the workers' counters (seconds).
 STATUS_TIMEOUT_S = 5.0
+
+
+def checkpoint_key(name: str | None, namespace: str | None, actor_id: int, cluster_id: str) -> str:
+    """The key an actor's checkpoints are saved under (see docs/failures.md).
+
+    A named actor's is its name (``"ns:name"`` in a namespace, the namespace
+    percent-encoded), so re-creating it by name, in any later run, finds its
+    state; keys have no ``/``, so a store that uses them as file names (the
+    seeds' FilePersistence) keeps them in one directory. An unnamed actor's key
+    names this cluster too: its id means nothing to another cluster.
+    """
+    if name is None:
+        return f"actor-{actor_id}-{cluster_id}"
+    if namespace is None:
+        return name
+    return f"{urllib.parse.quote(namespace, safe='')}:{name}"
 
 
 def describe_exit(returncode: int) -> str:
@@ -284,11 +301,7 @@ class Head:
             "max_task_retries": spec.get("max_task_retries") or 0,
             "restarts": 0,
             "incarnation": 0,
-            "checkpoint_key": (
-                f"{namespace or ''}/{name}"
-                if name is not None
-                else f"actor-{actor_id}-{self.cluster_id}"
-            ),
+            "checkpoint_key": checkpoint_key(name, namespace, actor_id, self.cluster_id),
             "state": "starting",
         }
         self.actors[actor_id] = info

@@ -39,13 +39,27 @@ import os
 import sys
 import threading
 import time
-from collections import deque
+import weakref
+from collections import OrderedDict, deque
 from typing import Any
 
 import cloudpickle
+import msgpack
 
 from zactor import serialization, wire
-from zactor.errors import describe_exception
+from zactor.checkpoint import (
+    capture_state,
+    open_store,
+    pack_checkpoint,
+    restore_state,
+    unpack_checkpoint,
+)
+from zactor.errors import (
+    ActorDiedError,
+    CheckpointError,
+    CheckpointSaveError,
+    describe_exception,
+)
 from zactor.runtime import POLL_SLICE_MS, Runtime, set_current
 
 log = logging.getLogger("zactor")
@@ -64,6 +78,20 @@ SAMPLE_WARMUP = 64
 SAMPLE_EVERY = 16
 #: How long an ending async actor's coroutines get to finish after being cancelled (seconds).
 ASYNC_STOP_GRACE_S = 2.0
+#: Applied calls an actor with a checkpoint remembers per caller, with their replies, so
+#: that a retried call it already applied gets its recorded reply instead of running
+#: twice. The record is saved inside every checkpoint, so this bounds what each save
+#: writes (and the memory it holds) however long the actor lives. Only calls in flight
+#: when an actor's worker died are ever retried, and one caller rarely has more than a
+#: few hundred of those, so 1024 is ample.
+APPLIED_WINDOW = 1024
+#: ... and at most this many bytes of recorded replies per caller (the newest reply is
+#: always kept), so an actor returning large arrays does not write 1024 of them into
+#: each checkpoint.
+APPLIED_WINDOW_BYTES = 1 << 20
+#: Callers an actor with a checkpoint keeps a record for; beyond this, the record of the
+#: caller heard from least recently is dropped (it bounds the checkpoint the same way).
+APPLIED_CALLERS = 1024
 
 _loads_call = serialization.loads_call
 _dumps = serialization.dumps
@@ -104,6 +132,7 @@ class HostedActor:
         "retiring",
         "samples",
         "next_sample",
+        "durable",
     )
 
     def __init__(self, actor_id: int, class_name: str, name: str | None = None) -> None:
@@ -129,6 +158,9 @@ class HostedActor:
         self.retiring: str | None = None  # the reason, while it finishes its queued calls
         self.samples: deque = deque(maxlen=SAMPLE_RING)  # service times (s), for stats()
         self.next_sample = 0  # the value of ``calls`` at which the next call is timed
+        # A Checkpointer when the actor has a checkpoint store; its calls then take
+        # ActorHost._execute_durable (this attribute is the hot path's one check).
+        self.durable: Checkpointer | None = None
 
     def bind(self, instance: Any, names: tuple) -> None:
         """Bind the class's methods to ``instance``, looked up on the class.
@@ -147,15 +179,21 @@ class HostedActor:
     def construct(self, host: ActorHost, cls: type, args: tuple, kwargs: dict) -> str | None:
         """Build the instance of ``cls`` and bind it; None, or what the constructor raised.
 
-        If it raised, every call to the actor raises that error (its original type).
+        With a checkpoint store the instance may instead be restored from its
+        checkpoint (see :meth:`Checkpointer.open`). If building it raised, every
+        call to the actor raises that error (its original type).
         """
         from zactor.actor import method_names
 
         local = host._local
         previous = getattr(local, "actor", None)
-        local.actor = self  # get_runtime_context() works in __init__
+        local.actor = self  # get_runtime_context() works in __init__ (and __setstate__)
         try:
-            self.bind(cls(*args, **kwargs), method_names(cls))
+            if self.durable is None:
+                instance = cls(*args, **kwargs)
+            else:
+                instance = self.durable.open(cls, args, kwargs)
+            self.bind(instance, method_names(cls))
         except BaseException as exc:
             return self.fail_init(exc)
         finally:
@@ -209,10 +247,15 @@ class ActorHost:
         return actor
 
     def reserve(self, actor_id: int, class_name: str, name: str | None) -> HostedActor:
-        """Register an actor about to be constructed; its calls queue until it is."""
+        """Register an actor about to be constructed; its calls queue until it is.
+
+        An actor restarting here (a new incarnation of an id that ended here)
+        replaces its tombstone: calls for the id reach the new incarnation.
+        """
         actor = HostedActor(actor_id, class_name, name)
         actor.scheduled = True  # owned by the constructing thread
         with self._mu:
+            self.tombstones.pop(actor_id, None)
             self.actors[actor_id] = actor
         return actor
 
@@ -291,12 +334,16 @@ class ActorHost:
                 idle = True
             queued = self._end_locked(actor, reason) if idle else None
         if queued is not None:
+            self._final_checkpoint(actor)  # idle: no call of it runs now
             self._after_end(actor, queued, reason)
             self._notify_ended(actor)
         return True
 
     def finish_retiring(self, actor: HostedActor) -> None:
-        """A retiring actor ran its last call: end it now."""
+        """A retiring actor ran its last call: end it now (after saving its last
+        calls, if it has a checkpoint)."""
+        if actor.dead is None:
+            self._final_checkpoint(actor)
         if self.end(actor, actor.retiring):
             self._notify_ended(actor)
 
@@ -325,7 +372,10 @@ class ActorHost:
                 if idle:
                     me = self._leader
                     self._busy = me
-                    self._execute(actor, identity, record, buffers)
+                    if actor.durable is None:
+                        self._execute(actor, identity, record, buffers)
+                    else:
+                        self._execute_durable(actor, identity, record, buffers)
                     if self._busy == me:
                         self._busy = None
                     self._send_replies()
@@ -458,8 +508,15 @@ class ActorHost:
                 self._reply(identity, _RESULT, call_id, actor_id, result)
 
     def _exited(self, actor: HostedActor, identity: bytes, record: tuple) -> None:
-        """The call raised ActorExit (zactor.exit_actor()): it returns None, the actor ends."""
-        if record[0] == _CALL:
+        """The call raised ActorExit (zactor.exit_actor()): it returns None, the actor ends.
+
+        With a checkpoint the call counts as a successful one (recorded, and saved
+        when due) before the actor ends.
+        """
+        if actor.durable is not None:
+            self._complete_durable(actor, identity, record, True, None)
+            self._final_checkpoint(actor)
+        elif record[0] == _CALL:
             self._reply(identity, _RESULT, record[3], record[4], None)
         reason = f"actor {actor} exited by calling zactor.exit_actor(); it will not restart"
         if self.end(actor, reason):
@@ -471,23 +528,30 @@ class ActorHost:
 
     def _failed(self, actor: HostedActor, identity: bytes, record: tuple, exc: BaseException):
         """The method raised ``exc``: the caller gets it, or a tell's error is counted."""
-        kind, method, call_id, actor_id = record[0], record[2], record[3], record[4]
+        description = self._failure(actor, record, exc)
+        if description is not None:
+            self._reply(identity, _ERROR, record[3], record[4], description)
+
+    def _failure(self, actor: HostedActor, record: tuple, exc: BaseException) -> list | None:
+        """Count the error ``exc`` a call raised; for a CALL, the description to reply
+        (:func:`describe_exception`), for a tell None (it is logged: the first, then
+        every 1000th)."""
+        kind, method = record[0], record[2]
         actor.errors += 1
         if isinstance(exc, IndexError) and method >= len(actor.methods):
             exc = AttributeError(f"actor class {actor.class_name} has no method #{method}")
         if kind == _CALL:
-            where = f"actor {actor}.{_method_name(actor, method)})"
-            self._reply(identity, _ERROR, call_id, actor_id, describe_exception(exc, where))
-        else:
-            actor.tell_errors += 1
-            if actor.tell_errors == 1 or actor.tell_errors % 1000 == 0:
-                log.error(
-                    "zactor: tell %s.%s raised (%d tell errors so far on this actor): %r",
-                    actor,
-                    _method_name(actor, method),
-                    actor.tell_errors,
-                    exc,
-                )
+            return describe_exception(exc, f"actor {actor}.{_method_name(actor, method)})")
+        actor.tell_errors += 1
+        if actor.tell_errors == 1 or actor.tell_errors % 1000 == 0:
+            log.error(
+                "zactor: tell %s.%s raised (%d tell errors so far on this actor): %r",
+                actor,
+                _method_name(actor, method),
+                actor.tell_errors,
+                exc,
+            )
+        return None
 
     def _reply(self, identity: bytes, kind: int, call_id: int, actor_id: int, value: Any) -> None:
         try:
@@ -501,6 +565,113 @@ class ActorHost:
                 )
             )
         self._queue_reply(identity, kind, call_id, actor_id, payload, buffers)
+
+    # -- actors with a checkpoint ---------------------------------------------------------
+
+    def _execute_durable(self, actor: HostedActor, identity: bytes, record: tuple, buffers) -> None:
+        """:meth:`_execute` for an actor with a checkpoint (see :class:`Checkpointer`).
+
+        A CALL the actor already applied (a retry) gets its recorded reply and does
+        not run again. Otherwise the method runs, its reply is recorded, and when a
+        save is due (every ``checkpoint_every``-th successful call or tell) the
+        checkpoint is saved before the reply is queued; a failed save turns the
+        reply into a :class:`CheckpointSaveError`.
+        """
+        kind, _flags, method, call_id, actor_id, payload, start, count = record
+        if actor.dead is not None or actor.init_error is not None:
+            self._execute(actor, identity, record, buffers)  # replies the death or init error
+            return
+        if kind == _CALL:
+            seen = actor.durable.begin(identity, call_id)
+            if seen is not None:
+                self._reply_seen(actor, identity, record, seen)
+                return
+        local = self._local
+        started = _perf_counter()
+        try:
+            args, kwargs = _loads_call(payload, buffers[start : start + count] if count else ())
+            local.actor = actor
+            result = actor.methods[method](*args, **kwargs)
+        except ActorExit:
+            local.actor = None
+            self._exited(actor, identity, record)
+            return
+        except BaseException as exc:
+            local.actor = None
+            description = self._failure(actor, record, exc)
+            self._complete_durable(actor, identity, record, False, description)
+            return
+        local.actor = None
+        actor.calls += 1
+        self._complete_durable(actor, identity, record, True, result)
+        actor.samples.append(_perf_counter() - started)  # a save is part of the service
+
+    def _complete_durable(
+        self, actor: HostedActor, identity: bytes, record: tuple, ok: bool, value: Any
+    ) -> None:
+        """A call of an actor with a checkpoint finished: record it, save if due, reply.
+
+        ``ok`` tells a return value from an error description (``value``; None
+        for a tell, whose error :meth:`_failure` already logged).
+        """
+        kind, call_id, actor_id = record[0], record[3], record[4]
+        durable = actor.durable
+        if kind != _CALL:
+            if ok:
+                error = durable.tell_done(actor)
+                if error is not None:
+                    self._failure(actor, record, error)
+            return
+        reply_kind, payload, buffers = _encode_reply(_RESULT if ok else _ERROR, actor_id, value)
+        saves = durable.saves
+        reply = durable.finish(actor, identity, call_id, reply_kind, payload, buffers, ok)
+        if reply is None:  # killed while it ran: its result is void, and nothing was saved
+            self._reply_died(identity, record, actor.dead)
+            return
+        self._queue_reply(identity, reply[0], call_id, actor_id, reply[1], reply[2])
+        if durable.saves != saves:
+            # Send what is saved now, not at the end of a batch of calls: the calls applied
+            # but not yet answered are the ones a crash makes callers retry, and only the
+            # last APPLIED_WINDOW of them get their recorded replies back. A send costs a
+            # few microseconds; the save before it, tens to hundreds.
+            self._send_replies()
+
+    def _reply_seen(self, actor: HostedActor, identity: bytes, record: tuple, seen) -> None:
+        """Answer a CALL that :meth:`Checkpointer.begin` found already applied (or running)."""
+        call_id, actor_id = record[3], record[4]
+        if seen is _RUNNING:  # delivered twice: the running original answers this call id
+            self.runtime.drop(
+                "duplicate-call", identity, f"call {call_id} to actor {actor} is already running"
+            )
+            return
+        actor.durable.replayed += 1
+        if seen is _FORGOTTEN:
+            error = ActorDiedError(
+                f"call {call_id} to actor {actor} was already applied (before a restart of "
+                f"the actor or a retry of the call), so it was not run again, but its result "
+                f"is no longer recorded: an actor with a checkpoint keeps the replies of the "
+                f"last {APPLIED_WINDOW} calls of each caller (up to {APPLIED_WINDOW_BYTES} "
+                "bytes of them). Read the actor's state to learn the call's effect."
+            )
+            payload, buffers = _dumps(describe_exception(error, f"actor {actor})"))
+            self._queue_reply(identity, _ERROR, call_id, actor_id, payload, buffers)
+            return
+        _, reply_kind, payload, buffers = msgpack.unpackb(seen, use_list=True)
+        self._queue_reply(identity, reply_kind, call_id, actor_id, payload, buffers)
+
+    def _final_checkpoint(self, actor: HostedActor) -> None:
+        """Before a graceful end (retire, exit_actor), save calls not saved yet
+        (``checkpoint_every`` > 1), so a named actor created again loses none of them."""
+        durable = actor.durable
+        if durable is None or actor.init_error is not None or actor.instance is None:
+            return
+        error = durable.save_pending(actor)
+        if error is not None:
+            log.error(
+                "zactor: saving the last checkpoint of actor %s before it ended failed: %r",
+                actor,
+                error,
+            )
 
     def _notify_ended(self, actor: HostedActor) -> None:
         hook = getattr(self, "on_actor_ended", None)
@@ -590,7 +761,7 @@ class ActorHost:
         if actor.runner is not None:
             actor.runner.drain()
             return
-        execute = self._execute
+        execute = self._execute if actor.durable is None else self._execute_durable
         me = _get_ident()
         while True:
             with self._mu:
@@ -650,6 +821,421 @@ class ActorHost:
             if busy is not None and busy == self._leader and turn == seen:
                 self._demote(busy)  # the leader is stuck in user code: let another lead
             seen = turn
+
+
+# --------------------------------------------------------------------------- durable state
+
+
+#: :meth:`Checkpointer.begin`'s answer for a call that is running now (delivered twice).
+_RUNNING = object()
+#: ... and for a call applied before whose reply the record no longer holds.
+_FORGOTTEN = object()
+_packb = msgpack.packb
+
+# One lock per checkpoint key in this process, shared by the incarnations of an actor
+# hosted here: a call of a killed incarnation still finishing on a thread then either
+# saves before the next incarnation restores, or sees that it is dead and saves nothing.
+_key_locks: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_key_locks_mu = threading.Lock()
+
+
+def _key_lock(key: str) -> threading.Lock:
+    with _key_locks_mu:
+        lock = _key_locks.get(key)
+        if lock is None:
+            lock = _key_locks[key] = threading.Lock()
+        return lock
+
+
+def _as_bytes(buffer) -> bytes:
+    """An out-of-band buffer of a reply (bytes, an array, a pickle buffer) as plain bytes."""
+    return buffer if type(buffer) is bytes else memoryview(buffer).tobytes()
+
+
+def _encode_reply(kind: int, actor_id: int, value: Any) -> tuple[int, bytes, list]:
+    """``(kind, payload, buffers)`` of a reply; a value that does not serialize becomes an error."""
+    try:
+        payload, buffers = _dumps(value)
+    except Exception as exc:
+        kind = _ERROR
+        payload, buffers = _dumps(
+            describe_exception(
+                TypeError(f"the method's return value could not be sent back: {exc}"),
+                f"serializing a reply of actor {actor_id})",
+            )
+        )
+    return kind, payload, buffers
+
+
+class _CallerRecord:
+    """What an actor with a checkpoint remembers of one caller's calls.
+
+    - ``replies``: call id -> the recorded reply (msgpack ``[call_id, kind,
+      payload, [buffer bytes, ...]]``), oldest first; at most
+      :data:`APPLIED_WINDOW` of them and :data:`APPLIED_WINDOW_BYTES` bytes.
+    - ``floor``: the caller's calls with an id at or below it count as
+      applied and never run again. It rises to the id of each reply dropped
+      from ``replies`` to keep them within bounds, never past a call still
+      running.
+    - ``forgotten``: ids of dropped replies that the floor could not cover
+      because an older call of the caller was still running (threaded and
+      async actors finish calls out of order); they never run again either.
+    - ``running``: ids of calls started and not finished (not saved: after a
+      restart nothing runs).
+
+    A call id is a caller's own counter: it strictly increases over all the
+    calls one process makes, to any actor, so ids missing between two recorded
+    ones are calls to other actors. A caller sends its calls to an actor in id
+    order, and re-sends the calls to retry, in id order, before any newer
+    one (``zactor.recovery``), so a call at or below the floor that was never
+    applied would have to be older than the last :data:`APPLIED_WINDOW`
+    calls the actor applied for that caller.
+    """
+
+    __slots__ = ("replies", "nbytes", "floor", "forgotten", "running", "blob", "start", "packed")
+
+    def __init__(self, floor: int = 0) -> None:
+        self.replies: dict[int, bytes] = {}
+        self.nbytes = 0
+        self.floor = floor
+        self.forgotten: set[int] = set()
+        self.running: set[int] = set()
+        # The entries of ``replies`` back to back from ``blob[start:]``, kept as they
+        # come and go so that a save does not join up to APPLIED_WINDOW pieces (~20 us);
+        # None when it must be rebuilt (an entry replaced, a record loaded).
+        self.blob: bytearray | None = bytearray()
+        self.start = 0
+        self.packed: bytes | None = None  # the window as last packed, while unchanged
+
+    def record(self, call_id: int, entry: bytes) -> None:
+        """Record ``call_id``'s reply ``entry``, dropping the oldest beyond the bounds."""
+        replies = self.replies
+        old = replies.pop(call_id, None)
+        if old is not None:  # replaced (a failed save's error): rebuild the blob
+            self.nbytes -= len(old)
+            self.blob = None
+        replies[call_id] = entry
+        self.nbytes += len(entry)
+        self.packed = None
+        blob = self.blob
+        if blob is not None:
+            blob += entry
+        while len(replies) > 1 and (
+            len(replies) > APPLIED_WINDOW or self.nbytes > APPLIED_WINDOW_BYTES
+        ):
+            oldest = next(iter(replies))
+            size = len(replies.pop(oldest))
+            self.nbytes -= size
+            if blob is not None:
+                self.start += size  # the oldest entry is the first in the blob
+            running = self.running
+            if running and oldest > min(running):
+                self.forgotten.add(oldest)  # the floor must stay below the running call
+            elif oldest > self.floor:
+                self.floor = oldest
+                if self.forgotten:
+                    self.forgotten = {c for c in self.forgotten if c > oldest}
+        if blob is not None and self.start > len(blob) // 2:
+            del blob[: self.start]  # amortised: each byte moves about once
+            self.start = 0
+
+    def pack(self) -> bytes:
+        """The window for :func:`pack_checkpoint`: msgpack entries back to back, a
+        forgotten id as a one-element ``[call_id]``."""
+        if self.packed is None:
+            if self.blob is None:
+                self.blob, self.start = bytearray(b"".join(self.replies.values())), 0
+            window = bytes(self.blob[self.start :])
+            if self.forgotten:
+                window = b"".join(_packb((c,)) for c in sorted(self.forgotten)) + window
+            self.packed = window
+        return self.packed
+
+    @classmethod
+    def load(cls, floor: int, window: bytes) -> _CallerRecord:
+        """The record :meth:`pack` saved."""
+        record = cls(floor)
+        record.blob = None  # built from ``replies`` at the first pack
+        unpacker = msgpack.Unpacker(raw=False, use_list=True)
+        unpacker.feed(window)
+        for entry in unpacker:
+            if len(entry) == 1:
+                record.forgotten.add(entry[0])
+            else:
+                packed = _packb(entry)
+                record.replies[entry[0]] = packed
+                record.nbytes += len(packed)
+        return record
+
+
+class Checkpointer:
+    """The durable side of one actor: its store, when it saves, and the calls it applied.
+
+    Built from the creation spec (:meth:`from_spec`): ``checkpoint`` (a store or
+    a URL, see :func:`zactor.checkpoint.open_store`), ``checkpoint_every``
+    (n >= 1, default 1), ``checkpoint_key`` (default ``actor-<id>``) and
+    ``incarnation`` (0 at creation, k at the k-th restart).
+
+    **Restore or construct** (:meth:`open`): a named actor, or any actor after
+    a restart, whose key exists in the store is rebuilt from its checkpoint
+    (:func:`~zactor.checkpoint.restore_state`; the constructor does not run).
+    Otherwise the constructor runs and its state is saved at once, so a crash
+    before the first call still restores the constructed state.
+
+    **When it saves**: after every ``checkpoint_every``-th successful call or
+    tell, before that call's reply is queued (with ``checkpoint_every=1`` no
+    caller ever sees the result of a call that is not saved), and when the
+    actor ends gracefully (retired, or ``zactor.exit_actor()``) with calls not
+    yet saved. A call that raised is recorded but neither counts nor saves:
+    its changes, if any, are saved with the next one. A save that fails makes
+    that call's reply a :class:`CheckpointSaveError`; a killed actor saves
+    nothing more.
+
+    **Exactly once** (see :class:`_CallerRecord`): each CALL comes with its
+    caller's call id. Per caller, the replies of the last
+    :data:`APPLIED_WINDOW` applied calls (and at most
+    :data:`APPLIED_WINDOW_BYTES` of them) are kept and saved with the state, in
+    the same atomic write. A CALL whose id is recorded gets the recorded reply
+    and does not run; one older than the window (at or below the caller's
+    floor) does not run either, and gets an ``ActorDiedError``-type error
+    saying it was applied but its result is no longer recorded. TELLs (no
+    call id) are not deduplicated. At most :data:`APPLIED_CALLERS` callers are
+    remembered (the least recently heard from is dropped).
+
+    **Concurrent actors**: a threaded or async actor finishes calls in any
+    order, so the record is a set of ids, and the floor never rises past a
+    call still running. A checkpoint captures the state as it is when a call
+    finishes: another call still running may already have changed it without
+    being recorded as applied yet. If the worker dies before that call is
+    recorded and saved, its retry runs again on a state that holds its
+    change. So exactly-once holds for every call of a sync actor; for an async
+    actor whose methods change the state only after their last ``await`` (the
+    change and its record then happen with no other coroutine in between);
+    and for a threaded actor only for the calls that were not running when
+    its worker died: the calls running at that moment are applied at least
+    once. (``__getstate__`` taking the actor's own lock makes each snapshot
+    consistent, not the calls exactly-once.)
+
+    All of it runs under a lock per key, held during saves (which are store
+    writes: an ``fsync`` with :class:`~zactor.FileStore`).
+    """
+
+    __slots__ = (
+        "store",
+        "key",
+        "every",
+        "restore",
+        "lock",
+        "callers",
+        "since",
+        "saves",
+        "last_save_us",
+        "replayed",
+        "restored",
+    )
+
+    def __init__(self, store, key: str, every: int = 1, restore: bool = False) -> None:
+        self.store = store
+        self.key = key
+        self.every = every
+        self.restore = restore  # whether open() restores an existing checkpoint
+        self.lock = _key_lock(key)
+        self.callers: OrderedDict[bytes, _CallerRecord] = OrderedDict()
+        self.since = 0  # successful calls and tells since the last save
+        self.saves = 0
+        self.last_save_us: float | None = None
+        self.replayed = 0  # retried calls answered from the record
+        self.restored = False
+
+    @classmethod
+    def from_spec(cls, actor_id: int, spec: dict) -> Checkpointer | None:
+        """The checkpointer a creation spec asks for, or None without ``checkpoint``."""
+        given = spec.get("checkpoint")
+        if given is None:
+            return None
+        every = spec.get("checkpoint_every") or 1
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"checkpoint_every must be a positive int, got {every!r}")
+        key = spec.get("checkpoint_key") or f"actor-{actor_id}"
+        restore = (spec.get("incarnation") or 0) > 0 or spec.get("name") is not None
+        return cls(open_store(given), key, every, restore)
+
+    def open(self, cls: type, args: tuple, kwargs: dict) -> Any:
+        """The actor's instance: restored from its checkpoint, or constructed and saved."""
+        store, key = self.store, self.key
+        data = None
+        if self.restore:
+            try:
+                with self.lock:
+                    if store.exists(key):
+                        data = store.restore(key)
+            except Exception as exc:
+                raise CheckpointError(
+                    f"cannot read the checkpoint of actor {cls.__qualname__} under key {key!r} "
+                    f"in {store!r} ({type(exc).__name__}: {exc}); the actor did not start. "
+                    "Make the store reachable and readable, then create the actor again"
+                ) from exc
+        if data is not None:
+            return self._restored(cls, data)
+        instance = cls(*args, **kwargs)
+        with self.lock:
+            try:
+                self._save(instance)
+            except Exception as exc:
+                raise CheckpointError(
+                    f"actor {cls.__qualname__} was constructed, but saving its first "
+                    f"checkpoint under key {key!r} in {store!r} failed "
+                    f"({type(exc).__name__}: {exc}); the actor did not start. Make the "
+                    "store writable and the state picklable, then create the actor again"
+                ) from exc
+        return instance
+
+    def _restored(self, cls: type, data: bytes) -> Any:
+        try:
+            state, applied = unpack_checkpoint(data)
+            instance = restore_state(cls, state)
+            callers = OrderedDict(
+                (caller, _CallerRecord.load(floor, window))
+                for caller, (floor, window) in applied.items()
+            )
+        except Exception as exc:
+            raise CheckpointError(
+                f"cannot restore actor {cls.__qualname__} from its checkpoint under key "
+                f"{self.key!r} in {self.store!r} ({type(exc).__name__}: {exc}); the actor "
+                "did not start and the checkpoint was left as it is. Fix the class (its "
+                "__setstate__, or attributes it no longer has), or delete that key from "
+                "the store to start afresh"
+            ) from exc
+        self.callers = callers
+        self.restored = True
+        return instance
+
+    def _save(self, instance: Any) -> None:
+        """Save ``instance``'s state and the applied calls (``lock`` held)."""
+        started = _perf_counter()
+        applied = {caller: (rec.floor, rec.pack()) for caller, rec in self.callers.items()}
+        self.store.save(self.key, pack_checkpoint(capture_state(instance), applied))
+        self.last_save_us = (_perf_counter() - started) * 1e6
+        self.saves += 1
+        self.since = 0
+
+    def begin(self, identity: bytes, call_id: int):
+        """A CALL from ``identity`` is about to run: None to run it, else the
+        recorded reply (bytes), :data:`_FORGOTTEN` or :data:`_RUNNING`."""
+        with self.lock:
+            callers = self.callers
+            rec = callers.get(identity)
+            if rec is None:
+                rec = callers[identity] = _CallerRecord()
+                if len(callers) > APPLIED_CALLERS:
+                    callers.popitem(last=False)
+            else:
+                callers.move_to_end(identity)
+                entry = rec.replies.get(call_id)
+                if entry is not None:
+                    return entry
+                if call_id <= rec.floor or call_id in rec.forgotten:
+                    return _FORGOTTEN
+                if call_id in rec.running:
+                    return _RUNNING
+            rec.running.add(call_id)
+            return None
+
+    def finish(
+        self,
+        actor: HostedActor,
+        identity: bytes,
+        call_id: int,
+        kind: int,
+        payload: bytes,
+        buffers: list,
+        ok: bool,
+    ) -> tuple | None:
+        """A CALL finished with the reply ``(kind, payload, buffers)``: record it and
+        save if due. Returns the reply to send (a :class:`CheckpointSaveError` if the
+        save failed), or None if the actor was killed meanwhile (nothing recorded)."""
+        entry = _packb([call_id, kind, payload, [_as_bytes(b) for b in buffers]])
+        with self.lock:
+            rec = self.callers.get(identity)
+            if rec is None:  # dropped meanwhile (APPLIED_CALLERS): start afresh
+                rec = self.callers[identity] = _CallerRecord()
+            rec.running.discard(call_id)
+            if actor.dead is not None:  # its result is void, its key may be another's now
+                return None
+            rec.record(call_id, entry)
+            if not ok:
+                return kind, payload, buffers
+            self.since += 1
+            if self.since < self.every:
+                return kind, payload, buffers
+            try:
+                self._save(actor.instance)
+            except Exception as exc:
+                error = self._save_failed(actor, f"call {call_id}", exc)
+                payload = _dumps(describe_exception(error, f"checkpoint of actor {actor})"))[0]
+                rec.record(call_id, _packb([call_id, _ERROR, payload, []]))
+                return _ERROR, payload, []
+        return kind, payload, buffers
+
+    def forget_running(self, identity: bytes, call_id: int) -> None:
+        """A started CALL ended without being applied (its actor was killed)."""
+        with self.lock:
+            rec = self.callers.get(identity)
+            if rec is not None:
+                rec.running.discard(call_id)
+
+    def tell_done(self, actor: HostedActor) -> BaseException | None:
+        """A tell ran: count it and save if due; the save's error, if it failed."""
+        with self.lock:
+            if actor.dead is not None:
+                return None
+            self.since += 1
+            if self.since < self.every:
+                return None
+            try:
+                self._save(actor.instance)
+            except Exception as exc:
+                return self._save_failed(actor, "a tell", exc)
+        return None
+
+    def save_pending(self, actor: HostedActor) -> BaseException | None:
+        """Save if calls ran since the last save; the save's error, if it failed."""
+        with self.lock:
+            if self.since == 0:
+                return None
+            try:
+                self._save(actor.instance)
+            except Exception as exc:
+                return self._save_failed(actor, "its last calls", exc)
+        return None
+
+    def _save_failed(self, actor: HostedActor, what: str, exc: Exception) -> CheckpointSaveError:
+        try:
+            raise CheckpointSaveError(
+                f"{what} to actor {actor} ran, but saving its checkpoint under key "
+                f"{self.key!r} in {self.store!r} failed ({type(exc).__name__}: {exc}). The "
+                "change is in the actor's memory but not durable: it is lost if the actor's "
+                "worker dies before a later save succeeds (the actor saves again after its "
+                "next successful call). Fix the store (space, permissions) or the state "
+                "(picklable), and read the actor's state before repeating the call"
+            ) from exc
+        except CheckpointSaveError as error:
+            return error
+
+    def stats(self) -> dict:
+        """The actor's checkpoint figures for :meth:`WorkerService.stats`."""
+        try:
+            store = repr(self.store)
+        except Exception:
+            store = f"<{type(self.store).__name__}>"
+        last = self.last_save_us
+        return {
+            "checkpoint": store,
+            "checkpoint_key": self.key,
+            "checkpoints": self.saves,
+            "last_checkpoint_us": None if last is None else round(last, 1),
+            "replayed": self.replayed,
+        }
 
 
 class _InitFailed(Exception):
@@ -712,6 +1298,7 @@ class ThreadedRunner:
         host, actor = self.host, self.actor
         mu = host._mu
         me = _get_ident()
+        execute = host._execute if actor.durable is None else host._execute_durable
         took = False
         while True:
             with mu:
@@ -729,7 +1316,7 @@ class ThreadedRunner:
                 continue
             if host._leader == me:  # a demoted thread must not hide the leader's state
                 host._busy = me
-            host._execute(actor, identity, record, buffers)
+            execute(actor, identity, record, buffers)
             if host._busy == me:
                 host._busy = None
             host._send_replies()
@@ -932,6 +1519,12 @@ class AsyncRunner:
         if reason is not None:
             host._reply_died(identity, record, reason)
             return
+        durable = actor.durable if actor.init_error is None else None
+        if durable is not None and kind == _CALL:
+            seen = durable.begin(identity, call_id)
+            if seen is not None:  # a retried call already applied: its recorded reply
+                host._reply_seen(actor, identity, record, seen)
+                return
         started = _perf_counter()
         try:
             if actor.init_error is not None:
@@ -949,15 +1542,29 @@ class AsyncRunner:
         except asyncio.CancelledError as exc:
             reason = actor.dead or self.stopping
             if reason is not None:  # the actor was killed or ended while this call ran
+                if durable is not None:  # nothing recorded: a retry runs it again
+                    durable.forget_running(identity, call_id)
                 host._reply_died(identity, record, reason)
-            else:  # the method's own code cancelled it: an error like any other
+            elif durable is not None:  # the method's own code cancelled it
+                description = host._failure(actor, record, exc)
+                host._complete_durable(actor, identity, record, False, description)
+            else:
                 host._failed(actor, identity, record, exc)
             return
         except BaseException as exc:
-            host._failed(actor, identity, record, exc)
+            if durable is not None:
+                description = host._failure(actor, record, exc)
+                host._complete_durable(actor, identity, record, False, description)
+            else:
+                host._failed(actor, identity, record, exc)
+            return
+        actor.calls += 1
+        if durable is not None:
+            # Recorded and saved (when due) on the loop, before any other coroutine runs.
+            host._complete_durable(actor, identity, record, True, result)
+            actor.samples.append(_perf_counter() - started)
             return
         actor.samples.append(_perf_counter() - started)
-        actor.calls += 1
         if kind == _CALL:
             if actor.dead is not None:  # killed while this call ran: its result is void
                 host._reply_died(identity, record, actor.dead)
@@ -1034,7 +1641,18 @@ def _actor_stats(actor: HostedActor, queued: int) -> dict:
         "retiring": actor.retiring is not None,
         "p50_us": _percentile_us(samples, 0.50),
         "p99_us": _percentile_us(samples, 0.99),
+        **(actor.durable.stats() if actor.durable is not None else _NO_CHECKPOINT),
     }
+
+
+#: The checkpoint figures of an actor without a checkpoint store.
+_NO_CHECKPOINT = {
+    "checkpoint": None,
+    "checkpoint_key": None,
+    "checkpoints": 0,
+    "last_checkpoint_us": None,
+    "replayed": 0,
+}
 
 
 def _percentile_us(ordered: list, q: float) -> float | None:
@@ -1061,15 +1679,27 @@ class WorkerService:
         has ``async def`` methods decide how its calls run (see
         :func:`execution_of`). The head hears ``actor_started`` once the
         constructor has run; calls that arrive before then wait.
+
+        ``spec["checkpoint"]`` (a store or URL), ``checkpoint_every``,
+        ``checkpoint_key`` and ``incarnation`` make the actor durable: it may be
+        restored from its checkpoint instead of constructed (see
+        :class:`Checkpointer`). A restart (``incarnation`` > 0) may come to the
+        worker where the actor was killed: the new incarnation replaces the
+        tombstone, and an incarnation still here (not yet killed) is ended first.
         """
         from zactor.actor import ActorClass, handle_from_info
 
         host = self._host
+        old = host.actors.get(actor_id) or host._retiring.get(actor_id)
+        if old is not None and actor_id != wire.SYSTEM_ACTOR_ID:
+            # Not reported as ended: the head is bringing this very actor back.
+            host.end(old, f"actor {old} was replaced by incarnation {spec.get('incarnation')}")
         actor = host.reserve(actor_id, spec.get("class_name", "?"), spec.get("name"))
         info = dict(spec, actor_id=actor_id, address=host.runtime.address)
         actor.handle = handle_from_info(info, counted=False)  # must not keep itself alive
         started = functools.partial(self._started, actor_id)
         try:
+            actor.durable = Checkpointer.from_spec(actor_id, spec)
             cls, args, kwargs = cloudpickle.loads(blob)
             if isinstance(cls, ActorClass):
                 cls = cls._cls
@@ -1142,7 +1772,16 @@ class WorkerService:
         ``p50_us``/``p99_us``: percentiles of the service time of its recent
         calls (a sample of them, see :data:`SAMPLE_EVERY`), in microseconds,
         None before its first call completes. An async call's service time
-        includes the time it spends awaiting.
+        includes the time it spends awaiting; with a checkpoint, every call is
+        timed and the time includes its save.
+
+        Checkpoints: ``checkpoint`` (the store's repr, None without one),
+        ``checkpoint_key`` (the key it saves under), ``checkpoints`` (saves
+        done by this incarnation, the first one after construction included),
+        ``last_checkpoint_us`` (how long the last save took, capturing the
+        state included; None before the first) and
+        ``replayed`` (retried calls answered from the record of applied calls
+        without running again).
         """
         host = self._host
         with host._mu:  # the mailboxes' lengths, without a retire mark
