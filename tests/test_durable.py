@@ -46,17 +46,17 @@ from zactor import CheckpointError, CheckpointSaveError, serialization, wire
 from zactor._hotpath import pack_one, parse_frame
 from zactor.actor import worker_service_handle
 from zactor.checkpoint import FileStore, SQLiteStore, pack_checkpoint, unpack_checkpoint
-from zactor.errors import ActorDiedError, remote_exception
-from zactor.worker import (
+from zactor.durable import (
     _FORGOTTEN,
     _RUNNING,
     APPLIED_CALLERS,
     APPLIED_WINDOW,
     APPLIED_WINDOW_BYTES,
     Checkpointer,
-    HostedActor,
     _CallerRecord,
 )
+from zactor.errors import ActorDiedError, remote_exception
+from zactor.worker import HostedActor
 
 pytestmark = pytest.mark.timeout(120)
 

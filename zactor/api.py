@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from zactor import runtime as _runtime_mod
 from zactor import spawn
 from zactor.actor import ActorHandle, handle_from_info, head_handle
-from zactor.errors import ClusterError
+from zactor.errors import ActorExit, ClusterError
 from zactor.runtime import Runtime
 from zactor.transport import ipc_address, make_session_dir, socket_file
 
@@ -311,8 +311,6 @@ def exit_actor() -> None:
 
     The current call returns ``None``; later calls raise ``ActorDiedError``.
     """
-    from zactor.worker import ActorExit
-
     if _current_hosted_actor() is None:
         raise RuntimeError("zactor.exit_actor() can only be called inside an actor method")
     raise ActorExit()

@@ -80,6 +80,17 @@ class CheckpointSaveError(CheckpointError):
     """
 
 
+# -- ending a call early, inside an actor's host ------------------------------------------
+
+
+class ActorExit(BaseException):
+    """Raised by :func:`zactor.exit_actor` to end the actor after the current call."""
+
+
+class _InitFailed(Exception):
+    """Internal: the actor's constructor raised; its calls raise that error."""
+
+
 # -- carrying an actor's exception to its caller ------------------------------------------
 
 _dual_classes: dict[type, type] = {}

@@ -18,7 +18,7 @@ import zactor
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(zactor.__file__)))
 # Import the module and call its main() rather than running it as __main__, so
-# its classes (ActorExit, WorkerService) are the same objects everywhere.
+# its classes (WorkerService, ActorHost) are the same objects everywhere.
 _BOOTSTRAP = (
     "import sys, importlib; sys.path.insert(0, sys.argv.pop(1)); "
     "module = importlib.import_module(sys.argv.pop(1)); getattr(module, sys.argv.pop(1))()"
