@@ -72,7 +72,7 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from zactor import spawn
+from zactor import bench_durability, spawn
 
 #: Updates in flight at once in the numpy rows (both sides).
 ARRAY_WINDOW = 4
@@ -1177,6 +1177,8 @@ def run(args: argparse.Namespace, out=None) -> dict:
     per_round: list = []
     pool_rounds: list = []
     pcfg: dict = {}
+    durable_rounds: list = []
+    detection: dict = {}
     guard = _guard = _StallGuard(STALL_LIMIT_S)
     guard.cleanups.append(lambda: shutil.rmtree(directory, ignore_errors=True))
     guard.cleanups.append(_kill_cluster)
@@ -1223,6 +1225,13 @@ def run(args: argparse.Namespace, out=None) -> dict:
         for r in range(cfg.rounds):
             pool_rounds.append(pool_round(r, pool_side, pcfg))
         del pool_side
+        calls = DURABLE_CALLS_QUICK if cfg.quick else DURABLE_CALLS
+        say(f"  durability: {cfg.rounds} rounds of checkpointed calls, then worker kills ...")
+        counters = bench_durability.make_counters(directory)
+        for r in range(cfg.rounds):
+            durable_rounds.append(bench_durability.checkpoint_round(r, calls, raw, counters))
+        del counters
+        detection = bench_durability.detection_trials(cfg.rounds, cfg.workers)  # changes it
         t0 = time.perf_counter()
         zactor.shutdown()
         startup["shutdown_s"]["cycles"].append(time.perf_counter() - t0)
@@ -1257,6 +1266,14 @@ def run(args: argparse.Namespace, out=None) -> dict:
     pools = summarize_pools(pool_rounds)
     say()
     say(format_pools(pools, pcfg))
+    checkpoints = bench_durability.summarize_checkpoints(durable_rounds)
+    say()
+    say(
+        bench_durability.format_checkpoints(
+            checkpoints, DURABLE_CALLS_QUICK if cfg.quick else DURABLE_CALLS, cfg.rounds
+        )
+    )
+    say(bench_durability.format_detection(detection))
     report = {
         "metadata": meta,
         "results": results,
@@ -1264,12 +1281,19 @@ def run(args: argparse.Namespace, out=None) -> dict:
         "isolation": isolation,
         "rounds": [_jsonable(r) for r in per_round],
         "pools": _jsonable(pools),
+        "checkpoints": _jsonable(checkpoints),
+        "detection": _jsonable(detection),
     }
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
         say(f"\nwrote {args.json}")
     return report
+
+
+#: Sync calls a round to each checkpointed counter (fsync'ed saves take milliseconds).
+DURABLE_CALLS = 1_000
+DURABLE_CALLS_QUICK = 200
 
 
 def _kill_cluster() -> None:
