@@ -221,6 +221,37 @@ def test_get_next_unordered_returns_what_finishes_first(doublers, gate):
     assert not pool.has_next()
 
 
+def test_a_reply_read_while_the_pool_starts_waiting_is_not_missed(doublers, make_gate, monkeypatch):
+    # The pool collects the futures to wait on with Future.done(), which reads the
+    # replies already waiting. A reply read there (or by another thread just then)
+    # was left out of the wait, so the pool waited for the other call only, and the
+    # test above failed now and then with a GetTimeoutError. Make the second call
+    # finish, and its reply be read, exactly while the pool collects.
+    slow_gate, quick_gate = make_gate(), make_gate()
+    pool = zactor.ActorPool(doublers[:2])
+    futures = []
+
+    def held(a, v):
+        futures.append(a.held.remote((slow_gate if v == "slow" else quick_gate).path, v))
+        return futures[-1]
+
+    pool.submit(held, "slow")
+    pool.submit(held, "quick")
+    slow, quick = futures
+    pending_futures = zactor.pool._pending_futures
+
+    def reply_read_meanwhile(ref):
+        if ref is slow and not quick_gate.is_open:
+            quick_gate.open()
+            quick.result(timeout=CALL_TIMEOUT)
+        return pending_futures(ref)
+
+    monkeypatch.setattr(zactor.pool, "_pending_futures", reply_read_meanwhile)
+    assert pool.get_next_unordered(timeout=10) == "quick"
+    slow_gate.open()
+    assert pool.get_next_unordered(timeout=CALL_TIMEOUT) == "slow"
+
+
 def test_mixing_ordered_and_unordered_gets(doublers, gate):
     pool = zactor.ActorPool(doublers[:2])
     pool.submit(lambda a, v: a.held.remote(gate.path, v), "slow")
@@ -327,6 +358,29 @@ def test_shard_of_matches_for_key_on_lists_and_arrays(cluster):
     assert pool.shard_of(ints).tolist() == pool.shard_of(ints.tolist()).tolist()
     assert pool.shard_of_key(np.int64(7)) == pool.shard_of_key(7)
     assert pool.for_key(np.uint64(7)) is pool.for_key(7)
+
+
+def test_for_keys_routes_a_batch_like_for_key(cluster):
+    pool = zactor.HashPool(Store, size=5)
+    keys = [f"user-{i}" for i in range(200)] + list(range(-50, 50)) + [b"raw", np.int64(7)]
+    routed = pool.for_keys(keys)
+    assert len(routed) == len(keys)
+    assert all(h is pool.for_key(k) for h, k in zip(routed, keys))  # the actors' own handles
+    ints = np.arange(1000, dtype=np.uint64)
+    assert pool.for_keys(ints) == [pool.for_key(int(k)) for k in ints]
+    assert pool.for_keys([]) == []
+    pool.resize(7)  # routing follows the new size
+    assert pool.for_keys(keys) == [pool.for_key(k) for k in keys]
+    copy = pickle.loads(pickle.dumps(pool))
+    assert copy.for_keys(keys) == pool.for_keys(keys)
+    plain = keys[:-1]  # the int64 7 is the key 7
+    zactor.get([h.put.remote(k, 1) for h, k in zip(pool.for_keys(plain), plain)], timeout=30)
+    stored = zactor.get([a.keys.remote() for a in pool], timeout=CALL_TIMEOUT)
+    assert sorted(map(repr, (k for ks in stored for k in ks))) == sorted(map(repr, plain))
+    assert all(pool.shard_of_key(k) == shard for shard, ks in enumerate(stored) for k in ks)
+    with pytest.raises(TypeError):
+        pool.for_keys([1.5])
+    pool.resize(4)
 
 
 def test_hash_pool_wraps_existing_handles(cluster):

@@ -33,10 +33,14 @@ Rows:
 7. pools (zactor only, after row 5, each figure the median of the rounds):
    ``shard_of`` keys/s for 1M numpy int64 keys and 1M short strings (Cython,
    the pure-Python twin on a slice of them, and ``[zlib.crc32(k) % n for k in
-   keys]`` on the keys' bytes made beforehand); routed pipelined calls/s,
-   ``pool.for_key(k).inc.remote()`` through a HashPool of 8 actors vs
-   ``h.inc.remote()`` on one handle, alternated in the same run (and, to
-   show routing's own cost, round-robin over the same 8 actors); and
+   keys]`` on the keys' bytes made beforehand); routed pipelined calls/s
+   through a HashPool of 8 actors, ``pool.for_key(k).inc.remote()`` per key
+   and ``h.inc.remote()`` for each handle of ``pool.for_keys(keys)``, vs
+   row 2's loop on one handle, and, to show what is not routing, the calls
+   ``for_key`` makes with their handles looked up beforehand and ``for_key``
+   through a second HashPool of 8 placed on the one handle's worker: all five
+   and the raw pipelined yardstick interleaved, several passes a round, each
+   with the calling thread's CPU a call; and
    parameter-server shard updates/s and MB/s with S=2 shards and W=2 workers
    pushing gradient slices by ``tell`` and pulling every
    :data:`PS_PULL_EVERY` steps.
@@ -718,6 +722,7 @@ def pool_config(cfg: BenchConfig) -> dict:
         "twin_keys": 100_000 if cfg.quick else 300_000,
         "routed_calls": cfg.pipelined_calls,
         "ps_steps": 40 if cfg.quick else 200,
+        "workers": cfg.workers,
     }
 
 
@@ -755,6 +760,16 @@ def hashing_round(pcfg: dict) -> dict:
     return out
 
 
+class _PoolCounter(_Counter):
+    """The routed-calls row's counter: ``_Counter``, and where it lives."""
+
+    def where(self) -> str:
+        """The id of the worker hosting this actor."""
+        import zactor
+
+        return zactor.get_runtime_context().worker_id
+
+
 class PoolSide:
     """The actors of the routed-calls and parameter-server rows."""
 
@@ -763,11 +778,14 @@ class PoolSide:
 
         self.zactor = zactor
         self.pcfg = pcfg
-        counter = zactor.remote(_Counter).options(max_pending_calls=100_000)
+        counter = zactor.remote(_PoolCounter).options(max_pending_calls=100_000)
         self.single = counter.remote()
         self.pool = zactor.HashPool([counter.remote() for _ in range(POOL_ACTORS)])
-        zactor.get([h.inc.remote() for h in [self.single, *self.pool.actors]], timeout=60)
+        self.pool_here, self.spares = self._pool_beside(self.single, counter, pcfg["workers"])
+        actors = [self.single, *self.pool.actors, *self.pool_here.actors]
+        zactor.get([h.inc.remote() for h in actors], timeout=60)
         self.keys = [f"user-{i:07d}" for i in range(pcfg["routed_calls"])]
+        self.routed = self.pool.for_keys(self.keys)  # the pre-routed pass's handles
         size = PS_PARAM_MIB * MIB // 4
         bounds = np.linspace(0, size, PS_SHARDS + 1).astype(int)
         self.ps_sizes = [int(bounds[i + 1] - bounds[i]) for i in range(PS_SHARDS)]
@@ -776,30 +794,72 @@ class PoolSide:
         self.ps_workers = [zactor.remote(_PSWorker).remote() for _ in range(PS_WORKERS)]
         zactor.get([s.count.remote() for s in self.ps_shards], timeout=60)
 
-    def routed_rate(self) -> float:
-        """Calls/s of ``pool.for_key(k).inc.remote()`` for every key, then ``get`` them all."""
-        for_key, keys = self.pool.for_key, self.keys
-        t0 = time.perf_counter()
-        futures = [for_key(k).inc.remote() for k in keys]
-        self.zactor.get(futures, timeout=CALL_TIMEOUT_S * 6)
-        return len(keys) / (time.perf_counter() - t0)
+    def _pool_beside(self, single, counter, workers: int) -> tuple:
+        """A HashPool of 8 on ``single``'s worker, and the actors made elsewhere meanwhile.
 
-    def spread_rate(self) -> float:
-        """Calls/s over the same actors without hashing (``actors[i % 8]``): routing's cost."""
-        actors, n = self.pool.actors, len(self.keys)
-        size = len(actors)
-        t0 = time.perf_counter()
-        futures = [actors[i % size].inc.remote() for i in range(n)]
-        self.zactor.get(futures, timeout=CALL_TIMEOUT_S * 6)
-        return n / (time.perf_counter() - t0)
+        The head puts each new actor on the emptiest worker, so a HashPool
+        spreads over the workers; this one is made by creating actors until 8
+        are on the one handle's worker. The others are returned to be kept
+        (an actor may end with its last handle) and are not called.
+        """
+        home = single.where.remote().result(timeout=60)
+        here, elsewhere = [], []
+        while len(here) < POOL_ACTORS:
+            h = counter.remote()
+            (here if h.where.remote().result(timeout=60) == home else elsewhere).append(h)
+            if len(elsewhere) > 2 * POOL_ACTORS * max(1, workers):
+                raise RuntimeError(f"could not place {POOL_ACTORS} bench actors on {home}")
+        return self.zactor.HashPool(here), elsewhere
 
-    def single_rate(self) -> float:
-        """Calls/s of as many ``h.inc.remote()`` on one handle, then ``get`` them all."""
-        remote, n = self.single.inc.remote, len(self.keys)
+    def routed_bodies(self) -> dict:
+        """The routed-calls row's passes: each makes one ``inc`` call per key, returns the futures.
+
+        ``pre-routed`` makes the calls ``for_key`` makes, to the same actors in
+        the same order, with the handles looked up before the clock starts: what
+        is left of the difference to one handle without routing. ``for_key_here``
+        routes through a HashPool of 8 on the one handle's worker: the routed
+        calls with the one handle's placement (one busy worker besides the caller).
+        """
+        pool, keys, single = self.pool, self.keys, self.single
+
+        def one_handle():
+            remote = single.inc.remote
+            return [remote() for _ in keys]
+
+        def for_key():
+            route = pool.for_key
+            return [route(k).inc.remote() for k in keys]
+
+        def for_keys():
+            return [h.inc.remote() for h in pool.for_keys(keys)]
+
+        def pre_routed():
+            return [h.inc.remote() for h in self.routed]
+
+        def for_key_here():
+            route = self.pool_here.for_key
+            return [route(k).inc.remote() for k in keys]
+
+        return {
+            "single": one_handle,
+            "for_key": for_key,
+            "for_keys": for_keys,
+            "pre_routed": pre_routed,
+            "for_key_here": for_key_here,
+        }
+
+    def timed_pass(self, body: Callable[[], list]) -> dict:
+        """Calls/s of one pass (the calls, then ``get`` of them all) and the caller's CPU a call.
+
+        The CPU is this thread's (``time.thread_time``): the caller's loop is
+        what limits a pipelined run.
+        """
+        n = len(self.keys)
+        c0 = time.thread_time()
         t0 = time.perf_counter()
-        futures = [remote() for _ in range(n)]
-        self.zactor.get(futures, timeout=CALL_TIMEOUT_S * 6)
-        return n / (time.perf_counter() - t0)
+        self.zactor.get(body(), timeout=CALL_TIMEOUT_S * 6)
+        wall = time.perf_counter() - t0
+        return {"rate": n / wall, "cpu_us": (time.thread_time() - c0) / n * 1e6}
 
     def ps_rate(self) -> dict:
         """Shard updates/s and MB/s (pushed, and pushed + pulled) of S shards and W workers."""
@@ -824,11 +884,47 @@ class PoolSide:
         }
 
 
-def pool_round(r: int, side: PoolSide, pcfg: dict) -> dict:
-    """One round of the pool rows (routed and single-handle rates mirrored, as in _abba)."""
+#: Passes of each routed-calls variant in a round (their median is the round's figure).
+ROUTED_PASSES = 6
+#: The routed-calls row's variants, in the order printed (``single`` is the reference).
+ROUTED_VARIANTS = ("single", "for_key", "for_keys", "pre_routed", "for_key_here")
+
+
+def routed_round(r: int, side: PoolSide, raw: RawYardstick | None) -> dict:
+    """One round of the routed-calls row: every variant and the raw yardstick, interleaved.
+
+    Each pass runs every variant once (and the raw pipelined yardstick, same
+    call count), in an order rotated by one each pass and reversed every other
+    round, so no variant always runs first or after the same neighbour. A
+    variant's figure for the round is the median of its passes: on this VM a
+    pass now and then stalls for tens of milliseconds whatever it runs.
+    """
+    bodies = side.routed_bodies()
+    names = list(ROUTED_VARIANTS) + (["raw"] if raw is not None else [])
+    n = len(side.keys)
+    passes: dict = {name: [] for name in names}
+    for p in range(ROUTED_PASSES):
+        shift = (r * ROUTED_PASSES + p) % len(names)
+        order = names[shift:] + names[:shift]
+        if r % 2:
+            order.reverse()
+        for name in order:
+            if name == "raw":
+                passes[name].append({"rate": _timed(lambda: raw.pipelined_rate(n))})
+            else:
+                passes[name].append(_timed(lambda body=bodies[name]: side.timed_pass(body)))
+    out = {}
+    for name, done in passes.items():
+        out[name] = {"rate": statistics.median(d["rate"] for d in done)}
+        if name != "raw":
+            out[name]["cpu_us"] = statistics.median(d["cpu_us"] for d in done)
+    return out
+
+
+def pool_round(r: int, side: PoolSide, pcfg: dict, raw: RawYardstick | None = None) -> dict:
+    """One round of the pool rows: hashing, routed calls (interleaved), parameter server."""
     out = {"hashing": hashing_round(pcfg)}
-    single, routed = _abba(r, side.single_rate, side.routed_rate)
-    out["routed"] = {"hashpool": routed, "single": single, "spread": side.spread_rate()}
+    out["routed"] = routed_round(r, side, raw)
     _pet()
     out["ps"] = side.ps_rate()
     _pet()
@@ -836,7 +932,7 @@ def pool_round(r: int, side: PoolSide, pcfg: dict) -> dict:
 
 
 def summarize_pools(rounds: list) -> dict:
-    """Medians over the rounds of every pool figure."""
+    """Medians over the rounds of every pool figure; routed ratios per round, then median."""
 
     def med(path):
         values = []
@@ -852,13 +948,26 @@ def summarize_pools(rounds: list) -> dict:
         out["hashing"][kind] = {
             impl: med(("hashing", kind, impl)) for impl in ("cython", "twin", "crc32")
         }
-    for side in ("hashpool", "single", "spread"):
-        out["routed"][side] = med(("routed", side))
-    ratios = [res["routed"]["hashpool"] / res["routed"]["single"] for res in rounds]
-    out["routed"]["ratio"] = {"rounds": ratios, "median": statistics.median(ratios)}
+    routed = out["routed"]
+    for name in rounds[0]["routed"] if rounds else ():
+        routed[name] = {"rate": med(("routed", name, "rate"))}
+        if name != "raw":
+            routed[name]["cpu_us"] = med(("routed", name, "cpu_us"))
+    ratios = {}
+    for name, base in [(v, "single") for v in ROUTED_VARIANTS[1:]] + [
+        ("for_key", "pre_routed"),
+        ("for_keys", "pre_routed"),
+    ]:
+        values = [res["routed"][name]["rate"] / res["routed"][base]["rate"] for res in rounds]
+        ratios[f"{name}/{base}"] = {"rounds": values, "median": statistics.median(values)}
+    routed["ratios"] = ratios
     for k in ("updates_per_s", "push_mb_per_s", "total_mb_per_s"):
         out["ps"][k] = med(("ps", k))
     return out
+
+
+#: Issue 3's target for routed calls through a HashPool of 8 against one handle.
+ROUTED_TARGET = 0.9
 
 
 def format_pools(pools: dict, pcfg: dict) -> str:
@@ -876,15 +985,41 @@ def format_pools(pools: dict, pcfg: dict) -> str:
             f"{h[kind]['crc32']['median']:>12,.0f}   target >= {target:,.0f}: "
             f"{'ok' if c >= target else 'MISS'}"
         )
-    ratio = r["ratio"]
+    ratios = r["ratios"]
+    raw = r.get("raw", {}).get("rate", {}).get("median")
     lines += [
-        f"  routed pipelined calls/s, HashPool of {POOL_ACTORS} (for_key per call)"
-        f"{r['hashpool']['median']:>14,.0f}",
-        f"  pipelined calls/s, one handle, same run{r['single']['median']:>34,.0f}",
-        f"  pipelined calls/s, same actors round-robin (no hashing){r['spread']['median']:>17,.0f}",
-        f"  ratio HashPool / one handle{ratio['median']:>45.2f}x   target >= 0.9x: "
-        f"{'ok' if ratio['median'] >= 0.9 else 'MISS'}   "
-        f"(per round {min(ratio['rounds']):.2f}-{max(ratio['rounds']):.2f})",
+        f"  routed pipelined calls: {pcfg['routed_calls']:,} calls a pass, then get; "
+        f"{ROUTED_PASSES} passes of each a round, interleaved"
+        + (f" with raw pyzmq ({raw:,.0f} msg/s)" if raw else ""),
+        f"    {'':52}{'calls/s':>9}{'caller µs':>11}{'x one handle':>14}  per round",
+    ]
+    labels = {
+        "single": "one handle: r = h.inc.remote; r() (row 2's loop)",
+        "for_key": f"HashPool of {POOL_ACTORS}: pool.for_key(k).inc.remote()",
+        "for_keys": f"HashPool of {POOL_ACTORS}: pool.for_keys(keys), h.inc.remote()",
+        "pre_routed": "for_key's calls, handles looked up beforehand",
+        "for_key_here": "for_key, all 8 actors on the one handle's worker",
+    }
+    for name in ROUTED_VARIANTS:
+        rate, cpu = r[name]["rate"]["median"], r[name]["cpu_us"]["median"]
+        line = f"    {labels[name]:<52}{rate:>9,.0f}{cpu:>11.2f}"
+        if name == "single":
+            line += f"{1:>13.2f}x"
+        else:
+            ratio = ratios[f"{name}/single"]
+            line += (
+                f"{ratio['median']:>13.2f}x  {min(ratio['rounds']):.2f}-{max(ratio['rounds']):.2f}"
+            )
+            if name in ("for_key", "for_keys"):
+                ok = ratio["median"] >= ROUTED_TARGET
+                line += f"   target >= {ROUTED_TARGET}x: {'ok' if ok else 'MISS'}"
+            elif name == "for_key_here":
+                line += "   (placed as one handle)"
+        lines.append(line)
+    lines += [
+        f"    routing's own cost (x the pre-routed calls): for_key "
+        f"{ratios['for_key/pre_routed']['median']:.2f}x, for_keys "
+        f"{ratios['for_keys/pre_routed']['median']:.2f}x; caller µs: the caller's CPU a call",
         f"  parameter server S={PS_SHARDS} W={PS_WORKERS}, {PS_PARAM_MIB} MiB float32, "
         f"pull every {PS_PULL_EVERY}, {pcfg['ps_steps']} steps/worker:",
         f"    shard updates/s{ps['updates_per_s']['median']:>57,.0f}",
@@ -1223,7 +1358,7 @@ def run(args: argparse.Namespace, out=None) -> dict:
         pool_side = PoolSide(pcfg)
         pool_round(1, pool_side, dict(pcfg, ps_steps=max(1, pcfg["ps_steps"] // 5)))  # warm-up
         for r in range(cfg.rounds):
-            pool_rounds.append(pool_round(r, pool_side, pcfg))
+            pool_rounds.append(pool_round(r, pool_side, pcfg, raw))
         del pool_side
         calls = DURABLE_CALLS_QUICK if cfg.quick else DURABLE_CALLS
         say(f"  durability: {cfg.rounds} rounds of checkpointed calls, then worker kills ...")

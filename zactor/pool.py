@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
+
 from zactor import _hotpath
 from zactor.actor import ActorClass, ActorHandle, ActorOptions, remote
 from zactor.errors import GetTimeoutError
@@ -34,6 +36,9 @@ from zactor.future import Future, wait
 __all__ = ["ActorPool", "HashPool", "shard_of", "shard_of_key"]
 
 _monotonic = __import__("time").monotonic
+# Bound once: ``for_key`` runs once per routed call.
+_shard_of_key = _hotpath.shard_of_key
+_shard_of = _hotpath.shard_of
 
 
 # -- ActorPool ---------------------------------------------------------------------------------
@@ -158,13 +163,25 @@ class ActorPool:
         return self._idle + [actor for actor, _ in self._busy.values()]
 
     def _wait_any(self, deadline: float | None) -> bool:
-        """Wait until some busy call finishes; False on timeout."""
-        pending = [f for _, ref in self._busy.values() for f in _pending_futures(ref)]
-        if not pending:  # the busy calls finished meanwhile: the caller harvests them
-            if self._queued and not self._busy:
-                raise ValueError(
-                    "ActorPool has queued work but no actor to run it: push() an actor first"
-                )
+        """Wait until some busy call finishes; False on timeout.
+
+        Returns True at once when a busy call has finished since the caller
+        looked. Collecting the futures to wait on reads the replies already
+        waiting (``Future.done``), and a reply read then must not be left out
+        of the wait: waiting on the other calls only would miss it (a
+        ``get_next_unordered`` then timed out holding a finished result).
+        """
+        if self._queued and not self._busy:
+            raise ValueError(
+                "ActorPool has queued work but no actor to run it: push() an actor first"
+            )
+        pending = []
+        for _, ref in self._busy.values():
+            futures = _pending_futures(ref)
+            if not futures:  # finished meanwhile: the caller harvests it
+                return True
+            pending += futures
+        if not pending:
             return True
         remaining = None if deadline is None else max(0.0, deadline - _monotonic())
         ready, _ = wait(pending, num_returns=1, timeout=remaining)
@@ -435,31 +452,56 @@ class HashPool:
         if not handles:
             raise ValueError("a HashPool needs at least one actor")
         _check_size(len(handles))
-        self._actors: list = handles
         self._factory = factory
         self._args = tuple(args)
         self._kwargs = dict(kwargs)
+        self._set_actors(handles)
+
+    def _set_actors(self, handles: list) -> None:
+        """Install the actor list, with what routing reads on every call kept beside it."""
+        self._actors: list = handles
+        self._size = len(handles)  # not len(self._actors) per call: for_key is per call
+        self._table = None  # numpy object array of the handles, made by for_keys
 
     # -- routing ------------------------------------------------------------------------------
 
     def for_key(self, key: Any) -> ActorHandle:
         """The handle of the actor that owns ``key`` (the actor's own handle: no extra hop)."""
-        actors = self._actors
-        return actors[_hotpath.shard_of_key(key, len(actors))]
+        return self._actors[_shard_of_key(key, self._size)]
 
     #: The seeds' name for :meth:`for_key`.
     actor_for_key = for_key
 
+    def for_keys(self, keys: Any) -> list:
+        """The owning actor's handle for each key, in order: ``for_key`` for a batch.
+
+        ``[pool.for_key(k) for k in keys]`` in one call: the keys are hashed in
+        one pass in Cython (as :meth:`shard_of` does) and the handles picked in
+        numpy, in a bare loop about 45 ns a key against about 100 ns a
+        ``for_key`` call. ``keys`` is what :meth:`shard_of` takes. Use it when
+        the keys of many calls are known at once::
+
+            for h, k in zip(pool.for_keys(keys), keys):
+                h.deposit.remote(k, 1.0)
+        """
+        table = self._table
+        if table is None:
+            table = np.empty(self._size, dtype=object)
+            for i, handle in enumerate(self._actors):
+                table[i] = handle
+            self._table = table
+        return table.take(_shard_of(keys, self._size)).tolist()
+
     def shard_of_key(self, key: Any) -> int:
         """The shard index (0..size-1) of one key."""
-        return _hotpath.shard_of_key(key, len(self._actors))
+        return _shard_of_key(key, self._size)
 
     def shard_of(self, keys: Any):
         """The shard index of each key: a numpy int64 array (vectorised in Cython).
 
         ``keys`` is a list of int/str/bytes keys or a 1-d numpy integer array.
         """
-        return _hotpath.shard_of(keys, len(self._actors))
+        return _shard_of(keys, self._size)
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -507,12 +549,12 @@ class HashPool:
                 )
             else:
                 extra = [self._factory.remote(*self._args, **self._kwargs) for _ in range(n - old)]
-            self._actors = self._actors + extra
+            self._set_actors(self._actors + extra)
             return []
         if handles is not None:
             raise ValueError("handles are only taken when the pool grows")
         removed = self._actors[n:]
-        self._actors = self._actors[:n]
+        self._set_actors(self._actors[:n])
         return removed
 
     def __reduce__(self):
@@ -532,7 +574,7 @@ def _check_size(n: Any) -> int:
 
 def _rebuild_hash_pool(actors, factory, args, kwargs) -> HashPool:
     pool = HashPool.__new__(HashPool)
-    pool._actors = list(actors)
+    pool._set_actors(list(actors))
     pool._factory = factory
     pool._args = tuple(args)
     pool._kwargs = dict(kwargs)
