@@ -11,10 +11,10 @@ files themselves: importing ``conftest`` from a test module is not relied upon.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
+from gates import poll
 
 import zactor
 from zactor.actor import head_handle
@@ -137,18 +137,6 @@ def spread(cluster):
                 zactor.kill(handle)
             except Exception:  # already dead: fine
                 pass
-
-
-def poll(predicate, timeout: float = 10.0, interval: float = 0.01):
-    """Wait until ``predicate()`` is truthy (returns it) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
+
+import pytest
 
 
 def wait_for_file(path: str, limit: float = 30.0) -> None:
@@ -25,3 +29,26 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state not in (b"Z", b"X") and b"zactor" in cmdline
+
+
+def poll(predicate, timeout: float = 10.0, interval: float = 0.01):
+    """Wait until ``predicate()`` is truthy (returns it) or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+def first_report(proc: subprocess.Popen, mark: str) -> dict:
+    """The first ``mark {json}`` line a driver process prints; fails the test (with the
+    driver's output) if its first line is anything else."""
+    line = proc.stdout.readline()  # bounded by the test's timeout mark
+    if not line.startswith(mark):
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"driver did not report: {line}{out}\n--- stderr\n{err}")
+    return json.loads(line[len(mark) :])

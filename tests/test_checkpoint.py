@@ -18,11 +18,11 @@ import textwrap
 import threading
 import time
 import urllib.parse
-from os.path import exists
 
 import cloudpickle
 import numpy as np
 import pytest
+from seed_stores import FilePersistence
 
 import zactor
 from zactor import checkpoint
@@ -37,40 +37,6 @@ from zactor.checkpoint import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-# The seeds' store (seed 002, Example 4-9), as a user would write it: ray.cloudpickle
-# becomes cloudpickle, nothing else changes.
-class BasePersitence:
-    def exists(self, key: str) -> bool:
-        pass
-
-    def save(self, key: str, data: dict):
-        pass
-
-    def restore(self, key: str) -> dict:
-        pass
-
-
-class FilePersistence(BasePersitence):
-    def __init__(self, basedir: str = "."):
-        self.basedir = basedir
-
-    def exists(self, key: str) -> bool:
-        return exists(self.basedir + "/" + key)
-
-    def save(self, key: str, data: dict):
-        bytes = cloudpickle.dumps(data)
-        with open(self.basedir + "/" + key, "wb") as f:
-            f.write(bytes)
-
-    def restore(self, key: str) -> dict:
-        if not self.exists(key):
-            return None
-        else:
-            with open(self.basedir + "/" + key, "rb") as f:
-                bytes = f.read()
-            return cloudpickle.loads(bytes)
 
 
 def make_store(kind: str, tmp_path):

@@ -18,11 +18,10 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from gates import alive
+from gates import alive, first_report, poll
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,16 +32,9 @@ NO_CLUSTER = "no zactor cluster is running on this machine"
 NOTICE_WITHIN_S = 20.0
 
 
-def poll(predicate, within: float = NOTICE_WITHIN_S, interval: float = 0.1):
-    """Wait until ``predicate()`` is truthy (returns it), or fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        time.sleep(interval)
+def poll_cluster(predicate):
+    """:func:`gates.poll` with the time a cluster gets to notice something."""
+    return poll(predicate, timeout=NOTICE_WITHIN_S, interval=0.1)
 
 
 DRIVER_PRELUDE = f"""
@@ -144,12 +136,7 @@ class Standing:
             text=True,
             env=self.env,
         )
-        line = proc.stdout.readline()  # bounded by the test's timeout mark
-        if not line.startswith(MARK):
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"driver did not report: {line}{out}\n--- stderr\n{err}")
-        return proc, json.loads(line[len(MARK) :])
+        return proc, first_report(proc, MARK)
 
     def teardown(self) -> None:
         if self.cluster_file.exists():
@@ -396,7 +383,7 @@ def test_joined_driver_shutdown_disconnects_only(standing):
     )
     assert got == [{"value": 2}]
     # ... while the actor the first driver owned ended with its job.
-    poll(lambda: "owned" not in {a["name"] for a in standing.status()["actors"]})
+    poll_cluster(lambda: "owned" not in {a["name"] for a in standing.status()["actors"]})
     assert standing.status()["drivers"] == []
 
 
@@ -418,10 +405,10 @@ def test_a_killed_driver_is_noticed_and_its_actors_end(standing):
         assert "orphan" in {a["name"] for a in status["actors"]}
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        poll(lambda: standing.status()["drivers"] == [])
-        poll(lambda: "orphan" not in {a["name"] for a in standing.status()["actors"]})
+        poll_cluster(lambda: standing.status()["drivers"] == [])
+        poll_cluster(lambda: "orphan" not in {a["name"] for a in standing.status()["actors"]})
         # The driver could not remove its inbox's socket file; the head did.
-        poll(lambda: not os.path.exists(r["inbox_dir"]))
+        poll_cluster(lambda: not os.path.exists(r["inbox_dir"]))
     finally:
         if proc.poll() is None:
             proc.kill()

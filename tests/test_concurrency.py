@@ -29,7 +29,7 @@ import threading
 import time
 
 import pytest
-from gates import wait_for_file
+from gates import poll, wait_for_file
 
 import zactor
 from zactor.actor import head_handle, worker_service_handle
@@ -49,18 +49,6 @@ async def _await_file(path: str, limit: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} never appeared")
         await asyncio.sleep(0.005)
-
-
-def poll(predicate, timeout: float = 10.0, interval: float = 0.01):
-    """Wait until ``predicate()`` is truthy (returns it) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-        time.sleep(interval)
 
 
 def _wait_for_files(paths, timeout: float = 15.0) -> None:

@@ -40,6 +40,7 @@ import cloudpickle
 import msgpack
 import pytest
 import zmq
+from seed_stores import FilePersistence
 
 import zactor
 from zactor import CheckpointError, CheckpointSaveError, serialization, wire
@@ -133,28 +134,6 @@ class AsyncCounter:
 CounterActor = zactor.remote(Counter)
 LedgerActor = zactor.remote(Ledger)
 AsyncCounterActor = zactor.remote(AsyncCounter)
-
-
-# The seeds' store (seed 002, Example 4-9), as a user writes it: it pickles what it is given.
-class FilePersistence:
-    def __init__(self, basedir: str = "."):
-        self.basedir = basedir
-
-    def exists(self, key: str) -> bool:
-        return os.path.exists(self.basedir + "/" + key)
-
-    def save(self, key: str, data: dict):
-        bytes = cloudpickle.dumps(data)
-        with open(self.basedir + "/" + key, "wb") as f:
-            f.write(bytes)
-
-    def restore(self, key: str) -> dict:
-        if not self.exists(key):
-            return None
-        else:
-            with open(self.basedir + "/" + key, "rb") as f:
-                bytes = f.read()
-            return cloudpickle.loads(bytes)
 
 
 class FlakyStore:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gates import alive
+from gates import alive, first_report
 
 REPO = Path(__file__).resolve().parent.parent
 MARK = "ZACTOR-LIFECYCLE "
@@ -251,12 +251,7 @@ def _start_and_read_report(path: Path, stdin=subprocess.DEVNULL):
         env=_env(),
         cwd=str(path.parent),
     )
-    line = proc.stdout.readline()  # bounded by the test's timeout mark
-    if not line.startswith(MARK):
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"driver did not report: {line}{out}\n--- stderr\n{err}")
-    return proc, json.loads(line[len(MARK) :])
+    return proc, first_report(proc, MARK)
 
 
 @pytest.mark.timeout(120)

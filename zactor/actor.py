@@ -249,8 +249,8 @@ class _Target:
         self.retries = retries  # max_task_retries: calls keep what a re-send needs
         runtime = _runtime_mod._current
         if actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
-            # Told where the actor lives now if it restarted elsewhere (see Runtime.routes).
-            self.address = runtime.track(self)
+            # Told where the actor lives now if it restarted elsewhere (see Recovery.routes).
+            self.address = runtime.recovery.track(self)
             if counted:
                 self.refs = runtime.refs  # released to this process's table, even after init()
                 self.refs.acquire(actor_id)
@@ -268,8 +268,8 @@ class _Target:
         if runtime is None:
             _runtime_mod.current()  # raises the "not initialised" error
         if runtime.down:
-            down = runtime.down.get(self.actor_id)
-            if down is not None and self.actor_id != wire.SYSTEM_ACTOR_ID:
+            down = runtime.down.get(self.actor_id)  # actor ids, never a system actor's 0
+            if down is not None:
                 reason, restarting = down
                 if not restarting:
                     raise ActorDiedError(reason)
@@ -419,7 +419,7 @@ class ActorMethod:
         if target.retries:
             future._retry = [self._index, payload, buffers, target.retries]
         if box is None:  # the actor is restarting: the call goes out once it is back
-            runtime.hold(target.actor_id, _CALL, self._index, call_id, payload, buffers)
+            runtime.recovery.hold(target.actor_id, _CALL, self._index, call_id, payload, buffers)
         else:
             box.put(_CALL, self._index, call_id, target.actor_id, payload, buffers)
         return future
@@ -434,7 +434,7 @@ class ActorMethod:
         runtime, box = target.box()
         payload, buffers = _dumps_call(args, kwargs)
         if box is None:  # the actor is restarting: the tell goes out once it is back
-            runtime.hold(target.actor_id, _TELL, self._index, 0, payload, buffers)
+            runtime.recovery.hold(target.actor_id, _TELL, self._index, 0, payload, buffers)
         else:
             box.put(_TELL, self._index, 0, target.actor_id, payload, buffers)
 

@@ -272,7 +272,7 @@ class Head:
             existing = self.names.get((namespace, name))
             if existing is not None:
                 if spec.get("get_if_exists"):
-                    self._hold(existing, spec.get("owner"))
+                    self.ledger.hold(existing, spec.get("owner"))
                     return dict(self.actors[existing], existing=True)
                 raise ValueError(
                     f"an actor named {name!r} already exists in namespace {namespace!r}: "
@@ -387,12 +387,8 @@ class Head:
         actor_id = self.names.get((namespace, name))
         if actor_id is None:
             return None
-        self._hold(actor_id, holder)
+        self.ledger.hold(actor_id, holder)
         return self.actors.get(actor_id)
-
-    def _hold(self, actor_id: int, holder: str | None) -> None:
-        if holder is not None:
-            self.ledger.hold(actor_id, holder)
 
     def list_actors(self) -> list:
         """Every actor the head knows of."""
@@ -524,7 +520,7 @@ class Head:
         for address in self.drivers:
             getattr(ActorHandle(0, address, "Driver", notices), method).tell(*args)
         runtime = self._host.runtime
-        getattr(runtime, method)(*args)
+        getattr(runtime.recovery, method)(*args)
         runtime.flush()
 
     # -- drivers and `zactor status` --------------------------------------------------------

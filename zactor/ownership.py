@@ -112,10 +112,10 @@ class RefLedger:
         """Start counting a new actor, held by the process that created it."""
         self.holders[actor_id] = {owner}
 
-    def hold(self, actor_id: int, address: str) -> None:
+    def hold(self, actor_id: int, address: str | None) -> None:
         """``address`` holds the actor from now on (it looked the actor up by name)."""
         holders = self.holders.get(actor_id)
-        if holders is not None:
+        if holders is not None and address is not None:
             holders.add(address)
 
     def forget(self, actor_id: int) -> None:

@@ -182,24 +182,6 @@ class Runtime:
             self._outboxes.pop(address, None)
             self._outbox_by_identity.pop(address.encode(), None)
 
-    # -- actors that die and restart (zactor.recovery) --------------------------------------
-
-    def track(self, target) -> str:
-        """Remember a handle's target for re-routing; returns the actor's address now."""
-        return self.recovery.track(target)
-
-    def hold(self, actor_id: int, kind: int, method: int, call_id: int, payload, buffers):
-        """Keep a call to a restarting actor until it is back."""
-        self.recovery.hold(actor_id, kind, method, call_id, payload, buffers)
-
-    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
-        """The head says actors at ``address`` died: fail or keep their calls in flight."""
-        self.recovery.actor_died(address, entries, process_died)
-
-    def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
-        """The head says an actor is back at ``address``: re-route and send what waited."""
-        self.recovery.actor_restarted(actor_id, address, incarnation)
-
     def mark_dirty(self, box: Outbox) -> None:
         """``box`` holds a batch: remember to flush it, and wake the flusher."""
         with self.lock:

@@ -522,16 +522,7 @@ class ActorHost:
         return None
 
     def _reply(self, identity: bytes, kind: int, call_id: int, actor_id: int, value: Any) -> None:
-        try:
-            payload, buffers = _dumps(value)
-        except Exception as exc:
-            kind = _ERROR
-            payload, buffers = _dumps(
-                describe_exception(
-                    TypeError(f"the method's return value could not be sent back: {exc}"),
-                    f"serializing a reply of actor {actor_id})",
-                )
-            )
+        kind, payload, buffers = _encode_reply(kind, actor_id, value)
         self._queue_reply(identity, kind, call_id, actor_id, payload, buffers)
 
     # -- actors with a checkpoint ---------------------------------------------------------
@@ -951,11 +942,11 @@ class WorkerService:
 
     def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
         """The head tells every process that actors at ``address`` died (zactor.recovery)."""
-        self._host.runtime.actor_died(address, entries, process_died)
+        self._host.runtime.recovery.actor_died(address, entries, process_died)
 
     def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
         """The head tells every process that an actor is back at ``address``."""
-        self._host.runtime.actor_restarted(actor_id, address, incarnation)
+        self._host.runtime.recovery.actor_restarted(actor_id, address, incarnation)
 
     def shutdown(self) -> None:
         """Stop serving; the worker process then exits."""
