@@ -154,6 +154,28 @@ def test_an_actor_waiting_on_another_actors_reply_does_not_hold_up_its_worker(
     assert asking.result(timeout=30) == "released"
 
 
+def test_replies_are_not_held_behind_another_actors_long_call(cluster, spread, tmp_path, make_gate):
+    """Replies of calls that ran before a long call on the same worker reach the caller.
+
+    The host sends the replies of the actors it runs one after another together,
+    one message per caller; when one of those calls runs long (here: until the
+    test opens a gate), the replies queued before it go out without it.
+    """
+    ((a, b),) = spread(Napper, [2])
+    for trial in range(3):
+        gate = make_gate()
+        # A few pipelined calls then the hold: most reach the worker in one batch
+        # (the first goes alone), and the hold starts right after quick calls
+        # whose replies are queued, not yet sent.
+        quick = [a.quick.remote() for _ in range(5)]
+        held = b.hold.remote(str(tmp_path / f"b-held-{trial}"), gate.path)
+        assert all(isinstance(t, float) for t in zactor.get(quick, timeout=20))
+        assert not held.done()
+        assert not gate.is_open
+        gate.open()
+        assert held.result(timeout=30) == "released"
+
+
 def test_nested_calls_on_one_worker_do_not_deadlock(cluster, spread):
     """A calls B on its own worker, which answers at once; A's call returns B's value."""
     ((a, b),) = spread(Napper, [2])

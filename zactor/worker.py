@@ -64,11 +64,16 @@ log = logging.getLogger("zactor")
 WATCHDOG_S = 0.005
 #: Most threads one host runs calls on (leader, followers, demoted threads).
 MAX_THREADS = 256
+#: Longest the leader holds the replies of the actors it has run before sending them,
+#: while it runs the other actors that are ready (their replies then share a message,
+#: as one actor's replies to a batch of calls do).
+REPLY_LINGER_S = 1e-3
 
 _loads_call = serialization.loads_call
 _dumps = serialization.dumps
 _get_ident = threading.get_ident
 _perf_counter = time.perf_counter
+_monotonic = time.monotonic
 _CALL, _RESULT, _ERROR, _DIED = wire.CALL, wire.RESULT, wire.ERROR, wire.DIED
 #: What :meth:`ActorHost.retire` puts at the end of a busy sync actor's mailbox: the
 #: actor ends when the thread running its calls gets there. Its actor id (-1) differs
@@ -191,6 +196,7 @@ class ActorHost:
         self._ready: deque = deque()
         self._leader: int | None = None
         self._busy: int | None = None  # the thread running user code, while it leads
+        self._busy_replies: list = []  # the reply boxes that thread has yet to send
         self._turn = 0  # bumped each time the leader goes back to the inbox
         self._idle = 0
         self._threads: list[threading.Thread] = []
@@ -417,18 +423,24 @@ class ActorHost:
             box.writer.add(kind, 0, 0, call_id, actor_id, payload, buffers)
             first = box.writer.count == 1
         if first:
-            local = self._local
-            try:
-                local.boxes.append(box)
-            except AttributeError:
-                local.boxes = [box]
+            self._unsent().append(box)
+
+    def _unsent(self) -> list:
+        """The reply boxes this thread has batched replies in and not yet sent."""
+        try:
+            return self._local.boxes
+        except AttributeError:
+            boxes = self._local.boxes = []
+            return boxes
 
     def _send_replies(self) -> None:
         """Send the reply batches this thread queued."""
         boxes = getattr(self._local, "boxes", None)
         if boxes:
-            self._local.boxes = []
-            for box in boxes:
+            # Emptied in place, not replaced: the watchdog may be flushing this list.
+            sending = boxes.copy()
+            boxes.clear()
+            for box in sending:
                 box.flush()
 
     def _reply_died(self, identity: bytes, record: tuple, reason: str) -> None:
@@ -708,13 +720,26 @@ class ActorHost:
             runtime.receive(POLL_SLICE_MS)
 
     def _run_ready(self, me: int) -> None:
+        """Run the ready actors' calls; their replies go out together.
+
+        The replies of the actors run so far are sent once they have waited
+        :data:`REPLY_LINGER_S`, at the latest when the ready queue is empty (the
+        caller, :meth:`_lead`, sends them): a caller of several actors of this
+        process gets one message, not one per actor. A call that runs long gets
+        the replies queued before it sent by the watchdog.
+        """
         ready = self._ready
+        since = _monotonic()
         while ready:
             with self._mu:
                 if self._leader != me or not ready:
                     return
                 actor = ready.popleft()
             self._drain(actor)
+            now = _monotonic()
+            if now - since >= REPLY_LINGER_S:
+                self._send_replies()
+                since = now
 
     def _drain(self, actor: HostedActor) -> None:
         if actor.runner is not None:
@@ -730,6 +755,7 @@ class ActorHost:
                     return
                 actor.mailbox = deque()
             if self._leader == me:  # a demoted thread must not hide the leader's state
+                self._busy_replies = self._unsent()
                 self._busy = me
             for identity, record, buffers in items:
                 if record[4] != actor.actor_id:
@@ -741,10 +767,10 @@ class ActorHost:
                     execute(actor, identity, record, buffers)
             if self._busy == me:
                 self._busy = None
-            self._send_replies()
 
     def _step_down(self) -> None:
-        """Called before this thread blocks on a reply: let another thread lead."""
+        """Called before this thread blocks on a reply: send its replies, let another lead."""
+        self._send_replies()
         me = _get_ident()
         if self._leader == me:
             self._demote(me)
@@ -778,7 +804,10 @@ class ActorHost:
             turn = self._turn
             busy = self._busy
             if busy is not None and busy == self._leader and turn == seen:
-                self._demote(busy)  # the leader is stuck in user code: let another lead
+                # The leader is stuck in user code: send the replies it holds, let another lead.
+                for box in self._busy_replies.copy():
+                    box.flush()
+                self._demote(busy)
             seen = turn
 
 
