@@ -245,6 +245,51 @@ def test_twins_raise_the_same_errors(bad):
     assert errors[0] == errors[1]
 
 
+# -- KeyRouter: what HashPool.for_key and for_keys route with ----------------------------------
+
+
+def test_key_router_picks_the_target_of_the_keys_shard(impl):
+    targets = [f"actor-{i}" for i in range(10)]
+    router = impl.KeyRouter(targets)
+    for key, shard in zip(GOLDEN_KEYS, GOLDEN_SHARDS_10):
+        assert router.for_key(key) == targets[shard]
+    assert router.for_keys(GOLDEN_KEYS) == [targets[s] for s in GOLDEN_SHARDS_10]
+    ints = np.array([0, 1, 7, -1], dtype=np.int64)
+    assert router.for_keys(ints) == [targets[s] for s in GOLDEN_SHARDS_10[:4]]
+    assert router.for_keys([]) == []
+
+
+def test_key_router_follows_new_targets(impl):
+    router = impl.KeyRouter(["a"])
+    assert router.for_key("timbit") == "a"
+    router._set_targets(["x", "y", "z"])
+    assert router.for_key("timbit") == ["x", "y", "z"][impl.shard_of_key("timbit", 3)]
+
+
+def test_key_router_refuses_bad_keys_and_having_no_targets(impl):
+    router = impl.KeyRouter(["a", "b"])
+    with pytest.raises(TypeError, match="a shard key must be an int, str or bytes"):
+        router.for_key(1.5)
+    with pytest.raises(TypeError, match="use shard_of_key for one key"):
+        router.for_keys("timbit")
+    with pytest.raises(ValueError, match="number of shards must be in 1"):
+        impl.KeyRouter([])
+    empty = impl.KeyRouter()
+    for route in (lambda: empty.for_key("k"), lambda: empty.for_keys(["k"])):
+        with pytest.raises(ValueError, match="no targets yet"):
+            route()
+
+
+@needs_fast
+@SOME
+@given(batch=st.lists(keys, max_size=30), n=st.integers(1, 100))
+def test_twins_route_keys_alike(batch, n):
+    targets = [object() for _ in range(n)]
+    fast, twin = _fast.KeyRouter(targets), _fallback.KeyRouter(targets)
+    assert [fast.for_key(k) for k in batch] == [twin.for_key(k) for k in batch]
+    assert fast.for_keys(batch) == twin.for_keys(batch) == [fast.for_key(k) for k in batch]
+
+
 # -- stable across processes and PYTHONHASHSEED ------------------------------------------------
 
 _CHILD = """

@@ -147,7 +147,7 @@ def test_same_public_names():
     assert _fast.__all__ == _fallback.__all__
     for name in _fast.__all__:
         assert hasattr(_fast, name) and hasattr(_fallback, name)
-    for cls in ("BatchWriter", "PendingTable"):
+    for cls in ("BatchWriter", "PendingTable", "KeyRouter"):
         public = {n for n in dir(getattr(_fallback, cls)) if not n.startswith("_")}
         assert public == {n for n in dir(getattr(_fast, cls)) if not n.startswith("_")}
 

@@ -518,6 +518,7 @@ __all__ += [
     "jump_hash",
     "shard_of_key",
     "shard_of",
+    "KeyRouter",
 ]
 
 #: XXH64 seed (the type tag) of integer keys.
@@ -712,3 +713,62 @@ def shard_of(keys, n: int):
     for i, key in enumerate(items):
         out[i] = _jump(hash_key(key), n)
     return out
+
+
+class KeyRouter:
+    """The target that owns a key, among a fixed list of them: the core of HashPool.
+
+    ``router.for_key(key)`` is ``targets[shard_of_key(key, len(targets))]``.
+    ``HashPool`` subclasses it and sets the targets with ``_set_targets``;
+    until then there is nothing to route to.
+
+    Example::
+
+        router = KeyRouter(["a", "b", "c"])
+        router.for_key("timbit")            # one of "a", "b", "c", the same everywhere
+        router.for_keys(["timbit", 7])      # a list, one target a key
+    """
+
+    _targets: list = []
+    _count = 0
+
+    def __init__(self, targets=None) -> None:
+        if targets is not None:
+            self._set_targets(targets)
+
+    def _set_targets(self, targets) -> None:
+        """Route to ``targets`` (1..MAX_SHARDS of them, shard 0 first) from now on."""
+        items = list(targets)
+        self._count = _check_shards(len(items))
+        self._targets = items
+
+    def _no_targets(self):
+        raise ValueError("this router has no targets yet: give it some with _set_targets")
+
+    def for_key(self, key):
+        """The target that owns ``key`` (an int, str or bytes).
+
+        For a ``HashPool``, the owning actor's own handle: ``pool.for_key(k).m.remote()``
+        sends the same one message as ``handle.m.remote()``.
+        """
+        if self._count == 0:
+            self._no_targets()
+        return self._targets[_jump(hash_key(key), self._count)]
+
+    def for_keys(self, keys) -> list:
+        """The owning target of each key, in order: ``for_key`` for a batch of keys.
+
+        One call for ``[router.for_key(k) for k in keys]``, for when the keys of
+        many calls are known at once::
+
+            for h, k in zip(pool.for_keys(keys), keys):
+                h.deposit.remote(k, 1.0)
+
+
+        ``keys`` is what ``shard_of`` takes (a sequence of keys or a 1-d numpy
+        integer array).
+        """
+        if self._count == 0:
+            self._no_targets()
+        targets = self._targets
+        return [targets[s] for s in shard_of(keys, self._count).tolist()]

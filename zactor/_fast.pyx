@@ -737,7 +737,8 @@ cdef class PendingTable:
 # Nothing depends on the process, the machine or ``PYTHONHASHSEED``. The pure-Python
 # twin in ``_fallback`` gives the same answers (tests/test_hashing.py).
 
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_CheckExact
 from libc.stdint cimport int64_t
 
@@ -772,6 +773,7 @@ __all__ += [
     "jump_hash",
     "shard_of_key",
     "shard_of",
+    "KeyRouter",
 ]
 
 #: XXH64 seed (the type tag) of integer keys.
@@ -1012,3 +1014,74 @@ def shard_of(keys, n):
     for i in range(size):
         res[i] = _jump(_hash_obj(<object>PyList_GET_ITEM(items, i)), shards)
     return out
+
+
+cdef class KeyRouter:
+    """The target that owns a key, among a fixed list of them: the compiled core of HashPool.
+
+    ``router.for_key(key)`` is ``targets[shard_of_key(key, len(targets))]``,
+    hashed and picked in C with no Python frame in between, so that routing a
+    call costs next to nothing beside the call. ``HashPool`` subclasses it (as
+    ``zmq.Socket`` does its compiled backend) and sets the targets with
+    ``_set_targets``; until then there is nothing to route to.
+
+    Example::
+
+        router = KeyRouter(["a", "b", "c"])
+        router.for_key("timbit")            # one of "a", "b", "c", the same everywhere
+        router.for_keys(["timbit", 7])      # a list, one target a key
+    """
+
+    cdef list _targets
+    cdef int64_t _count
+
+    def __init__(self, targets=None):
+        if targets is not None:
+            self._set_targets(targets)
+
+    def _set_targets(self, targets):
+        """Route to ``targets`` (1..MAX_SHARDS of them, shard 0 first) from now on."""
+        cdef list items = list(targets)
+        cdef int64_t count = _check_shards(len(items))
+        self._targets = items
+        self._count = count
+
+    cdef int _no_targets(self) except -1:
+        raise ValueError("this router has no targets yet: give it some with _set_targets")
+
+    def for_key(self, key):
+        """The target that owns ``key`` (an int, str or bytes).
+
+        For a ``HashPool``, the owning actor's own handle: ``pool.for_key(k).m.remote()``
+        sends the same one message as ``handle.m.remote()``.
+        """
+        if self._count == 0:
+            self._no_targets()
+        cdef int64_t shard = _jump(_hash_obj(key), self._count)
+        return <object>PyList_GET_ITEM(self._targets, shard)
+
+    def for_keys(self, keys):
+        """The owning target of each key, in order: ``for_key`` for a batch of keys.
+
+        One call for ``[router.for_key(k) for k in keys]``, for when the keys of
+        many calls are known at once::
+
+            for h, k in zip(pool.for_keys(keys), keys):
+                h.deposit.remote(k, 1.0)
+
+
+        ``keys`` is what ``shard_of`` takes (a sequence of keys or a 1-d numpy
+        integer array, hashed without the GIL).
+        """
+        if self._count == 0:
+            self._no_targets()
+        cdef const int64_t[::1] shards = shard_of(keys, self._count)
+        cdef list targets = self._targets
+        cdef Py_ssize_t i, size = shards.shape[0]
+        cdef list out = PyList_New(size)
+        cdef object target
+        for i in range(size):
+            target = <object>PyList_GET_ITEM(targets, shards[i])
+            Py_INCREF(target)
+            PyList_SET_ITEM(out, i, target)
+        return out

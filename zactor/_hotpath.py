@@ -40,4 +40,5 @@ jump_hash = impl.jump_hash
 shard_of = impl.shard_of
 shard_of_key = impl.shard_of_key
 xxh64 = impl.xxh64
+KeyRouter = impl.KeyRouter
 MAX_SHARDS = impl.MAX_SHARDS

@@ -26,8 +26,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
-
 from zactor import _hotpath
 from zactor.actor import ActorClass, ActorHandle, ActorOptions, remote
 from zactor.errors import GetTimeoutError
@@ -405,7 +403,7 @@ def _factory_of(target: Any):
     return None
 
 
-class HashPool:
+class HashPool(_hotpath.KeyRouter):
     """Actors that each own the keys that hash to them (the seeds' ``HashActorPool``).
 
     ``HashPool(ActorClass, size=N, *args, **kwargs)`` creates ``N`` actors with
@@ -458,39 +456,17 @@ class HashPool:
         self._set_actors(handles)
 
     def _set_actors(self, handles: list) -> None:
-        """Install the actor list, with what routing reads on every call kept beside it."""
+        """Install the actor list, and route keys to it."""
         self._actors: list = handles
-        self._size = len(handles)  # not len(self._actors) per call: for_key is per call
-        self._table = None  # numpy object array of the handles, made by for_keys
+        self._size = len(handles)
+        self._set_targets(handles)
 
     # -- routing ------------------------------------------------------------------------------
-
-    def for_key(self, key: Any) -> ActorHandle:
-        """The handle of the actor that owns ``key`` (the actor's own handle: no extra hop)."""
-        return self._actors[_shard_of_key(key, self._size)]
+    # for_key and for_keys are the compiled KeyRouter's: no Python frame between a
+    # call and its actor's handle.
 
     #: The seeds' name for :meth:`for_key`.
-    actor_for_key = for_key
-
-    def for_keys(self, keys: Any) -> list:
-        """The owning actor's handle for each key, in order: ``for_key`` for a batch.
-
-        ``[pool.for_key(k) for k in keys]`` in one call: the keys are hashed in
-        one pass in Cython (as :meth:`shard_of` does) and the handles picked in
-        numpy, in a bare loop about 45 ns a key against about 100 ns a
-        ``for_key`` call. ``keys`` is what :meth:`shard_of` takes. Use it when
-        the keys of many calls are known at once::
-
-            for h, k in zip(pool.for_keys(keys), keys):
-                h.deposit.remote(k, 1.0)
-        """
-        table = self._table
-        if table is None:
-            table = np.empty(self._size, dtype=object)
-            for i, handle in enumerate(self._actors):
-                table[i] = handle
-            self._table = table
-        return table.take(_shard_of(keys, self._size)).tolist()
+    actor_for_key = _hotpath.KeyRouter.for_key
 
     def shard_of_key(self, key: Any) -> int:
         """The shard index (0..size-1) of one key."""
