@@ -132,6 +132,10 @@ class _Decoder:
         raise ValueError(f"unknown msgpack extension type {code} in a zactor payload")
 
 
+#: The decoder of payloads without out-of-band buffers (most): it holds no state, so
+#: every thread shares it.
+_NO_BUFFERS = _Decoder(())
+
 #: msgpack lead bytes of scalars (ints, floats, nil, bools, str): such a payload
 #: holds no extension, so plain ``unpackb`` decodes it.
 _SCALAR_LEAD = bytes(
@@ -178,10 +182,11 @@ def loads(payload, buffers=()) -> Any:
     """Inverse of :func:`dumps`; ``buffers`` are the frames that followed the payload."""
     if payload and _SCALAR_LEAD[payload[0]]:  # most replies are one scalar
         return _unpackb(payload, raw=False)
-    return _Decoder(buffers).unpack(payload)
+    return (_Decoder(buffers) if buffers else _NO_BUFFERS).unpack(payload)
 
 
-_NO_ARGS = msgpack.packb([[]])
+#: The payload of a call without arguments.
+NO_ARGS = _NO_ARGS = msgpack.packb([[]])
 
 
 def dumps_call(args: tuple, kwargs: dict) -> tuple[bytes, list]:
@@ -215,7 +220,7 @@ def loads_call(payload, buffers=()) -> tuple[list, dict]:
     """Inverse of :func:`dumps_call`: ``(args, kwargs)``."""
     if payload == _NO_ARGS:
         return [], {}
-    body = _Decoder(buffers).unpack(payload)
+    body = (_Decoder(buffers) if buffers else _NO_BUFFERS).unpack(payload)
     if len(body) == 1 and type(body[0]) is tuple:  # the pickled (args, kwargs) fallback
         args, kwargs = body[0]
         return list(args), kwargs

@@ -70,6 +70,8 @@ MAX_THREADS = 256
 REPLY_LINGER_S = 1e-3
 
 _loads_call = serialization.loads_call
+_NO_ARGS = serialization.NO_ARGS
+_NO_KWARGS: dict = {}  # never written: only ever unpacked with **
 _dumps = serialization.dumps
 _get_ident = threading.get_ident
 _perf_counter = time.perf_counter
@@ -419,9 +421,14 @@ class ActorHost:
             except Exception as exc:  # a foreign peer: nobody to answer, keep serving
                 self.runtime.drop("bad-identity", identity, f"cannot reply: {exc}")
                 return
-        with box.lock:
-            box.writer.add(kind, 0, 0, call_id, actor_id, payload, buffers)
-            first = box.writer.count == 1
+        lock = box.lock
+        lock.acquire()  # not ``with``: its special-method look-ups cost more than the add
+        try:
+            writer = box.writer
+            writer.add(kind, 0, 0, call_id, actor_id, payload, buffers)
+            first = writer.count == 1
+        finally:
+            lock.release()
         if first:
             self._unsent().append(box)
 
@@ -458,7 +465,10 @@ class ActorHost:
         try:
             if actor.init_error is not None:
                 raise _InitFailed()
-            args, kwargs = _loads_call(payload, buffers[start : start + count] if count else ())
+            if count == 0 and payload == _NO_ARGS:  # the common call without arguments
+                args, kwargs = (), _NO_KWARGS
+            else:
+                args, kwargs = _loads_call(payload, buffers[start : start + count] if count else ())
             local.actor = actor
             calls = actor.calls
             if calls < actor.next_sample:
