@@ -112,7 +112,8 @@ class IndexLike:
 u8 = st.integers(0, 255)
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, U64)
-payloads = st.binary(max_size=64)
+# Payloads that parse_frame copies (<= COPY_PAYLOAD_MAX bytes) and that it views.
+payloads = st.one_of(st.binary(max_size=64), st.binary(min_size=250, max_size=400))
 record = st.tuples(u8, u8, u32, u64, u64, payloads, st.integers(0, 3))
 records = st.lists(record, min_size=1, max_size=12)
 
@@ -187,7 +188,10 @@ def test_batch_roundtrip(impl, recs):
     start = 0
     for (k, f, m, c, a, p, bs, nb), (k2, f2, m2, c2, a2, p2, nb2) in zip(parsed, recs):
         assert (k, f, m, c, a, bytes(p), nb) == (k2, f2, m2, c2, a2, p2, nb2)
-        assert isinstance(p, memoryview) and p.readonly
+        if len(p) <= impl.COPY_PAYLOAD_MAX:
+            assert type(p) is bytes
+        else:
+            assert isinstance(p, memoryview) and p.readonly
         assert bs == start
         start += nb
     assert start == len(frames) - 1
@@ -384,18 +388,30 @@ def test_parse_frame_input_types(impl):
         impl.parse_frame(data, 1.0)
 
 
-def test_payload_is_zero_copy_and_read_only(impl):
-    data = bytearray(frame_bytes([(1, 0, 0, 1, 0, b"abc", 0)]))
+def test_large_payloads_are_zero_copy_and_read_only(impl):
+    big = b"a" * (impl.COPY_PAYLOAD_MAX + 1)
+    data = bytearray(frame_bytes([(1, 0, 0, 1, 0, big, 0)]))
     (rec,) = impl.parse_frame(data, 0)
     payload = rec[5]
     assert payload.readonly
     with pytest.raises(TypeError):
         payload[0] = 0
-    data[-3] = ord("X")  # visible through the view: it was not copied
-    assert bytes(payload) == b"Xbc"
+    data[-1] = ord("X")  # visible through the view: it was not copied
+    assert bytes(payload) == big[:-1] + b"X"
     frozen = bytes(data)
     (rec,) = impl.parse_frame(frozen, 0)
     assert rec[5].obj is frozen
+
+
+def test_small_payloads_are_copied_into_bytes(impl):
+    for size in (0, 3, impl.COPY_PAYLOAD_MAX):
+        small = b"b" * size
+        data = bytearray(frame_bytes([(1, 0, 0, 1, 0, small, 0)]))
+        (rec,) = impl.parse_frame(data, 0)
+        assert type(rec[5]) is bytes and rec[5] == small
+        if size:
+            data[-1] = ord("X")  # the copy does not follow the frame
+            assert rec[5] == small
 
 
 def test_error_short(impl):

@@ -27,6 +27,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "PREAMBLE_SIZE",
     "RECORD_SIZE",
+    "COPY_PAYLOAD_MAX",
     "parse_frame",
     "pack_record",
     "pack_one",
@@ -42,6 +43,8 @@ PROTOCOL_VERSION = 1
 PREAMBLE_SIZE = 8
 #: Size of one record.
 RECORD_SIZE = 32
+#: ``parse_frame`` copies payloads up to this size into ``bytes`` (cheaper than a view).
+COPY_PAYLOAD_MAX = 256
 
 _PREAMBLE = struct.Struct("<2sBBI")
 _RECORD = struct.Struct("<BBHIQQII")
@@ -91,7 +94,7 @@ def _ssize(value) -> int:
 
 
 def parse_frame(frame0, nbuffer_frames):
-    """Split frame 0 of a message into its records, without copying.
+    """Split frame 0 of a message into its records, copying only small payloads.
 
     ``frame0`` is any bytes-like object (``bytes``, ``bytearray``, ``memoryview``,
     ``zmq.Frame``, ...); ``nbuffer_frames`` is the number of frames that came after
@@ -99,8 +102,10 @@ def parse_frame(frame0, nbuffer_frames):
 
         (kind, flags, method, call_id, actor_id, payload, buf_start, nbuf)
 
-    where ``payload`` is a read-only ``memoryview`` slice of ``frame0`` and the
-    record's buffers are ``frames[1 + buf_start : 1 + buf_start + nbuf]``.
+    where ``payload`` is ``bytes`` when it is at most :data:`COPY_PAYLOAD_MAX`
+    bytes long (copying a few bytes costs less than making a view), else a
+    read-only ``memoryview`` slice of ``frame0``; the record's buffers are
+    ``frames[1 + buf_start : 1 + buf_start + nbuf]``.
 
     Raises :class:`zactor.errors.FrameError` whose ``kind`` is ``"short"``,
     ``"magic"``, ``"version"``, ``"empty"``, ``"truncated"`` or ``"buffers"``.
@@ -164,7 +169,10 @@ def parse_frame(frame0, nbuffer_frames):
                 f"declare {total} payload bytes, {avail} follow the records); the sender must "
                 "send frame 0 whole, with payload_len matching each payload",
             )
-        out.append((kind, flags, method, call_id, actor_id, mv[off : off + plen], buf_start, nbuf))
+        payload = mv[off : off + plen]
+        if plen <= COPY_PAYLOAD_MAX:
+            payload = bytes(payload)
+        out.append((kind, flags, method, call_id, actor_id, payload, buf_start, nbuf))
         off += plen
         buf_start += nbuf
     if total != avail:

@@ -45,6 +45,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "PREAMBLE_SIZE",
     "RECORD_SIZE",
+    "COPY_PAYLOAD_MAX",
     "parse_frame",
     "pack_record",
     "pack_one",
@@ -60,11 +61,14 @@ PROTOCOL_VERSION = 1
 PREAMBLE_SIZE = 8
 #: Size of one record.
 RECORD_SIZE = 32
+#: ``parse_frame`` copies payloads up to this size into ``bytes`` (cheaper than a view).
+COPY_PAYLOAD_MAX = 256
 
 cdef enum:
     _PREAMBLE = 8
     _RECORD = 32
     _VERSION = 1
+    _COPY_PAYLOAD_MAX = 256
     # Capacities above these are given back to the allocator by take().
     _KEEP_RECORDS = 64 * 1024
     _KEEP_PAYLOADS = 1024 * 1024
@@ -232,7 +236,7 @@ cdef int _raise_frame_error(_Status status, _Check* c, const unsigned char* p, P
 
 
 def parse_frame(frame0, Py_ssize_t nbuffer_frames):
-    """Split frame 0 of a message into its records, without copying.
+    """Split frame 0 of a message into its records, copying only small payloads.
 
     ``frame0`` is any bytes-like object (``bytes``, ``bytearray``, ``memoryview``,
     ``zmq.Frame``, ...); ``nbuffer_frames`` is the number of frames that came after
@@ -240,8 +244,10 @@ def parse_frame(frame0, Py_ssize_t nbuffer_frames):
 
         (kind, flags, method, call_id, actor_id, payload, buf_start, nbuf)
 
-    where ``payload`` is a read-only ``memoryview`` slice of ``frame0`` and the
-    record's buffers are ``frames[1 + buf_start : 1 + buf_start + nbuf]``.
+    where ``payload`` is ``bytes`` when it is at most :data:`COPY_PAYLOAD_MAX`
+    bytes long (copying a few bytes costs less than making a view), else a
+    read-only ``memoryview`` slice of ``frame0``; the record's buffers are
+    ``frames[1 + buf_start : 1 + buf_start + nbuf]``.
 
     Raises :class:`zactor.errors.FrameError` whose ``kind`` is ``"short"``,
     ``"magic"``, ``"version"``, ``"empty"``, ``"truncated"`` or ``"buffers"``.
@@ -270,12 +276,17 @@ def parse_frame(frame0, Py_ssize_t nbuffer_frames):
     cdef uint32_t plen, nbuf
     cdef Py_ssize_t off = _PREAMBLE + <Py_ssize_t>c.count * _RECORD
     cdef uint64_t buf_start = 0
+    cdef object payload
     cdef const unsigned char* q = p + _PREAMBLE
     for i in range(c.count):
         plen = _ld32(q + 24)
         nbuf = _ld32(q + 28)
+        if plen <= _COPY_PAYLOAD_MAX:
+            payload = PyBytes_FromStringAndSize(<const char*>p + off, plen)
+        else:
+            payload = mv[off:off + plen]
         out.append((q[0], q[1], _ld32(q + 4), _ld64(q + 8), _ld64(q + 16),
-                    mv[off:off + plen], buf_start, nbuf))
+                    payload, buf_start, nbuf))
         off += plen
         buf_start += nbuf
         q += _RECORD
