@@ -76,24 +76,27 @@ class Outbox:
         synchronous call never waits); for a tell, nothing was sent within
         :data:`LINGER_S`.
         """
-        now = _monotonic()
-        with self.lock:
+        lock = self.lock
+        lock.acquire()  # not ``with``: per call, its special-method look-ups cost more
+        try:
             writer = self.writer
             if kind == _CALL:
                 self.inflight += 1
                 idle = self.inflight == 1
             else:
-                idle = now - self.last_send > LINGER_S
+                idle = _monotonic() - self.last_send > LINGER_S
             if writer.count == 0 and idle:
-                self.last_send = now
+                self.last_send = _monotonic()
                 self._send(_pack_one(kind, 0, method, call_id, actor_id, payload, buffers))
                 return
             writer.add(kind, 0, method, call_id, actor_id, payload, buffers)
             if writer.count >= MAX_BATCH or writer.nbytes >= MAX_BATCH_BYTES:
-                self.last_send = now
+                self.last_send = _monotonic()
                 self._send(writer.take())
                 return
             first = writer.count == 1
+        finally:
+            lock.release()
         if first:
             self.runtime.mark_dirty(self)
 
