@@ -40,7 +40,7 @@ Rows:
    ``for_key`` makes with their handles looked up beforehand and ``for_key``
    through a second HashPool of 8 placed on the one handle's worker: all five
    and the raw pipelined yardstick interleaved, several passes a round, each
-   with the calling thread's CPU a call; and
+   with the calling thread's CPU a call, each ratio taken pass by pass; and
    parameter-server shard updates/s and MB/s with S=2 shards and W=2 workers
    pushing gradient slices by ``tell`` and pulling every
    :data:`PS_PULL_EVERY` steps.
@@ -885,7 +885,7 @@ class PoolSide:
 
 
 #: Passes of each routed-calls variant in a round (their median is the round's figure).
-ROUTED_PASSES = 6
+ROUTED_PASSES = 10
 #: The routed-calls row's variants, in the order printed (``single`` is the reference).
 ROUTED_VARIANTS = ("single", "for_key", "for_keys", "pre_routed", "for_key_here")
 
@@ -897,7 +897,10 @@ def routed_round(r: int, side: PoolSide, raw: RawYardstick | None) -> dict:
     call count), in an order rotated by one each pass and reversed every other
     round, so no variant always runs first or after the same neighbour. A
     variant's figure for the round is the median of its passes: on this VM a
-    pass now and then stalls for tens of milliseconds whatever it runs.
+    pass now and then stalls for tens of milliseconds whatever it runs. The
+    rates of every pass are kept (``passes``) so that a ratio of two variants is
+    taken pass by pass, between runs a few milliseconds apart (see
+    :func:`summarize_pools`).
     """
     bodies = side.routed_bodies()
     names = list(ROUTED_VARIANTS) + (["raw"] if raw is not None else [])
@@ -915,10 +918,23 @@ def routed_round(r: int, side: PoolSide, raw: RawYardstick | None) -> dict:
                 passes[name].append(_timed(lambda body=bodies[name]: side.timed_pass(body)))
     out = {}
     for name, done in passes.items():
-        out[name] = {"rate": statistics.median(d["rate"] for d in done)}
+        out[name] = {
+            "rate": statistics.median(d["rate"] for d in done),
+            "passes": [d["rate"] for d in done],
+        }
         if name != "raw":
             out[name]["cpu_us"] = statistics.median(d["cpu_us"] for d in done)
     return out
+
+
+def paired_ratio(routed: dict, name: str, base: str) -> float:
+    """The round's ratio of ``name`` to ``base``: the median of their ratios pass by pass.
+
+    The two ran in the same pass, milliseconds apart, so the VM's slow spells
+    (which last longer than a pass) slow both and cancel out of the ratio.
+    """
+    pairs = zip(routed[name]["passes"], routed[base]["passes"])
+    return statistics.median(a / b for a, b in pairs)
 
 
 def pool_round(r: int, side: PoolSide, pcfg: dict, raw: RawYardstick | None = None) -> dict:
@@ -932,7 +948,8 @@ def pool_round(r: int, side: PoolSide, pcfg: dict, raw: RawYardstick | None = No
 
 
 def summarize_pools(rounds: list) -> dict:
-    """Medians over the rounds of every pool figure; routed ratios per round, then median."""
+    """Medians over the rounds of every pool figure; routed ratios per round
+    (pass by pass, see :func:`paired_ratio`), then their median."""
 
     def med(path):
         values = []
@@ -958,7 +975,7 @@ def summarize_pools(rounds: list) -> dict:
         ("for_key", "pre_routed"),
         ("for_keys", "pre_routed"),
     ]:
-        values = [res["routed"][name]["rate"] / res["routed"][base]["rate"] for res in rounds]
+        values = [paired_ratio(res["routed"], name, base) for res in rounds]
         ratios[f"{name}/{base}"] = {"rounds": values, "median": statistics.median(values)}
     routed["ratios"] = ratios
     for k in ("updates_per_s", "push_mb_per_s", "total_mb_per_s"):
@@ -990,7 +1007,8 @@ def format_pools(pools: dict, pcfg: dict) -> str:
     lines += [
         f"  routed pipelined calls: {pcfg['routed_calls']:,} calls a pass, then get; "
         f"{ROUTED_PASSES} passes of each a round, interleaved"
-        + (f" with raw pyzmq ({raw:,.0f} msg/s)" if raw else ""),
+        + (f" with raw pyzmq ({raw:,.0f} msg/s)" if raw else "")
+        + "; ratios pass by pass",
         f"    {'':52}{'calls/s':>9}{'caller µs':>11}{'x one handle':>14}  per round",
     ]
     labels = {
