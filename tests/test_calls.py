@@ -543,6 +543,21 @@ def test_runtime_context_worker_id_matches_the_placement(cluster, placement):
         assert where["pid"] != os.getpid()
 
 
+def test_runtime_context_names_the_right_actor_in_pipelined_batches(cluster, spread):
+    """Calls to several actors of one worker, batched together, each see their own actor.
+
+    The host sets the thread's current actor once for each actor's run of
+    calls: every call must still report its own actor, plain or threaded.
+    """
+    (plain,) = spread(Counter, [3])
+    (threaded,) = spread(Counter.options(max_concurrency=2), [2])
+    for actors in (plain, threaded, plain + threaded):
+        calls = [(h, h.where.remote()) for _ in range(50) for h in actors]
+        for h, future in calls:
+            assert future.result(timeout=30)["actor_id"] == h.actor_id
+    assert zactor.get_runtime_context().actor_id is None  # the driver is no actor
+
+
 def test_runtime_context_in_the_driver(cluster):
     ctx = zactor.get_runtime_context()
     assert ctx.actor_id is None

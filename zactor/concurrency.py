@@ -90,26 +90,31 @@ class ThreadedRunner:
         me = _get_ident()
         execute = host._execute if actor.durable is None else host._execute_durable
         took = False
-        while True:
-            with mu:
-                if took:
-                    self.running -= 1
-                mailbox = actor.mailbox
-                if not mailbox or actor.dead is not None:
-                    self.claims -= 1
-                    last = self.claims == 0 and actor.retiring is not None and not mailbox
-                    break
-                identity, record, buffers = mailbox.popleft()
-                self.running += 1
-                took = True
-            if identity is None:  # a retire mark queued before this runner took over
-                continue
-            if host._leader == me:  # a demoted thread must not hide the leader's state
-                host._busy = me
-            execute(actor, identity, record, buffers)
-            if host._busy == me:
-                host._busy = None
-            host._send_replies()
+        local = host._local
+        local.actor = actor  # the current actor of the calls this thread runs (see _execute)
+        try:
+            while True:
+                with mu:
+                    if took:
+                        self.running -= 1
+                    mailbox = actor.mailbox
+                    if not mailbox or actor.dead is not None:
+                        self.claims -= 1
+                        last = self.claims == 0 and actor.retiring is not None and not mailbox
+                        break
+                    identity, record, buffers = mailbox.popleft()
+                    self.running += 1
+                    took = True
+                if identity is None:  # a retire mark queued before this runner took over
+                    continue
+                if host._leader == me:  # a demoted thread must not hide the leader's state
+                    host._busy = me
+                execute(actor, identity, record, buffers)
+                if host._busy == me:
+                    host._busy = None
+                host._send_replies()
+        finally:
+            local.actor = None
         if last and actor.dead is None:
             host.finish_retiring(actor)
 

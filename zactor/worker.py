@@ -348,10 +348,15 @@ class ActorHost:
                 if idle:
                     me = self._leader
                     self._busy = me
-                    if actor.durable is None:
-                        self._execute(actor, identity, record, buffers)
-                    else:
-                        self._execute_durable(actor, identity, record, buffers)
+                    local = self._local
+                    local.actor = actor
+                    try:
+                        if actor.durable is None:
+                            self._execute(actor, identity, record, buffers)
+                        else:
+                            self._execute_durable(actor, identity, record, buffers)
+                    finally:
+                        local.actor = None
                     if self._busy == me:
                         self._busy = None
                     self._send_replies()
@@ -457,11 +462,17 @@ class ActorHost:
         self._queue_reply(identity, _DIED, record[3], record[4], payload, buffers)
 
     def _execute(self, actor: HostedActor, identity: bytes, record: tuple, buffers) -> None:
+        """Run one call of ``actor`` and queue its reply.
+
+        The caller has made ``actor`` this thread's current actor
+        (``self._local.actor``, what ``get_runtime_context`` reads), once for
+        all the calls it runs in a row: setting a ``threading.local`` costs
+        more than anything else here.
+        """
         kind, _flags, method, call_id, actor_id, payload, start, count = record
         if actor.dead is not None:
             self._reply_died(identity, record, actor.dead)
             return
-        local = self._local
         try:
             if actor.init_error is not None:
                 raise _InitFailed()
@@ -469,7 +480,6 @@ class ActorHost:
                 args, kwargs = (), _NO_KWARGS
             else:
                 args, kwargs = _loads_call(payload, buffers[start : start + count] if count else ())
-            local.actor = actor
             calls = actor.calls
             if calls < actor.next_sample:
                 result = actor.methods[method](*args, **kwargs)
@@ -479,17 +489,14 @@ class ActorHost:
                 actor.samples.append(_perf_counter() - started)
                 actor.next_sample = calls + (1 if calls < SAMPLE_WARMUP else SAMPLE_EVERY)
         except ActorExit:
-            local.actor = None
             self._exited(actor, identity, record)
             return
         except _InitFailed:
             self._reply_init_error(actor, identity, record)
             return
         except BaseException as exc:
-            local.actor = None
             self._failed(actor, identity, record, exc)
             return
-        local.actor = None
         actor.calls += 1
         if kind == _CALL:
             if actor.dead is not None:  # killed while this call ran: its result is void
@@ -567,22 +574,17 @@ class ActorHost:
             if seen is not None:
                 self._reply_seen(actor, identity, record, seen)
                 return
-        local = self._local
         started = _perf_counter()
         try:
             args, kwargs = _loads_call(payload, buffers[start : start + count] if count else ())
-            local.actor = actor
             result = actor.methods[method](*args, **kwargs)
         except ActorExit:
-            local.actor = None
             self._exited(actor, identity, record)
             return
         except BaseException as exc:
-            local.actor = None
             description = self._failure(actor, record, exc)
             self._complete_durable(actor, identity, record, False, description)
             return
-        local.actor = None
         actor.calls += 1
         self._complete_durable(actor, identity, record, True, result)
         actor.samples.append(_perf_counter() - started)  # a save is part of the service
@@ -757,6 +759,7 @@ class ActorHost:
             return
         execute = self._execute if actor.durable is None else self._execute_durable
         me = _get_ident()
+        local = self._local
         while True:
             with self._mu:
                 items = actor.mailbox
@@ -767,14 +770,19 @@ class ActorHost:
             if self._leader == me:  # a demoted thread must not hide the leader's state
                 self._busy_replies = self._unsent()
                 self._busy = me
-            for identity, record, buffers in items:
-                if record[4] != actor.actor_id:
-                    if identity is None:  # _RETIRE_MARK: every call before it has run
-                        self.finish_retiring(actor)
-                    else:  # queued behind a creation: route it now
-                        self._on_calls(identity, [record], buffers)
-                else:
-                    execute(actor, identity, record, buffers)
+            local.actor = actor  # the current actor of all these calls (see _execute)
+            try:
+                for identity, record, buffers in items:
+                    if record[4] != actor.actor_id:
+                        if identity is None:  # _RETIRE_MARK: every call before it has run
+                            self.finish_retiring(actor)
+                        else:  # queued behind a creation: route it now
+                            self._on_calls(identity, [record], buffers)
+                        local.actor = actor
+                    else:
+                        execute(actor, identity, record, buffers)
+            finally:
+                local.actor = None
             if self._busy == me:
                 self._busy = None
 
