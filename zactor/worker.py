@@ -64,9 +64,11 @@ log = logging.getLogger("zactor")
 WATCHDOG_S = 0.005
 #: Most threads one host runs calls on (leader, followers, demoted threads).
 MAX_THREADS = 256
-#: Longest the leader holds the replies of the actors it has run before sending them,
-#: while it runs the other actors that are ready (their replies then share a message,
-#: as one actor's replies to a batch of calls do).
+#: Between two actors' runs of calls, replies queued this long ago are sent; until
+#: then the replies of the actors run one after another share a message per caller,
+#: as one actor's replies to a batch of calls do. They are sent before the run of an
+#: actor whose last run took this long; behind a call that runs long unforeseen, the
+#: watchdog sends them within one or two of its periods.
 REPLY_LINGER_S = 1e-3
 
 _loads_call = serialization.loads_call
@@ -108,6 +110,7 @@ class HostedActor:
         "samples",
         "next_sample",
         "durable",
+        "slow",
     )
 
     def __init__(self, actor_id: int, class_name: str, name: str | None = None) -> None:
@@ -136,6 +139,9 @@ class HostedActor:
         # A Checkpointer when the actor has a checkpoint store; its calls then take
         # ActorHost._execute_durable (this attribute is the hot path's one check).
         self.durable: Checkpointer | None = None
+        # Its last run of calls took REPLY_LINGER_S or more: replies other actors' calls
+        # queued are sent before its next run rather than held behind it.
+        self.slow = False
 
     def bind(self, instance: Any, names: tuple) -> None:
         """Bind the class's methods to ``instance``, looked up on the class.
@@ -198,7 +204,6 @@ class ActorHost:
         self._ready: deque = deque()
         self._leader: int | None = None
         self._busy: int | None = None  # the thread running user code, while it leads
-        self._busy_replies: list = []  # the reply boxes that thread has yet to send
         self._turn = 0  # bumped each time the leader goes back to the inbox
         self._idle = 0
         self._threads: list[threading.Thread] = []
@@ -735,23 +740,21 @@ class ActorHost:
         """Run the ready actors' calls; their replies go out together.
 
         The replies of the actors run so far are sent once they have waited
-        :data:`REPLY_LINGER_S`, at the latest when the ready queue is empty (the
-        caller, :meth:`_lead`, sends them): a caller of several actors of this
-        process gets one message, not one per actor. A call that runs long gets
-        the replies queued before it sent by the watchdog.
+        :data:`REPLY_LINGER_S` (checked between runs of calls, in :meth:`_drain`),
+        at the latest when the ready queue is empty (the caller, :meth:`_lead`,
+        sends them): a caller of several actors of this process gets one message,
+        not one per actor. An actor whose last run of calls took that long has
+        the replies queued before it sent first; replies held behind a call that
+        runs long all the same are sent by the watchdog (:meth:`_send_held_replies`).
         """
         ready = self._ready
-        since = _monotonic()
+        self._local.since = _monotonic()
         while ready:
             with self._mu:
                 if self._leader != me or not ready:
                     return
                 actor = ready.popleft()
             self._drain(actor)
-            now = _monotonic()
-            if now - since >= REPLY_LINGER_S:
-                self._send_replies()
-                since = now
 
     def _drain(self, actor: HostedActor) -> None:
         if actor.runner is not None:
@@ -768,8 +771,10 @@ class ActorHost:
                     return
                 actor.mailbox = deque()
             if self._leader == me:  # a demoted thread must not hide the leader's state
-                self._busy_replies = self._unsent()
                 self._busy = me
+            if actor.slow:
+                self._send_replies()
+            started = _monotonic()
             local.actor = actor  # the current actor of all these calls (see _execute)
             try:
                 for identity, record, buffers in items:
@@ -778,13 +783,23 @@ class ActorHost:
                             self.finish_retiring(actor)
                         else:  # queued behind a creation: route it now
                             self._on_calls(identity, [record], buffers)
-                        local.actor = actor
+                        local.actor = actor  # both may have run calls of another actor
+                        if self._leader == me:
+                            self._busy = me
                     else:
                         execute(actor, identity, record, buffers)
             finally:
                 local.actor = None
             if self._busy == me:
                 self._busy = None
+            # A demoted thread may drain for as long as the new leader refills the
+            # mailbox: it sends after each run. The leader sends once the replies
+            # have waited REPLY_LINGER_S, or after the last ready actor (_lead).
+            now = _monotonic()
+            actor.slow = now - started >= REPLY_LINGER_S
+            if self._leader != me or now - getattr(local, "since", now) >= REPLY_LINGER_S:
+                self._send_replies()
+                local.since = now
 
     def _step_down(self) -> None:
         """Called before this thread blocks on a reply: send its replies, let another lead."""
@@ -813,6 +828,7 @@ class ActorHost:
 
     def _watchdog(self) -> None:
         seen = -1
+        held: list = []
         while not self._stopping:
             time.sleep(WATCHDOG_S)
             if self._parent_pid is not None and os.getppid() != self._parent_pid:
@@ -821,12 +837,30 @@ class ActorHost:
                 return
             turn = self._turn
             busy = self._busy
-            if busy is not None and busy == self._leader and turn == seen:
-                # The leader is stuck in user code: send the replies it holds, let another lead.
-                for box in self._busy_replies.copy():
-                    box.flush()
-                self._demote(busy)
+            stuck = busy is not None and busy == self._leader and turn == seen
+            held = self._send_held_replies(None if stuck else held)
+            if stuck:
+                self._demote(busy)  # the leader is stuck in user code: let another lead
             seen = turn
+
+    def _send_held_replies(self, held: list | None) -> list:
+        """Send the reply batches that were already waiting at the last look (all of
+        them if ``held`` is None: the leader is stuck in a call); return the ones
+        waiting now.
+
+        A thread sends the replies it queued itself, but it may be in a call that
+        runs long, and a reply another thread adds to a caller's batch joins that
+        batch: this bounds every reply's wait to one watchdog period once a call
+        runs long, two otherwise.
+        """
+        boxes = list(self._reply_boxes.values())
+        for box in boxes if held is None else held:
+            if box.writer.count:
+                try:
+                    box.flush()
+                except Exception:  # e.g. the socket closed at shutdown: keep watching
+                    log.exception("zactor: sending held replies to %s failed", box.address)
+        return [box for box in boxes if box.writer.count]
 
 
 def _encode_reply(kind: int, actor_id: int, value: Any) -> tuple[int, bytes, list]:
