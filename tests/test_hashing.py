@@ -280,6 +280,24 @@ def test_key_router_refuses_bad_keys_and_having_no_targets(impl):
             route()
 
 
+def test_key_router_routes_with_the_targets_it_started_with(impl):
+    """New targets set while a key hashes (its __index__, another thread) do not mix in."""
+    targets = [f"t{i}" for i in range(1000)]
+    router = impl.KeyRouter(targets)
+
+    class Shrinking:
+        def __index__(self):
+            router._set_targets(["only"])  # e.g. another thread's pool.resize(1)
+            return 123456789
+
+    assert router.for_key(Shrinking()) == targets[impl.shard_of_key(123456789, 1000)]
+    assert router.for_key(Shrinking()) == "only"
+    router._set_targets(targets)
+    got = router.for_keys([Shrinking(), 5, 6])
+    assert got == [targets[s] for s in impl.shard_of([123456789, 5, 6], 1000)]
+    assert router.for_keys([5]) == ["only"]
+
+
 @needs_fast
 @SOME
 @given(batch=st.lists(keys, max_size=30), n=st.integers(1, 100))

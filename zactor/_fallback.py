@@ -737,8 +737,10 @@ class KeyRouter:
         router.for_keys(["timbit", 7])      # a list, one target a key
     """
 
-    _targets: list = []
-    _count = 0
+    # A private list, never changed: _set_targets replaces it whole, so a routing
+    # call that took it stays consistent even if hashing a key runs code (a key's
+    # __index__, another thread) that sets new targets.
+    _targets: list | None = None
 
     def __init__(self, targets=None) -> None:
         if targets is not None:
@@ -747,7 +749,7 @@ class KeyRouter:
     def _set_targets(self, targets) -> None:
         """Route to ``targets`` (1..MAX_SHARDS of them, shard 0 first) from now on."""
         items = list(targets)
-        self._count = _check_shards(len(items))
+        _check_shards(len(items))
         self._targets = items
 
     def _no_targets(self):
@@ -759,9 +761,10 @@ class KeyRouter:
         For a ``HashPool``, the owning actor's own handle: ``pool.for_key(k).m.remote()``
         sends the same one message as ``handle.m.remote()``.
         """
-        if self._count == 0:
+        targets = self._targets
+        if targets is None:
             self._no_targets()
-        return self._targets[_jump(hash_key(key), self._count)]
+        return targets[_jump(hash_key(key), len(targets))]
 
     def for_keys(self, keys) -> list:
         """The owning target of each key, in order: ``for_key`` for a batch of keys.
@@ -776,7 +779,7 @@ class KeyRouter:
         ``keys`` is what ``shard_of`` takes (a sequence of keys or a 1-d numpy
         integer array).
         """
-        if self._count == 0:
-            self._no_targets()
         targets = self._targets
-        return [targets[s] for s in shard_of(keys, self._count).tolist()]
+        if targets is None:
+            self._no_targets()
+        return [targets[s] for s in shard_of(keys, len(targets)).tolist()]

@@ -1043,8 +1043,10 @@ cdef class KeyRouter:
         router.for_keys(["timbit", 7])      # a list, one target a key
     """
 
+    # A private list, never changed: _set_targets replaces it whole, so a routing
+    # call that took it stays consistent even if hashing a key runs code (a key's
+    # __index__, another thread) that sets new targets.
     cdef list _targets
-    cdef int64_t _count
 
     def __init__(self, targets=None):
         if targets is not None:
@@ -1053,9 +1055,8 @@ cdef class KeyRouter:
     def _set_targets(self, targets):
         """Route to ``targets`` (1..MAX_SHARDS of them, shard 0 first) from now on."""
         cdef list items = list(targets)
-        cdef int64_t count = _check_shards(len(items))
+        _check_shards(len(items))
         self._targets = items
-        self._count = count
 
     cdef int _no_targets(self) except -1:
         raise ValueError("this router has no targets yet: give it some with _set_targets")
@@ -1066,10 +1067,11 @@ cdef class KeyRouter:
         For a ``HashPool``, the owning actor's own handle: ``pool.for_key(k).m.remote()``
         sends the same one message as ``handle.m.remote()``.
         """
-        if self._count == 0:
+        cdef list targets = self._targets
+        if targets is None:
             self._no_targets()
-        cdef int64_t shard = _jump(_hash_obj(key), self._count)
-        return <object>PyList_GET_ITEM(self._targets, shard)
+        cdef int64_t shard = _jump(_hash_obj(key), PyList_GET_SIZE(targets))
+        return <object>PyList_GET_ITEM(targets, shard)
 
     def for_keys(self, keys):
         """The owning target of each key, in order: ``for_key`` for a batch of keys.
@@ -1084,10 +1086,10 @@ cdef class KeyRouter:
         ``keys`` is what ``shard_of`` takes (a sequence of keys or a 1-d numpy
         integer array, hashed without the GIL).
         """
-        if self._count == 0:
-            self._no_targets()
-        cdef const int64_t[::1] shards = shard_of(keys, self._count)
         cdef list targets = self._targets
+        if targets is None:
+            self._no_targets()
+        cdef const int64_t[::1] shards = shard_of(keys, PyList_GET_SIZE(targets))
         cdef Py_ssize_t i, size = shards.shape[0]
         cdef list out = PyList_New(size)
         cdef object target
