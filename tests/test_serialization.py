@@ -417,3 +417,43 @@ def test_serialization_is_deterministic_for_plain_values():
     value = {"a": [1, 2, (3,)], "b": {"c": b"x"}}
     assert dumps(value)[0] == dumps(value)[0]
     assert pickle.loads(pickle.dumps(value)) == value
+
+
+# -- the reused Packers of scalars and scalar arguments ------------------------------------------
+
+
+def test_scalar_arguments_from_many_threads_stay_their_own():
+    """Threads pack scalar arguments at once, some failing half-way (an int too wide
+    for msgpack), and every payload still decodes to its own thread's arguments."""
+    import threading
+
+    failures = []
+
+    def work(t: int) -> None:
+        for i in range(2_000):
+            args = (t, i, f"thread-{t}", float(i)) if i % 7 else (t, 2**70 + i)
+            payload, buffers = dumps_call(args, {})
+            got, _ = loads_call(payload, buffers)
+            if got != list(args):
+                failures.append((args, got))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+@pytest.mark.skipif(not serialization._PACKER_SHARABLE, reason="msgpack's pure-Python Packer")
+def test_a_large_payload_does_not_stay_in_a_reused_packer():
+    """A reused Packer keeps a buffer the size of the largest payload it packed: after
+    a large one it is replaced, so the memory goes with it."""
+    large = "x" * (serialization._REUSED_PACKER_MAX + 1)
+    before = serialization._pack_scalar
+    assert loads(*dumps(large)) == large
+    assert serialization._pack_scalar is not before
+    kept = serialization._pack_scalar
+    assert loads(*dumps("small")) == "small"
+    assert serialization._pack_scalar is kept
+    assert loads_call(*dumps_call((large, 1), {})) == ([large, 1], {})

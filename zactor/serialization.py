@@ -23,6 +23,7 @@ returns: do not modify it in place until that call's future is done (send
 from __future__ import annotations
 
 import pickle
+import threading
 from typing import Any
 
 import cloudpickle
@@ -150,11 +151,27 @@ _SCALAR_LEAD = bytes(
     for b in range(256)
 )
 _SCALARS = frozenset((type(None), bool, int, float, str))
-#: Packs scalar replies and lists of scalar arguments: one Packer for the process,
-#: not the one ``msgpack.packb`` makes a call (about 200 ns). Threads may share it:
-#: packing scalars runs no Python code, so no other thread runs while it packs, and
-#: an error (an int wider than 64 bits) empties its buffer.
-_pack_scalars = msgpack.Packer(autoreset=True).pack
+#: Payloads longer than this are not left in a reused Packer: its buffer keeps the
+#: size of the largest payload it packed, so the Packer is replaced after one.
+_REUSED_PACKER_MAX = 64 * 1024
+#: True with msgpack's compiled Packer, which packs a scalar without running Python
+#: code: no other thread can run in the middle, so threads may share one.
+_PACKER_SHARABLE = not msgpack.Packer.__module__.startswith("msgpack.fallback")
+
+
+def _new_packer():
+    return msgpack.Packer(autoreset=True).pack
+
+
+#: Packs scalar replies: one Packer for the process, not the one ``msgpack.packb``
+#: makes a call (about 200 ns). Shared by every thread (see _PACKER_SHARABLE); an
+#: error (an int wider than 64 bits, a str that is not UTF-8) comes before a byte is
+#: written and empties its buffer.
+_pack_scalar = _new_packer() if _PACKER_SHARABLE else msgpack.packb
+#: Each thread's Packer for lists of scalar arguments: an error there comes after the
+#: list's first bytes are written, and making the exception may run a garbage
+#: collection, finalizers and so another thread: a shared Packer could mix the two.
+_thread_packers = threading.local()
 _unpackb = msgpack.unpackb
 
 
@@ -165,9 +182,13 @@ def _descr_to_dtype(descr: list) -> np.dtype:
 
 def dumps(obj: Any) -> tuple[bytes, list]:
     """Serialize ``obj`` into a msgpack payload and a list of out-of-band buffers."""
+    global _pack_scalar
     if type(obj) in _SCALARS:  # the common reply: no encoder, no buffers
         try:
-            return _pack_scalars(obj), []
+            payload = _pack_scalar(obj)
+            if len(payload) > _REUSED_PACKER_MAX and _PACKER_SHARABLE:
+                _pack_scalar = _new_packer()
+            return payload, []
         except OverflowError:
             pass
     encoder = _Encoder()
@@ -199,9 +220,17 @@ def dumps_call(args: tuple, kwargs: dict) -> tuple[bytes, list]:
                 break
         else:  # scalars only (the common call): no encoder, no buffers
             try:
-                return _pack_scalars([list(args)]), []
+                pack = _thread_packers.pack
+            except AttributeError:
+                pack = _thread_packers.pack = _new_packer()
+            try:
+                payload = pack([list(args)])
             except OverflowError:
                 pass
+            else:
+                if len(payload) > _REUSED_PACKER_MAX:
+                    _thread_packers.pack = _new_packer()
+                return payload, []
     encoder = _Encoder()
     top = encoder.top
     body = [[top(a) for a in args]]
