@@ -237,9 +237,16 @@ class RawCaller:
         self.inbox.bind(self.address)
         self.outboxes: dict[str, zmq.Socket] = {}
         self.replies: dict[int, list] = {}
+        self.created: set[int] = set()
 
     def send(self, handle, method: str, call_id: int, *args) -> None:
         """Send ``handle.method(*args)`` as a CALL with ``call_id``."""
+        if handle.actor_id not in self.created:
+            # This socket is not ordered with the driver's outbox, which carried the
+            # actor's creation: wait until the worker has run it (its service answers
+            # a ping only after the creation sent before it).
+            worker_service_handle(handle._address).ping.remote().result(timeout=30)
+            self.created.add(handle.actor_id)
         sock = self.outboxes.get(handle._address)
         if sock is None:
             sock = self.context.socket(zmq.DEALER)
