@@ -5,7 +5,10 @@ short call costs no thread hand-off):
 
 - One *leader* thread reads the inbox, puts each call in its actor's mailbox,
   and then runs the ready actors' calls itself, inline. Replies are batched per
-  caller and sent when the leader goes back to the inbox.
+  caller, across the actors it runs one after another, and sent when the
+  leader goes back to the inbox, or sooner: every :data:`REPLY_LINGER_S`
+  between actors, before a slow actor's run, before a call blocks, and by
+  the watchdog when a call runs long (see :meth:`ActorHost._run_ready`).
 - A *watchdog* thread looks every :data:`WATCHDOG_S` seconds. If the leader has
   been inside user code since its last look, the leader is *demoted*: an idle
   follower thread (or a new one) becomes leader and serves everyone else,
