@@ -458,7 +458,6 @@ class HashPool(_hotpath.KeyRouter):
     def _set_actors(self, handles: list) -> None:
         """Install the actor list, and route keys to it."""
         self._actors: list = handles
-        self._size = len(handles)
         self._set_targets(handles)
 
     # -- routing ------------------------------------------------------------------------------
@@ -470,14 +469,14 @@ class HashPool(_hotpath.KeyRouter):
 
     def shard_of_key(self, key: Any) -> int:
         """The shard index (0..size-1) of one key."""
-        return _shard_of_key(key, self._size)
+        return _shard_of_key(key, len(self._actors))
 
     def shard_of(self, keys: Any):
         """The shard index of each key: a numpy int64 array (vectorised in Cython).
 
         ``keys`` is a list of int/str/bytes keys or a 1-d numpy integer array.
         """
-        return _shard_of(keys, self._size)
+        return _shard_of(keys, len(self._actors))
 
     # -- membership ---------------------------------------------------------------------------
 

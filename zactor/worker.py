@@ -443,24 +443,18 @@ class ActorHost:
         finally:
             lock.release()
         if first:
-            self._unsent().append(box)
-
-    def _unsent(self) -> list:
-        """The reply boxes this thread has batched replies in and not yet sent."""
-        try:
-            return self._local.boxes
-        except AttributeError:
-            boxes = self._local.boxes = []
-            return boxes
+            local = self._local
+            try:
+                local.boxes.append(box)
+            except AttributeError:
+                local.boxes = [box]
 
     def _send_replies(self) -> None:
         """Send the reply batches this thread queued."""
         boxes = getattr(self._local, "boxes", None)
         if boxes:
-            # Emptied in place, not replaced: the watchdog may be flushing this list.
-            sending = boxes.copy()
-            boxes.clear()
-            for box in sending:
+            self._local.boxes = []
+            for box in boxes:
                 box.flush()
 
     def _reply_died(self, identity: bytes, record: tuple, reason: str) -> None:
@@ -743,21 +737,25 @@ class ActorHost:
         """Run the ready actors' calls; their replies go out together.
 
         The replies of the actors run so far are sent once they have waited
-        :data:`REPLY_LINGER_S` (checked between runs of calls, in :meth:`_drain`),
-        at the latest when the ready queue is empty (the caller, :meth:`_lead`,
-        sends them): a caller of several actors of this process gets one message,
-        not one per actor. An actor whose last run of calls took that long has
-        the replies queued before it sent first; replies held behind a call that
-        runs long all the same are sent by the watchdog (:meth:`_send_held_replies`).
+        :data:`REPLY_LINGER_S`, at the latest when the ready queue is empty (the
+        caller, :meth:`_lead`, sends them): a caller of several actors of this
+        process gets one message, not one per actor. An actor whose last run of
+        calls took that long has the replies queued before it sent first; replies
+        held behind a call that runs long all the same are sent by the watchdog
+        (:meth:`_send_held_replies`).
         """
         ready = self._ready
-        self._local.since = _monotonic()
+        since = _monotonic()
         while ready:
             with self._mu:
                 if self._leader != me or not ready:
                     return
                 actor = ready.popleft()
             self._drain(actor)
+            now = _monotonic()
+            if now - since >= REPLY_LINGER_S:
+                self._send_replies()
+                since = now
 
     def _drain(self, actor: HostedActor) -> None:
         if actor.runner is not None:
@@ -795,14 +793,11 @@ class ActorHost:
                 local.actor = None
             if self._busy == me:
                 self._busy = None
-            # A demoted thread may drain for as long as the new leader refills the
-            # mailbox: it sends after each run. The leader sends once the replies
-            # have waited REPLY_LINGER_S, or after the last ready actor (_lead).
-            now = _monotonic()
-            actor.slow = now - started >= REPLY_LINGER_S
-            if self._leader != me or now - getattr(local, "since", now) >= REPLY_LINGER_S:
+            actor.slow = _monotonic() - started >= REPLY_LINGER_S
+            if self._leader != me:
+                # Demoted: it may drain for as long as the new leader refills the
+                # mailbox, so it sends after each run (the leader, in _run_ready).
                 self._send_replies()
-                local.since = now
 
     def _step_down(self) -> None:
         """Called before this thread blocks on a reply: send its replies, let another lead."""
