@@ -271,3 +271,64 @@ def test_calls_during_a_long_call_are_served_in_order(tmp_path):
     assert proc.returncode == 0 and "OK" in proc.stdout, (
         f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr (tail):\n{proc.stderr[-3000:]}"
     )
+
+
+CALLS_BEHIND_A_CREATION_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import zactor
+
+    @zactor.remote
+    class SlowStart:
+        def __init__(self, seconds):
+            time.sleep(seconds)  # the worker's service is busy while this runs
+            self.n = 0
+        def inc(self):
+            self.n += 1
+            return self.n
+
+    zactor.init(num_workers=1)
+    try:
+        for i in range(3):
+            first = SlowStart.remote(0.5)
+            second = SlowStart.remote(0.5)  # its creation waits behind first's ...
+            calls = [second.inc.remote()]  # ... and so does this call
+            time.sleep(0.75)  # second is being constructed now
+            calls += [second.inc.remote() for _ in range(3)]
+            got = zactor.get(calls, timeout=30)
+            if got != [1, 2, 3, 4]:
+                print(f"FAILED in round {i}: the calls ran as {got}", flush=True)
+                sys.exit(1)
+            zactor.kill(first)
+            zactor.kill(second)
+        print("OK", flush=True)
+    finally:
+        zactor.shutdown()
+    """
+)
+
+
+def test_calls_queued_behind_a_creation_keep_their_order(tmp_path):
+    """A call that reaches the worker before its actor's creation has run waits behind
+    the creation; calls sent later, once the actor exists, must still run after it.
+
+    The second actor's creation (and a first call to it) wait while the worker's
+    service constructs the first actor; the next calls arrive while the second is
+    being constructed. They ran before the first call (results [4, 1, 2, 3]) until
+    later calls to an actor waited behind its parked ones. In its own process, on
+    a one-worker cluster, so that both actors share the worker.
+    """
+    script = tmp_path / "calls_behind_a_creation.py"
+    script.write_text(CALLS_BEHIND_A_CREATION_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        cwd=str(tmp_path),
+        env=env,
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr (tail):\n{proc.stderr[-3000:]}"
+    )

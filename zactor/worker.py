@@ -212,6 +212,9 @@ class ActorHost:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._reply_boxes: dict[bytes, Any] = {}
+        # Calls waiting in the system actor's mailbox behind a creation, by actor id
+        # (``_mu`` held): later calls to the actor wait behind them, to keep its order.
+        self._parked: dict[int, int] = {}
         self._local = threading.local()
         self._parent_pid: int | None = None
         self._on_orphaned = self.stop
@@ -343,8 +346,20 @@ class ActorHost:
 
     # -- the call path --------------------------------------------------------------------
 
-    def _on_calls(self, identity: bytes, records: list, buffers) -> None:
-        if len(records) == 1 and not self._ready and self._leader == _get_ident():
+    def _on_calls(self, identity: bytes, records: list, buffers, unparking: bool = False) -> None:
+        """Route calls to their actors' mailboxes, or run a lone one at once.
+
+        A call to an actor that does not exist yet while the system actor is busy
+        (perhaps creating it) is *parked* behind the system actor's calls, and so
+        is every later call to that actor while any is parked; the system actor's
+        drain routes them again, oldest first, with ``unparking``.
+        """
+        if (
+            len(records) == 1
+            and not self._ready
+            and not self._parked
+            and self._leader == _get_ident()
+        ):
             # The common synchronous call: run it right here, reply at once.
             record = records[0]
             actor = self.actors.get(record[4])
@@ -377,13 +392,22 @@ class ActorHost:
         actors = self.actors
         missing = None
         system = actors.get(wire.SYSTEM_ACTOR_ID)
+        parked = self._parked
         with self._mu:
             ready = self._ready
             for record in records:
-                actor = actors.get(record[4])
-                if actor is None and system is not None and system.scheduled:
+                actor_id = record[4]
+                actor = actors.get(actor_id)
+                if unparking:  # the oldest parked call of its actor
+                    left = parked.pop(actor_id, 1) - 1
+                    if left:
+                        parked[actor_id] = left
+                elif (actor is None and system is not None and system.scheduled) or (
+                    parked and actor_id in parked
+                ):
                     # Perhaps created by a call queued before it: wait behind that call.
                     system.mailbox.append((identity, record, buffers))
+                    parked[actor_id] = parked.get(actor_id, 0) + 1
                     continue
                 if actor is None:
                     if missing is None:
@@ -782,8 +806,8 @@ class ActorHost:
                     if record[4] != actor.actor_id:
                         if identity is None:  # _RETIRE_MARK: every call before it has run
                             self.finish_retiring(actor)
-                        else:  # queued behind a creation: route it now
-                            self._on_calls(identity, [record], buffers)
+                        else:  # parked behind a creation: route it now
+                            self._on_calls(identity, [record], buffers, unparking=True)
                         local.actor = actor  # both may have run calls of another actor
                         if self._leader == me:
                             self._busy = me
