@@ -1,4 +1,4 @@
-"""Build script: compiles the Cython hot path ``zactor._fast``.
+"""Build script: compiles the Cython hot path ``zactor.wire._fast``.
 
 Everything else about the package lives in ``pyproject.toml``.
 """
@@ -8,8 +8,8 @@ from setuptools import Extension, setup
 
 extensions = [
     Extension(
-        "zactor._fast",
-        ["zactor/_fast.pyx"],
+        "zactor.wire._fast",
+        ["zactor/wire/_fast.pyx"],
         extra_compile_args=["-O3"],
     )
 ]

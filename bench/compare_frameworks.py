@@ -71,7 +71,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from zactor.bench import STOP, echo_loop, raw_socket  # noqa: E402  (the same yardstick)
+from zactor.benchmark.runner import STOP, echo_loop, raw_socket  # noqa: E402  (the same yardstick)
 
 #: The raw yardstick's request: about the size of a small actor-call frame.
 RAW_MESSAGE = b"z" * 50

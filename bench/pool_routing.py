@@ -53,7 +53,7 @@ if __name__ == "__main__":  # run from a source checkout: import this checkout's
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import zactor
-from zactor.bench import RawYardstick
+from zactor.benchmark.runner import RawYardstick
 
 POOL_ACTORS = 8
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -165,7 +165,7 @@ def timed_pass(body, n: int, worker_pids: list) -> dict:
 
 def count_messages(body) -> tuple[int, int]:
     """Messages the driver sends and receives during one pass of ``body``."""
-    from zactor import runtime as runtime_mod
+    from zactor.endpoint import runtime as runtime_mod
 
     rt = runtime_mod.current()
     sent = received = 0

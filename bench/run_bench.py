@@ -8,6 +8,6 @@ import sys
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from zactor.bench import main
+    from zactor.benchmark.runner import main
 
     sys.exit(main())

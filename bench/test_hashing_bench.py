@@ -18,10 +18,10 @@ import zlib
 import numpy as np
 import pytest
 
-from zactor import _fallback
+from zactor.wire import _fallback
 
 try:
-    from zactor import _fast
+    from zactor.wire import _fast
 except ImportError as exc:  # pragma: no cover - depends on the build
     _fast = None
     _REASON = f"zactor._fast is not built ({exc})"

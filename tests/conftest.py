@@ -17,7 +17,7 @@ import pytest
 from gates import poll
 
 import zactor
-from zactor.actor import head_handle
+from zactor.caller.handle import head_handle
 
 NUM_WORKERS = 2
 
@@ -89,7 +89,7 @@ def unique_name():
 def worker_of(handle) -> str:
     """The worker id the head placed ``handle``'s actor on."""
     for info in head_handle().list_actors.remote().result(timeout=30):
-        if info["actor_id"] == handle.actor_id:
+        if info["actor_id"] == handle._actor_id:
             return info["worker_id"]
     raise LookupError(f"the head does not know actor {handle!r}")
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 
-from zactor.spawn import child_environment
+from zactor.control.spawn import child_environment
 
 MARK = "RESULT "
 

@@ -16,7 +16,7 @@ import pytest
 from gates import wait_for_file as _wait_for_file
 
 import zactor
-from zactor.actor import DEFAULT_MAX_PENDING_CALLS
+from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS
 
 pytestmark = pytest.mark.timeout(60)
 

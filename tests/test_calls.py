@@ -15,8 +15,8 @@ import pytest
 from gates import wait_for_file as _wait_for_file
 
 import zactor
-import zactor.runtime
-from zactor.actor import head_handle, worker_service_handle
+import zactor.endpoint.runtime
+from zactor.caller.handle import head_handle, worker_service_handle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -270,9 +270,9 @@ def test_a_call_batched_with_the_creation_finds_the_actor(cluster, monkeypatch):
     monkeypatch that showed up when another thread kept the outbox to that worker busy.)
     """
     workers = head_handle().cluster_info.remote().result(timeout=30)["workers"]
-    frozen = zactor.runtime._monotonic()
-    monkeypatch.setattr(zactor.runtime, "LINGER_S", 0.05)
-    monkeypatch.setattr(zactor.runtime, "_monotonic", lambda: frozen)
+    frozen = zactor.endpoint.runtime._monotonic()
+    monkeypatch.setattr(zactor.endpoint.runtime, "LINGER_S", 0.05)
+    monkeypatch.setattr(zactor.endpoint.runtime, "_monotonic", lambda: frozen)
     for w in workers:  # every outbox to a worker has sent "just now": the next puts batch
         worker_service_handle(w["address"]).ping.tell()
     h = Counter.remote(41)
@@ -425,7 +425,7 @@ def test_kill_then_calls_raise_actor_died_naming_the_actor(cluster):
     with pytest.raises(zactor.ActorDiedError) as info:
         c.increment.remote().result(timeout=30)
     text = str(info.value)
-    assert "Counter" in text and str(c.actor_id) in text
+    assert "Counter" in text and str(c._actor_id) in text
     assert "kill" in text
     # Again, and through zactor.get; a tell to the dead actor is silently dropped.
     c.increment.tell()
@@ -519,7 +519,7 @@ def test_exit_actor_outside_an_actor_raises(cluster):
 def test_runtime_context_inside_an_actor(cluster, wait_for):
     h = SelfTeller.remote()
     ctx = h.context.remote().result(timeout=30)
-    assert ctx["actor_id"] == h.actor_id == ctx["get_actor_id"]
+    assert ctx["actor_id"] == h._actor_id == ctx["get_actor_id"]
     assert ctx["current_actor"] == h
     workers = head_handle().cluster_info.remote().result(timeout=30)["workers"]
     assert ctx["worker_id"] in {w["worker_id"] for w in workers}
@@ -538,7 +538,7 @@ def test_runtime_context_worker_id_matches_the_placement(cluster, placement):
     assert len({placement(h) for h in handles}) == 2
     for h in handles:
         where = h.where.remote().result(timeout=30)
-        assert where["actor_id"] == h.actor_id
+        assert where["actor_id"] == h._actor_id
         assert where["worker_id"] == placement(h)
         assert where["pid"] != os.getpid()
 
@@ -554,7 +554,7 @@ def test_runtime_context_names_the_right_actor_in_pipelined_batches(cluster, spr
     for actors in (plain, threaded, plain + threaded):
         calls = [(h, h.where.remote()) for _ in range(50) for h in actors]
         for h, future in calls:
-            assert future.result(timeout=30)["actor_id"] == h.actor_id
+            assert future.result(timeout=30)["actor_id"] == h._actor_id
     assert zactor.get_runtime_context().actor_id is None  # the driver is no actor
 
 

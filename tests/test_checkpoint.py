@@ -663,3 +663,18 @@ def test_pack_takes_bytes():
 
 def test_module_names_match_all():
     assert set(checkpoint.__all__) <= set(dir(checkpoint))
+
+
+def test_a_checkpoint_written_by_the_0_1_layout_still_loads():
+    """zactor 0.1 pickled handles through ``zactor.actor`` and pools through
+    ``zactor.pool``; ``tests/data/keeper-*`` is a checkpoint it wrote (an actor
+    named "keeper" holding a handle and a HashPool). The aliases keep it loading."""
+    store = FileStore(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
+    state, _applied = unpack_checkpoint(store.restore("keeper"))
+    assert b"zactor.actor" in state and b"zactor.pool" in state  # the old paths
+    restored = cloudpickle.loads(state)
+    assert restored["n"] == 42
+    friend, pool = restored["friend"], restored["pool"]
+    assert isinstance(friend, zactor.ActorHandle) and friend._class_name == "Doubler"
+    assert isinstance(pool, zactor.HashPool) and len(pool.actors) == 2
+    assert all(isinstance(h, zactor.ActorHandle) for h in pool.actors)

@@ -32,7 +32,7 @@ import pytest
 from gates import poll, wait_for_file
 
 import zactor
-from zactor.actor import head_handle, worker_service_handle
+from zactor.caller.handle import head_handle, worker_service_handle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,7 +84,7 @@ class Threaded:
 
     def context(self):
         ctx = zactor.get_runtime_context()
-        return ctx.actor_id, ctx.current_actor.actor_id
+        return ctx.actor_id, ctx.current_actor._actor_id
 
     def fail(self):
         raise ValueError("threaded failure")
@@ -147,7 +147,7 @@ class AsyncProbe:
 
     async def context(self):
         ctx = zactor.get_runtime_context()
-        return ctx.actor_id, ctx.current_actor.actor_id
+        return ctx.actor_id, ctx.current_actor._actor_id
 
     async def fail(self):
         await asyncio.sleep(0)
@@ -226,26 +226,26 @@ def made(cluster):
 
 def _stats_row(handle) -> dict | None:
     stats = worker_service_handle(handle._address).stats.remote().result(timeout=30)
-    rows = [row for row in stats["actors"] if row["actor_id"] == handle.actor_id]
+    rows = [row for row in stats["actors"] if row["actor_id"] == handle._actor_id]
     return rows[0] if rows else None
 
 
 def _known_to_head(handle) -> bool:
     return any(
-        info["actor_id"] == handle.actor_id
+        info["actor_id"] == handle._actor_id
         for info in head_handle().list_actors.remote().result(timeout=30)
     )
 
 
 def _retire(handle, reason: str) -> bool:
     service = worker_service_handle(handle._address)
-    return service.retire.remote(handle.actor_id, reason).result(timeout=30)
+    return service.retire.remote(handle._actor_id, reason).result(timeout=30)
 
 
 def _async_thread_gone(probe, actor) -> bool:
     """True once no thread of ``actor``'s event loop is left in ``probe``'s worker."""
     names = probe.thread_names.remote().result(timeout=30)
-    return f"zactor-async-{actor.actor_id}" not in names
+    return f"zactor-async-{actor._actor_id}" not in names
 
 
 # -- threaded actors ------------------------------------------------------------------------
@@ -442,7 +442,7 @@ def test_tell_errors_are_counted(concurrent_actor):
 
 def test_runtime_context_names_the_actor(concurrent_actor):
     actor = concurrent_actor
-    assert actor.context.remote().result(timeout=30) == (actor.actor_id, actor.actor_id)
+    assert actor.context.remote().result(timeout=30) == (actor._actor_id, actor._actor_id)
 
 
 def test_exit_actor_ends_the_actor_after_the_call(concurrent_actor):

@@ -43,11 +43,16 @@ import zmq
 from seed_stores import FilePersistence
 
 import zactor
-from zactor import CheckpointError, CheckpointSaveError, serialization, wire
-from zactor._hotpath import pack_one, parse_frame
-from zactor.actor import worker_service_handle
+from zactor import CheckpointError, CheckpointSaveError
+from zactor.caller.handle import head_handle, worker_service_handle
 from zactor.checkpoint import FileStore, SQLiteStore, pack_checkpoint, unpack_checkpoint
-from zactor.durable import (
+from zactor.endpoint.runtime import Runtime
+from zactor.errors import ActorDiedError, remote_exception
+from zactor.wire import records as wire
+from zactor.wire import serialization
+from zactor.wire.hotpath import pack_one, parse_frame
+from zactor.wire.protocol import ROLE_FLAGS, WORKER_TABLE
+from zactor.worker.checkpointer import (
     _FORGOTTEN,
     _RUNNING,
     APPLIED_CALLERS,
@@ -56,8 +61,9 @@ from zactor.durable import (
     Checkpointer,
     _CallerRecord,
 )
-from zactor.errors import ActorDiedError, remote_exception
-from zactor.worker import HostedActor
+from zactor.worker.host import ActorHost
+from zactor.worker.hosted import HostedActor
+from zactor.worker.service import WorkerService
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -187,7 +193,7 @@ def local_store(given):
 
 def stats_row(handle) -> dict:
     stats = worker_service_handle(handle._address).stats.remote().result(timeout=30)
-    rows = [row for row in stats["actors"] if row["actor_id"] == handle.actor_id]
+    rows = [row for row in stats["actors"] if row["actor_id"] == handle._actor_id]
     assert rows, f"actor {handle} is not hosted at {handle._address}"
     return rows[0]
 
@@ -241,24 +247,37 @@ class RawCaller:
 
     def send(self, handle, method: str, call_id: int, *args) -> None:
         """Send ``handle.method(*args)`` as a CALL with ``call_id``."""
-        if handle.actor_id not in self.created:
+        if handle._actor_id not in self.created:
             # This socket is not ordered with the driver's outbox, which carried the
             # actor's creation: wait until the worker has run it (its service answers
             # a ping only after the creation sent before it).
             worker_service_handle(handle._address).ping.remote().result(timeout=30)
-            self.created.add(handle.actor_id)
-        sock = self.outboxes.get(handle._address)
+            self.created.add(handle._actor_id)
+        sock = self._outbox(handle._address)
+        payload, buffers = serialization.dumps_call(args, {})
+        index = handle._index[method]
+        sock.send_multipart(
+            pack_one(wire.CALL, 0, index, call_id, handle._actor_id, payload, buffers)
+        )
+
+    def order(self, address: str, method: str, call_id: int, *args) -> None:
+        """Call ``WorkerService.method(*args)`` at ``address`` as the head does (its
+        role in the record's flags): the worker must take this caller for its head."""
+        payload, buffers = serialization.dumps_call(args, {})
+        index = WORKER_TABLE.index[method]
+        self._outbox(address).send_multipart(
+            pack_one(wire.CALL, ROLE_FLAGS["head"], index, call_id, 0, payload, buffers)
+        )
+
+    def _outbox(self, address: str) -> zmq.Socket:
+        sock = self.outboxes.get(address)
         if sock is None:
             sock = self.context.socket(zmq.DEALER)
             sock.identity = self.address.encode()
             sock.linger = 0
-            sock.connect(handle._address)
-            self.outboxes[handle._address] = sock
-        payload, buffers = serialization.dumps_call(args, {})
-        index = handle._index[method]
-        sock.send_multipart(
-            pack_one(wire.CALL, 0, index, call_id, handle.actor_id, payload, buffers)
-        )
+            sock.connect(address)
+            self.outboxes[address] = sock
+        return sock
 
     def result(self, call_id: int, timeout: float = 30.0):
         """The next reply to ``call_id``: its value, or the exception it carries, raised."""
@@ -296,6 +315,24 @@ def raw():
         yield caller
     finally:
         caller.close()
+
+
+@pytest.fixture
+def headed_worker(cluster, raw):
+    """A worker host in this process whose head is ``raw``: only the head may kill or
+    re-create an actor (zactor.wire.protocol), so a test that orders a restart by hand
+    plays the head of a worker of its own. Returns the worker's address."""
+    runtime = Runtime(f"ipc://{raw.dir}/worker.sock", role="worker", head_address=raw.address)
+    host = ActorHost(runtime)
+    host.add_system_actor(WorkerService(host, head_handle(runtime), "test-worker"), WORKER_TABLE)
+    thread = threading.Thread(target=host.serve, name="test-worker", daemon=True)
+    thread.start()
+    try:
+        yield runtime.address
+    finally:
+        host.stop()
+        thread.join(timeout=10)
+        runtime.close()
 
 
 # -- saving ---------------------------------------------------------------------------------
@@ -483,59 +520,92 @@ def test_a_call_older_than_the_window_never_runs_again(cluster, tmp_path, raw):
     zactor.kill(counter)
 
 
-def test_a_restarted_incarnation_replaces_the_tombstone(cluster, tmp_path, raw):
-    """``WorkerService.create`` of a killed id (a restart on the same worker) hosts it again."""
-    store = FileStore(tmp_path)
-    counter = CounterActor.options(checkpoint=store).remote(0)
-    raw.send(counter, "inc", 1, 2)
-    assert raw.result(1) == 2
-    key = stats_row(counter)["checkpoint_key"]
-    service = worker_service_handle(counter._address)
-    assert service.kill.remote(counter.actor_id, "killed by the test").result(timeout=30)
-    raw.send(counter, "inc", 2, 1)
-    with pytest.raises(ActorDiedError, match="killed by the test"):
-        raw.result(2)
-    spec = {
+def _counter_spec(store, key: str, incarnation: int) -> dict:
+    return {
         "class_name": "Counter",
         "methods": list(CounterActor._methods),
         "checkpoint": store,
         "checkpoint_key": key,
-        "incarnation": 1,
+        "incarnation": incarnation,
     }
-    blob = cloudpickle.dumps((CounterActor, (1000,), {}))
-    service.create.remote(counter.actor_id, blob, spec).result(timeout=30)
-    raw.send(counter, "inc", 1, 2)  # the retry of call 1: applied before, not run again
-    assert raw.result(1) == 2
-    raw.send(counter, "inc", 3, 1)
-    assert raw.result(3) == 3  # restored (2), not constructed (1000)
-    service.kill.remote(counter.actor_id, "done").result(timeout=30)
 
 
-def test_a_new_incarnation_ends_one_still_hosted_under_its_id(cluster, tmp_path, raw):
-    """A restart sent while the old incarnation still lives here replaces it."""
-    import random
+def _raw_target(address: str, actor_id: int):
+    """What ``RawCaller.send`` needs of a handle, for an actor created by hand."""
     import types
 
-    address = cluster["workers"][0]["address"]
-    service = worker_service_handle(address)
-    actor_id = 10**9 + random.randrange(10**6)  # an id the head never hands out in a test run
-    target = types.SimpleNamespace(
-        _address=address,
-        actor_id=actor_id,
-        _index={m: i for i, m in enumerate(CounterActor._methods)},
-    )
+    index = {m: i for i, m in enumerate(CounterActor._methods)}
+    return types.SimpleNamespace(_address=address, _actor_id=actor_id, _index=index)
+
+
+def test_a_restarted_incarnation_replaces_the_tombstone(tmp_path, raw, headed_worker):
+    """``WorkerService.recreate`` of a killed id (a restart on the same worker) hosts it again."""
     store = FileStore(tmp_path)
-    spec = {"class_name": "Counter", "methods": list(CounterActor._methods), "checkpoint": store}
+    actor_id = 7001
+    target = _raw_target(headed_worker, actor_id)
     blob = cloudpickle.dumps((CounterActor, (0,), {}))
-    service.create.remote(actor_id, blob, dict(spec, incarnation=0)).result(timeout=30)
+    raw.order(headed_worker, "create", 100, actor_id, blob, _counter_spec(store, "tomb", 0))
+    raw.result(100)
+    raw.send(target, "inc", 1, 2)
+    assert raw.result(1) == 2
+    raw.order(headed_worker, "kill", 101, actor_id, "killed by the test")
+    assert raw.result(101)
+    raw.send(target, "inc", 2, 1)
+    with pytest.raises(ActorDiedError, match="killed by the test"):
+        raw.result(2)
+    blob = cloudpickle.dumps((CounterActor, (1000,), {}))
+    raw.order(headed_worker, "recreate", 102, actor_id, blob, _counter_spec(store, "tomb", 1))
+    raw.result(102)
+    raw.send(target, "inc", 1, 2)  # the retry of call 1: applied before, not run again
+    assert raw.result(1) == 2
+    raw.send(target, "inc", 3, 1)
+    assert raw.result(3) == 3  # restored (2), not constructed (1000)
+    raw.order(headed_worker, "kill", 103, actor_id, "done")
+    raw.result(103)
+
+
+def test_a_new_incarnation_ends_one_still_hosted_under_its_id(tmp_path, raw, headed_worker):
+    """A restart sent while the old incarnation still lives here replaces it."""
+    actor_id = 7002
+    target = _raw_target(headed_worker, actor_id)
+    store = FileStore(tmp_path)
+    blob = cloudpickle.dumps((CounterActor, (0,), {}))
+    raw.order(headed_worker, "create", 100, actor_id, blob, _counter_spec(store, "still", 0))
+    raw.result(100)
     raw.send(target, "inc", 1, 5)
     assert raw.result(1) == 5
-    service.create.remote(actor_id, blob, dict(spec, incarnation=1)).result(timeout=30)
+    raw.order(headed_worker, "recreate", 101, actor_id, blob, _counter_spec(store, "still", 1))
+    raw.result(101)
     raw.send(target, "inc", 2, 1)
     assert raw.result(2) == 6  # the new incarnation, restored from the old one's checkpoint
-    rows = service.stats.remote().result(timeout=30)["actors"]
+    raw.order(headed_worker, "stats", 102)
+    rows = raw.result(102)["actors"]
     assert [r["actor_id"] for r in rows].count(actor_id) == 1
-    service.kill.remote(actor_id, "done").result(timeout=30)
+    raw.order(headed_worker, "kill", 103, actor_id, "done")
+    raw.result(103)
+
+
+def test_only_the_head_may_restart_or_kill_on_a_worker(cluster, tmp_path, raw):
+    """A driver (or any peer not sending from the head's inbox) is refused the head's
+    orders; the actor is untouched and the worker keeps serving."""
+    counter = CounterActor.options(checkpoint=FileStore(tmp_path)).remote(0)
+    assert zactor.get(counter.inc.remote()) == 1
+    service = worker_service_handle(counter._address)
+    with pytest.raises(PermissionError, match="WorkerService.kill may only be called by head"):
+        service.kill.remote(counter._actor_id, "by a driver").result(timeout=30)
+    spec = _counter_spec(FileStore(tmp_path), "x", 1)
+    blob = cloudpickle.dumps((CounterActor, (0,), {}))
+    with pytest.raises(PermissionError, match="recreate may only be called by head"):
+        service.recreate.remote(counter._actor_id, blob, spec).result(timeout=30)
+    with pytest.raises(PermissionError, match="only the head orders"):
+        service.create.remote(counter._actor_id, blob, spec).result(timeout=30)
+    # Claiming the head's role from another inbox does not help.
+    raw.order(counter._address, "kill", 200, counter._actor_id, "by an impostor")
+    with pytest.raises(PermissionError, match="not by a peer of no role"):
+        raw.result(200)
+    assert zactor.get(counter.inc.remote()) == 2
+    assert stats_row(counter)["calls"] == 2
+    zactor.kill(counter)
 
 
 # -- failing saves --------------------------------------------------------------------------
@@ -630,7 +700,7 @@ def test_stats_show_the_store_the_saves_and_their_duration(cluster, tmp_path):
     assert row["checkpoint"] == repr(store)
     assert row["checkpoints"] == 5  # the constructed state, then each call
     assert row["last_checkpoint_us"] > 0
-    assert row["checkpoint_key"].startswith(f"actor-{durable.actor_id}-")
+    assert row["checkpoint_key"].startswith(f"actor-{durable._actor_id}-")
     zactor.kill(plain)
     zactor.kill(durable)
 

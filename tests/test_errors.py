@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import zactor
-from zactor.actor import worker_service_handle
+from zactor.caller.handle import worker_service_handle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -215,7 +215,7 @@ def test_a_failing_tell_is_counted_and_the_actor_keeps_working(cluster):
     h.fail_in_tell.tell()
     assert h.ok.remote().result(timeout=30) == 1  # runs after both tells
     stats = worker_service_handle(h._address).stats.remote().result(timeout=30)
-    (mine,) = [a for a in stats["actors"] if a["actor_id"] == h.actor_id]
+    (mine,) = [a for a in stats["actors"] if a["actor_id"] == h._actor_id]
     assert mine["tell_errors"] == 2
     assert mine["errors"] >= 2
 
@@ -333,7 +333,7 @@ def test_calls_to_a_killed_actor_raise_actor_died_error_naming_it(cluster, uniqu
     assert isinstance(e, zactor.ActorDiedError)
     assert isinstance(e, zactor.ZactorError)
     assert not isinstance(e, zactor.ActorError)
-    assert "Faulty" in str(e) and str(h.actor_id) in str(e)
+    assert "Faulty" in str(e) and str(h._actor_id) in str(e)
     assert "kill" in str(e)
 
 

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zactor import _fallback
+from zactor.wire import _fallback
 
 try:
-    from zactor import _fast
+    from zactor.wire import _fast
 except ImportError as exc:  # pragma: no cover - depends on the build
     _fast = None
     _FAST_MISSING = f"zactor._fast is not built ({exc}); run `python setup.py build_ext --inplace`"
@@ -313,7 +313,7 @@ def test_twins_route_keys_alike(batch, n):
 _CHILD = """
 import json, sys
 import numpy as np
-from zactor import _hotpath
+from zactor.wire import hotpath as _hotpath
 keys = [0, 1, 7, -1, 2**64 - 1, "timbit", "7", b"7".decode(), "\\u00e9t\\u00e9"]
 keys += [f"user-{i}" for i in range(200)] + list(range(-100, 100))
 out = {

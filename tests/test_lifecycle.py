@@ -41,7 +41,7 @@ PRELUDE = (
         import json, os, sys, threading, time
         import zactor
         import zactor.api
-        from zactor.actor import head_handle
+        from zactor.caller.handle import head_handle
 
         MARK = %r
 

@@ -12,8 +12,9 @@ import gc
 import pytest
 
 import zactor
-from zactor.actor import head_handle
-from zactor.ownership import CLAIMED, HOLD, RELEASE, SENT, HandleRefs, RefLedger
+from zactor.caller.handle import head_handle
+from zactor.control.ledger import RefLedger
+from zactor.endpoint.refs import CLAIMED, HOLD, RELEASE, SENT, HandleRefs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,7 +55,7 @@ class Holder:
 
     def look_at(self, handles):
         """Receives copies and lets them go when the call returns."""
-        return [h.actor_id for h in handles]
+        return [h._actor_id for h in handles]
 
 
 @zactor.remote
@@ -79,7 +80,7 @@ def wait_ended(actor_id: int, wait_for) -> None:
 def test_dropping_the_last_handle_ends_the_actor(cluster, wait_for):
     c = Counter.remote()
     assert c.increment.remote().result(timeout=30) == 1
-    actor_id = c.actor_id
+    actor_id = c._actor_id
     assert actor_id in alive_ids()
     del c
     wait_ended(actor_id, wait_for)
@@ -88,7 +89,7 @@ def test_dropping_the_last_handle_ends_the_actor(cluster, wait_for):
 def test_a_copy_held_by_another_actor_keeps_it_alive_until_dropped(cluster, wait_for):
     holder = Holder.remote()
     c = Counter.remote(10)
-    actor_id = c.actor_id
+    actor_id = c._actor_id
     assert holder.keep.remote(c).result(timeout=30) == 1
     del c
     gc.collect()
@@ -98,13 +99,13 @@ def test_a_copy_held_by_another_actor_keeps_it_alive_until_dropped(cluster, wait
         assert actor_id in alive_ids()
     holder.drop_all.remote().result(timeout=30)
     wait_ended(actor_id, wait_for)
-    assert holder.actor_id in alive_ids()  # the holder itself is still held by us
+    assert holder._actor_id in alive_ids()  # the holder itself is still held by us
 
 
 def test_copies_that_a_call_lets_go_do_not_keep_it_alive(cluster, wait_for):
     holder = Holder.remote()
     c = Counter.remote()
-    actor_id = c.actor_id
+    actor_id = c._actor_id
     assert holder.look_at.remote([c, c]).result(timeout=30) == [actor_id, actor_id]
     assert c.increment.remote().result(timeout=30) == 1  # our own handle still counts
     del c
@@ -114,7 +115,7 @@ def test_copies_that_a_call_lets_go_do_not_keep_it_alive(cluster, wait_for):
 def test_calls_sent_before_the_last_handle_went_still_run(cluster, tmp_path, wait_for):
     path = str(tmp_path / "lines.txt")
     a = Appender.remote()
-    actor_id = a.actor_id
+    actor_id = a._actor_id
     for i in range(50):
         a.append.tell(path, i)
     del a
@@ -131,7 +132,7 @@ def test_a_future_keeps_its_actor_alive_until_it_resolves(cluster):
 
 def test_a_bound_method_keeps_its_actor_alive(cluster, wait_for):
     c = Counter.remote()
-    actor_id = c.actor_id
+    actor_id = c._actor_id
     stale = c.increment  # an ActorMethod keeps the handle, and so the actor, alive
     del c
     gc.collect()
@@ -146,7 +147,7 @@ def test_a_bound_method_keeps_its_actor_alive(cluster, wait_for):
 def test_get_actor_handle_keeps_a_named_actor_alive(cluster, unique_name, wait_for):
     name = unique_name("counter")
     first = Counter.options(name=name).remote(3)
-    actor_id = first.actor_id
+    actor_id = first._actor_id
     second = zactor.get_actor(name)
     del first
     gc.collect()
@@ -158,7 +159,7 @@ def test_get_actor_handle_keeps_a_named_actor_alive(cluster, unique_name, wait_f
         zactor.get_actor(name)
     again = Counter.options(name=name).remote(100)  # the name is free again
     assert zactor.get_actor(name).value.remote().result(timeout=30) == 100
-    assert again.actor_id != actor_id
+    assert again._actor_id != actor_id
 
 
 def test_bad_placement_options_fail_at_once_with_what_to_do(cluster):

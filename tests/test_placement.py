@@ -2,7 +2,7 @@
 
 The session's shared cluster hosts other tests' actors, so whole-worker placement is
 checked in a subprocess that starts its own 2-worker cluster with one GPU; the rules
-themselves are also checked on :class:`zactor.placement.Placement` directly.
+themselves are also checked on :class:`zactor.control.placement.Placement` directly.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import textwrap
 import pytest
 from scenario import run_scenario
 
+from zactor.control.placement import Placement
 from zactor.errors import ClusterError
-from zactor.placement import Placement
 
 pytestmark = pytest.mark.timeout(120)
 

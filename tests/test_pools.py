@@ -19,7 +19,7 @@ from examples_runner import run_main
 from examples_runner import script_lines as run_script
 
 import zactor
-from zactor import _hotpath
+from zactor.wire import hotpath as _hotpath
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -305,7 +305,7 @@ def test_an_idle_pool_pickles_and_a_busy_one_says_why_not(doublers, gate):
     pool = zactor.ActorPool(doublers)
     for dumps in (pickle.dumps, cloudpickle.dumps):
         copy = pickle.loads(dumps(pool))
-        assert sorted(h.actor_id for h in copy.actors) == sorted(h.actor_id for h in doublers)
+        assert sorted(h._actor_id for h in copy.actors) == sorted(h._actor_id for h in doublers)
         assert list(copy.map(_double, [1, 2, 3])) == [2, 4, 6]
     pool.submit(lambda a, v: a.held.remote(gate.path, v), 1)
     with pytest.raises(TypeError, match="work in flight cannot be pickled"):

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zactor import serialization
-from zactor.serialization import OUT_OF_BAND_BYTES, dumps, dumps_call, loads, loads_call
+from zactor.wire import serialization
+from zactor.wire.serialization import OUT_OF_BAND_BYTES, dumps, dumps_call, loads, loads_call
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -28,15 +28,16 @@ import pytest
 import zmq
 
 import zactor
-from zactor import serialization, wire
-from zactor.actor import head_handle, worker_service_handle
+from zactor.caller.handle import head_handle, worker_service_handle
+from zactor.wire import records as wire
+from zactor.wire import serialization
 
 pytestmark = pytest.mark.timeout(60)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREAMBLE = struct.Struct("<2sBBI")
 RECORD = struct.Struct("<BBHIQQII")
-VERSION = 1
+VERSION = 2  # the wire protocol version (zactor.wire.protocol)
 NO_ARGS = serialization.dumps_call((), {})[0]
 
 
@@ -177,16 +178,16 @@ def test_a_hand_built_call_gets_a_result(echo_on_worker, peer):
     """The documented layout is what the worker speaks: a foreign client can call."""
     h, _ = echo_on_worker
     method = h._methods.index("bump")
-    peer.send(frame0([(wire.CALL, method, 4242, h.actor_id, NO_ARGS, 0)]))
+    peer.send(frame0([(wire.CALL, method, 4242, h._actor_id, NO_ARGS, 0)]))
     ((kind, call_id, actor_id, value),) = parse_reply(peer.receive())
-    assert (kind, call_id, actor_id, value) == (wire.RESULT, 4242, h.actor_id, 2)
+    assert (kind, call_id, actor_id, value) == (wire.RESULT, 4242, h._actor_id, 2)
     # A numpy argument as an out-of-band frame; the reply's array comes back the same way.
     a = np.arange(64 * 1024, dtype=np.float32)
     payload, buffers = serialization.dumps_call((a,), {})
     assert len(buffers) == 1
     method = h._methods.index("double")
     peer.send(
-        frame0([(wire.CALL, method, 4243, h.actor_id, payload, 1)]), *[bytes(b) for b in buffers]
+        frame0([(wire.CALL, method, 4243, h._actor_id, payload, 1)]), *[bytes(b) for b in buffers]
     )
     reply = peer.receive()
     assert len(reply) == 2 and len(reply[1]) == a.nbytes  # the array in its own frame
@@ -198,8 +199,8 @@ def test_a_hand_built_call_gets_a_result(echo_on_worker, peer):
     peer.send(
         frame0(
             [
-                (wire.CALL, bump, 1, h.actor_id, NO_ARGS, 0),
-                (wire.CALL, bump, 2, h.actor_id, NO_ARGS, 0),
+                (wire.CALL, bump, 1, h._actor_id, NO_ARGS, 0),
+                (wire.CALL, bump, 2, h._actor_id, NO_ARGS, 0),
             ]
         )
     )
@@ -213,8 +214,8 @@ def test_bad_frames_are_dropped_counted_by_kind_and_the_worker_keeps_serving(ech
     h, address = echo_on_worker
     before = _dropped(address)
     bump = h._methods.index("bump")
-    good = frame0([(wire.CALL, bump, 1, h.actor_id, NO_ARGS, 0)])
-    one_tell = (wire.TELL, bump, 0, h.actor_id, NO_ARGS, 0)
+    good = frame0([(wire.CALL, bump, 1, h._actor_id, NO_ARGS, 0)])
+    one_tell = (wire.TELL, bump, 0, h._actor_id, NO_ARGS, 0)
 
     peer.send(os.urandom(5))  # random bytes, shorter than the preamble
     peer.send(b"")  # an empty frame
@@ -229,7 +230,7 @@ def test_bad_frames_are_dropped_counted_by_kind_and_the_worker_keeps_serving(ech
     peer.send(frame0([one_tell], magic=b"XY"))  # a foreign magic
     peer.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # a foreign protocol
     peer.send(frame0([], count=0))  # no records
-    peer.send(frame0([(wire.TELL, bump, 0, h.actor_id, NO_ARGS, 2)]))  # 2 buffers announced
+    peer.send(frame0([(wire.TELL, bump, 0, h._actor_id, NO_ARGS, 2)]))  # 2 buffers announced
     peer.send(frame0([one_tell]), b"unannounced buffer")  # a buffer nobody owns
     expected = {"short": 3, "magic": 3, "version": 2, "truncated": 4, "empty": 1, "buffers": 2}
     delta = _wait_for_drops(address, before, expected)
@@ -307,7 +308,7 @@ def test_a_record_of_unknown_request_kind_is_dropped(echo_on_worker, peer):
     h, address = echo_on_worker
     before = _dropped(address)
     bump = h._methods.index("bump")
-    peer.send(frame0([(0, bump, 5, h.actor_id, NO_ARGS, 0)]))
+    peer.send(frame0([(0, bump, 5, h._actor_id, NO_ARGS, 0)]))
     peer.send(frame0([(wire.CALL, 0, 6, 987_000_001, NO_ARGS, 0)]))  # a marker: DIED reply
     parse_reply(peer.receive())  # the kind-0 record was handled before the marker
     assert h.count.remote().result(timeout=30) == 1, "the kind-0 record ran the method"
@@ -319,7 +320,7 @@ def test_a_record_of_unknown_request_kind_is_dropped(echo_on_worker, peer):
 def test_a_record_of_unknown_reply_kind_is_counted(echo_on_worker, peer):
     h, address = echo_on_worker
     before = _dropped(address)
-    peer.send(frame0([(9, 0, 5, h.actor_id, NO_ARGS, 0)]))
+    peer.send(frame0([(9, 0, 5, h._actor_id, NO_ARGS, 0)]))
     peer.send(frame0([(wire.CALL, 0, 6, 987_000_002, NO_ARGS, 0)]))  # a marker: DIED reply
     parse_reply(peer.receive())
     now = _dropped(address)
@@ -332,7 +333,7 @@ LOG_ONCE_SCRIPT = textwrap.dedent(
     import os, struct, sys, tempfile, time
     import zmq
     import zactor
-    from zactor.actor import head_handle, worker_service_handle
+    from zactor.caller.handle import head_handle, worker_service_handle
 
     zactor.init(num_workers=1)
     try:
@@ -385,8 +386,9 @@ BAD_IDENTITY_SCRIPT = textwrap.dedent(
     import os, struct, sys, time
     import zmq
     import zactor
-    from zactor import serialization, wire
-    from zactor.actor import worker_service_handle
+    from zactor.wire import records as wire
+    from zactor.wire import hotpath, serialization
+    from zactor.caller.handle import worker_service_handle
 
     @zactor.remote
     class C:
@@ -403,8 +405,8 @@ BAD_IDENTITY_SCRIPT = textwrap.dedent(
         service = worker_service_handle(c._address)
         before = sum(service.stats.remote().result(timeout=30)["dropped"].values())
         payload = serialization.dumps_call((), {})[0]
-        frame = struct.pack("<2sBBI", b"ZA", 1, 0, 1) + struct.pack(
-            "<BBHIQQII", wire.CALL, 0, 0, c._methods.index("bump"), 1, c.actor_id,
+        frame = struct.pack("<2sBBI", b"ZA", hotpath.PROTOCOL_VERSION, 0, 1) + struct.pack(
+            "<BBHIQQII", wire.CALL, 0, 0, c._methods.index("bump"), 1, c._actor_id,
             len(payload), 0) + payload
         ctx = zmq.Context()
         dealers = []  # kept referenced: a collected socket is closed, its queue dropped

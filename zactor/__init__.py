@@ -23,8 +23,6 @@ Example::
     zactor.shutdown()
 """
 
-from zactor._hotpath import IMPLEMENTATION
-from zactor.actor import ActorClass, ActorHandle, ActorMethod, remote
 from zactor.api import (
     RuntimeContext,
     exit_actor,
@@ -35,6 +33,9 @@ from zactor.api import (
     kill,
     shutdown,
 )
+from zactor.caller.actor_class import ActorClass, remote
+from zactor.caller.future import Future, as_completed, get, wait
+from zactor.caller.handle import ActorHandle, ActorMethod
 from zactor.checkpoint import FileStore, SQLiteStore, open_store
 from zactor.errors import (
     ActorDiedError,
@@ -46,8 +47,8 @@ from zactor.errors import (
     GetTimeoutError,
     ZactorError,
 )
-from zactor.future import Future, as_completed, get, wait
 from zactor.pool import ActorPool, HashPool
+from zactor.wire.hotpath import IMPLEMENTATION
 
 __version__ = "0.1.0"
 

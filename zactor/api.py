@@ -20,11 +20,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from zactor import runtime as _runtime_mod
-from zactor import spawn
-from zactor.actor import ActorHandle, handle_from_info, head_handle
+from zactor.caller.handle import ActorHandle, handle_from_info, head_handle
+from zactor.control import cluster, spawn
+from zactor.endpoint import runtime as _runtime_mod
+from zactor.endpoint.runtime import Runtime
 from zactor.errors import ActorExit, ClusterError
-from zactor.runtime import Runtime
 from zactor.transport import ipc_address, make_session_dir, socket_file
 
 #: How long ``init()`` waits for the embedded cluster's workers (seconds).
@@ -81,8 +81,6 @@ def init(
     detached). Calling ``init`` twice raises ``RuntimeError`` unless
     ``ignore_reinit_error=True``.
     """
-    from zactor import cluster
-
     with _session.lock:
         if _session.runtime is not None:
             if ignore_reinit_error:
@@ -127,23 +125,10 @@ def init(
 
 def _start_embedded(num_workers: int, resources: dict | None) -> None:
     """Start the head of an embedded cluster (it starts the workers); connect to it."""
-    import json
-
     session_dir = make_session_dir()
     head_address = ipc_address(session_dir, "head.sock")
-    head_process = spawn.start(
-        "zactor.head",
-        [
-            "--session-dir",
-            session_dir,
-            "--address",
-            head_address,
-            "--num-workers",
-            str(num_workers),
-            "--resources",
-            json.dumps(resources or {}),
-            "--watch-parent",
-        ],
+    head_process = spawn.start_head(
+        session_dir, head_address, num_workers, resources, watch_parent=True
     )
     runtime = Runtime(
         ipc_address(session_dir, f"driver-{os.getpid()}.sock"),
@@ -159,8 +144,6 @@ def _start_embedded(num_workers: int, resources: dict | None) -> None:
 
 def _join(head_address: str) -> None:
     """Connect to a running cluster's head, from an inbox of our own its workers can reach."""
-    from zactor import cluster
-
     inbox_dir = make_session_dir()
     try:
         runtime = Runtime(
@@ -187,26 +170,20 @@ def _wait_for_head(runtime: Runtime) -> dict:
 
 
 def _wait_for_workers(count: int) -> dict:
-    head = head_handle()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if _session.head_process.poll() is not None:
-            raise ClusterError(
-                f"the zactor head process exited with code {_session.head_process.returncode} "
-                "during start-up; run with ZACTOR_LOG_LEVEL=INFO to see why"
-            )
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ClusterError(
-                f"only part of the {count} zactor workers started within {STARTUP_TIMEOUT_S} s"
-            )
-        try:
-            info = head.cluster_info.remote().result(timeout=min(1.0, remaining))
-        except TimeoutError:
-            continue
-        if len(info["workers"]) >= count:
-            return info
-        time.sleep(0.005)
+    process = _session.head_process
+    return cluster.wait_for_workers(
+        head_handle(),
+        process,
+        count,
+        time.monotonic() + STARTUP_TIMEOUT_S,
+        exited=lambda: ClusterError(
+            f"the zactor head process exited with code {process.returncode} "
+            "during start-up; run with ZACTOR_LOG_LEVEL=INFO to see why"
+        ),
+        late=lambda: ClusterError(
+            f"only part of the {count} zactor workers started within {STARTUP_TIMEOUT_S} s"
+        ),
+    )
 
 
 def _cluster_info() -> dict:
@@ -290,18 +267,28 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 
 
 def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
-    """End the actor now; its queued and later calls raise ``ActorDiedError``.
+    """End the actor now, as ``ray.kill`` does.
+
+    When this returns, the call running at that moment and the calls queued
+    behind it have failed with ``ActorDiedError`` ("killed by zactor.kill"), in
+    every process that made them; later calls fail the same way.
+
+    The running method is interrupted where Python allows: an exception is
+    raised in its thread at its next bytecode, so a loop in Python code stops.
+    Its worker process hosts other actors and goes on. Not interrupted: a call
+    blocked in C (``time.sleep``, I/O, a numpy kernel) finishes that first; a
+    call waiting inside zactor (``zactor.get``) and a threaded actor's calls run
+    to their end. Their results are discarded. An async actor's coroutines are
+    cancelled.
 
     With ``no_restart=False``, an actor created with ``max_restarts`` comes
     back (its constructor runs again, or its checkpoint is restored) and
-    existing handles keep working; calls that were queued at the kill fail,
-    calls made afterwards wait for the restart. A method already running
-    cannot be interrupted (actors share processes); its result is discarded.
+    existing handles keep working; calls made afterwards wait for the restart.
     """
     if not isinstance(handle, ActorHandle):
         raise TypeError(f"zactor.kill takes an ActorHandle, got {type(handle).__name__}")
     runtime = _runtime_mod.current()
-    head_handle(runtime).kill_actor.remote(handle.actor_id, no_restart).result(
+    head_handle(runtime).kill_actor.remote(handle._actor_id, no_restart).result(
         timeout=SHUTDOWN_TIMEOUT_S
     )
 

@@ -31,7 +31,8 @@ EXIT_ERROR = 1
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``zactor`` argument parser with one subparser per command."""
-    from zactor import bench, cluster
+    from zactor.benchmark import runner as bench
+    from zactor.control import cluster
 
     parser = argparse.ArgumentParser(
         prog="zactor", description="zactor: Python actors over ZeroMQ with a Cython hot path."
@@ -130,7 +131,7 @@ class CommandError(Exception):
 
 
 def _start(args: argparse.Namespace) -> int:
-    from zactor import cluster
+    from zactor.control import cluster
 
     if not args.head:
         raise CommandError(
@@ -174,7 +175,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from zactor import cluster
+    from zactor.control import cluster
 
     report = cluster.status()
     if args.json:
@@ -295,7 +296,7 @@ def _duration(seconds: float) -> str:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from zactor import cluster
+    from zactor.control import cluster
 
     result = cluster.stop(timeout=args.timeout)
     if args.json:
@@ -313,7 +314,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from zactor import bench
+    from zactor.benchmark import runner as bench
 
     bench.run(args)
     return 0

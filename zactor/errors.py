@@ -87,6 +87,12 @@ class ActorExit(BaseException):
     """Raised by :func:`zactor.exit_actor` to end the actor after the current call."""
 
 
+class _ActorKilled(BaseException):
+    """Raised inside a running method of an actor that ``zactor.kill`` ended (see
+    ``ActorRegistry.interrupt``); a ``BaseException`` so ``except Exception`` in
+    user code does not swallow it."""
+
+
 class _InitFailed(Exception):
     """Internal: the actor's constructor raised; its calls raise that error."""
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
-from zactor import _hotpath
-from zactor.actor import ActorClass, ActorHandle, ActorOptions, remote
+from zactor.caller.actor_class import ActorClass, ActorOptions, remote
+from zactor.caller.future import Future, wait
+from zactor.caller.handle import ActorHandle
 from zactor.errors import GetTimeoutError
-from zactor.future import Future, wait
+from zactor.wire import hotpath as _hotpath
 
 __all__ = ["ActorPool", "HashPool", "shard_of", "shard_of_key"]
 

@@ -15,7 +15,7 @@ died, why, and whether each one restarts. Each process then
   with a checkpoint can tell a retried call it already applied).
 
 Handles learn of all this without any check on the fast path: the
-:class:`~zactor.actor._Target` objects behind them are tracked here, and their
+:class:`~zactor.caller.handle._Target` objects behind them are tracked here, and their
 cached outbox is cleared when the actor dies or moves, which sends the next
 call down the slow path (``_Target.box``) that looks at :attr:`Recovery.down`.
 
@@ -28,10 +28,12 @@ from __future__ import annotations
 import threading
 import weakref
 
-from zactor import wire
 from zactor.errors import ActorDiedError
+from zactor.wire import records as wire
 
 _CALL = wire.CALL
+#: Voided call ids kept at most (call ids grow, so the oldest are the smallest).
+VOIDED_MAX = 1 << 16
 
 
 class Recovery:
@@ -48,6 +50,9 @@ class Recovery:
         self.held: dict[int, list] = {}
         self._targets: dict[int, weakref.WeakSet] = {}
         self._prune_at = 1024
+        #: Call ids failed here while their actor's process lives on (zactor.kill): its
+        #: answers to them still come, and are dropped without a warning.
+        self.voided: set[int] = set()
 
     def track(self, target) -> str:
         """Remember ``target`` so a restart can re-route it; returns the actor's address now."""
@@ -83,8 +88,11 @@ class Recovery:
         with self._lock:
             for actor_id, reason, restarting in entries:
                 dead[actor_id] = (reason, bool(restarting))
-                self.down[actor_id] = dead[actor_id]
-                self._reroute(actor_id)
+                if process_died or restarting or actor_id in self.down:
+                    # Remembered, so new calls wait or fail here. An actor killed for
+                    # good in a live process is not: its tombstone there answers them.
+                    self.down[actor_id] = dead[actor_id]
+                    self._reroute(actor_id)
             held_ids = {e[2] for actor_id in dead for e in self.held.get(actor_id, ())}
         if process_died:
             runtime.forget_outbox(address)
@@ -110,6 +118,8 @@ class Recovery:
                 )
                 continue
             if runtime.pending.pop(call_id) is not None:
+                if not process_died:
+                    self._void(call_id)
                 if restarting:
                     reason += (
                         "; this call was in flight and is not sent again "
@@ -121,10 +131,25 @@ class Recovery:
                 # In flight before the death, so before every call held since.
                 self.held[actor_id] = calls + self.held.get(actor_id, [])
             for actor_id, (_, restarting) in dead.items():
-                if not restarting:
+                if not restarting and actor_id in self.held:  # held while it restarted
                     failed.extend(self._take_held_calls(actor_id))
         for future, reason in failed:
             future._fail(ActorDiedError(reason))
+
+    def _void(self, call_id: int) -> None:
+        if len(self.voided) >= VOIDED_MAX:  # answers that never came: forget the oldest half
+            self.voided = set(sorted(self.voided)[VOIDED_MAX // 2 :])
+        self.voided.add(call_id)
+
+    def take_voided(self, replies: list) -> int:
+        """How many of ``replies`` (reply records) answer voided calls; forgets them."""
+        voided = self.voided
+        count = 0
+        for record in replies:
+            if record[3] in voided:
+                voided.discard(record[3])
+                count += 1
+        return count
 
     def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
         """Actor ``actor_id`` is back at ``address``: re-route its handles, send what waited."""

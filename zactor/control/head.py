@@ -2,46 +2,34 @@
 
 The head process hosts one actor, :class:`Head` (actor 0 of its inbox), that
 keeps the registry of workers, actors and names and places new actors; and a
-:class:`Supervisor` that starts the worker processes and stops them. Drivers
-and workers talk to the head with ordinary actor calls.
+:class:`~zactor.control.supervisor.Supervisor` that starts the worker processes
+and stops them. Drivers and workers talk to the head with ordinary actor calls,
+of the methods ``HEAD_TABLE`` declares (:mod:`zactor.wire.protocol`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.parse
 import uuid
+from typing import TYPE_CHECKING
 
-import zmq
-
-from zactor import cluster, spawn
+from zactor.caller.handle import ActorHandle, worker_service_handle
+from zactor.control import cluster
+from zactor.control.ledger import RefLedger
+from zactor.control.placement import Placement
 from zactor.errors import ClusterError
-from zactor.ownership import RefLedger
-from zactor.placement import Placement
-from zactor.recovery import Notices
-from zactor.runtime import Runtime, set_current
-from zactor.transport import ipc_address
-from zactor.worker import ActorHost
+from zactor.wire.protocol import DRIVER_TABLE
+from zactor.worker.host import ActorHost
+
+if TYPE_CHECKING:
+    from zactor.control.supervisor import Supervisor
 
 log = logging.getLogger("zactor")
 
-#: How long the head waits for workers to exit on their own at shutdown (seconds).
-STOP_GRACE_S = 2.0
-#: How often the head looks whether the drivers on its machine still run (seconds).
-DRIVER_CHECK_S = 0.5
-#: How often the head looks whether its worker processes still run (seconds): a
-#: worker's death must be noticed well within a second.
-WORKER_CHECK_S = 0.1
 #: How long ``Head.status()`` waits for the workers' counters (seconds).
 STATUS_TIMEOUT_S = 5.0
 
@@ -60,153 +48,6 @@ def checkpoint_key(name: str | None, namespace: str | None, actor_id: int, clust
     if namespace is None:
         return name
     return f"{urllib.parse.quote(namespace, safe='')}:{name}"
-
-
-def describe_exit(returncode: int) -> str:
-    """How a process ended, from ``Popen.returncode``: "was killed by signal SIGKILL"."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by signal {name}"
-    return f"exited with code {returncode}"
-
-
-class Supervisor:
-    """Starts this machine's worker processes and stops them; watches its drivers.
-
-    Workers listen on socket files in ``session_dir``, or, given
-    ``worker_host``, on tcp ports of that host (so that drivers on other
-    machines reach them).
-    """
-
-    def __init__(
-        self,
-        session_dir: str,
-        head_address: str,
-        node_id: str = "node-0",
-        worker_host: str | None = None,
-    ) -> None:
-        self.session_dir = session_dir
-        self.head_address = head_address
-        self.node_id = node_id
-        self.worker_host = worker_host
-        self.started_at = time.time()
-        self.processes: dict[str, subprocess.Popen] = {}
-        self.resources: dict = {}
-        #: Replacement workers started and not yet registered with the head.
-        self.replacing: set[str] = set()
-        self._next_worker = 0
-        self._watch_stop = threading.Event()
-        self._watch: threading.Thread | None = None
-
-    def start_workers(self, count: int, resources: dict | None = None) -> None:
-        """Start ``count`` worker processes (they register with the head themselves)."""
-        self.resources = resources or {}
-        for _ in range(count):
-            self._start_worker()
-
-    def replace_worker(self, worker_id: str) -> None:
-        """Start a new worker for one that died (a new id and address: nothing sent to
-        the dead one's address can reach the new one)."""
-        self.processes.pop(worker_id, None)
-        self.replacing.add(self._start_worker())
-
-    def _start_worker(self) -> str:
-        worker_id = f"worker-{self._next_worker}"
-        self._next_worker += 1
-        if self.worker_host is None:
-            address = ipc_address(self.session_dir, f"{worker_id}.sock")
-        else:
-            address = f"tcp://{self.worker_host}:0"
-        self.processes[worker_id] = spawn.start(
-            "zactor.worker",
-            [
-                "--head",
-                self.head_address,
-                "--address",
-                address,
-                "--worker-id",
-                worker_id,
-                "--node-id",
-                self.node_id,
-                "--resources",
-                json.dumps(self.resources),
-            ],
-        )
-        return worker_id
-
-    def stop_workers(self, head: Head) -> None:
-        """Ask each worker to stop, then kill the ones that do not within the grace period."""
-        from zactor.actor import worker_service_handle
-
-        for info in head.workers.values():
-            try:
-                worker_service_handle(info["address"]).shutdown.tell()
-            except Exception:  # the runtime may already be closing
-                pass
-        try:
-            from zactor.runtime import current
-
-            current().flush()
-        except Exception:
-            pass
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=max(0.01, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def watch(self, head: Head, runtime: Runtime) -> None:
-        """Start a thread that tells ``head`` about workers that exited (``worker_died``)
-        and drivers on this machine that died without ``zactor.shutdown()``
-        (``driver_exited``)."""
-        self._watch = threading.Thread(
-            target=self._watch_processes, args=(head, runtime), name="zactor-watch", daemon=True
-        )
-        self._watch.start()
-
-    def stop_watching(self) -> None:
-        """Stop the thread :meth:`watch` started."""
-        self._watch_stop.set()
-        if self._watch is not None:
-            self._watch.join(timeout=2 * DRIVER_CHECK_S + 1)
-
-    def _watch_processes(self, head: Head, runtime: Runtime) -> None:
-        from zactor.actor import head_handle
-
-        # The registry belongs to the thread running the head's calls, so a death is
-        # reported through the head's own inbox rather than by touching it here.
-        to_head = head_handle(runtime)
-        reported: set[str] = set()
-        looks = 0
-        while not self._watch_stop.wait(WORKER_CHECK_S):
-            for worker_id, proc in list(self.processes.items()):
-                if proc.poll() is not None and self.processes.pop(worker_id, None) is not None:
-                    try:
-                        to_head.worker_died.tell(worker_id, describe_exit(proc.returncode))
-                        runtime.flush()
-                    except Exception:  # the head is closing: nobody left to tell
-                        return
-            looks += 1
-            if looks % round(DRIVER_CHECK_S / WORKER_CHECK_S):
-                continue
-            drivers = dict(head.drivers)  # one C-level copy: safe beside the head's thread
-            reported &= drivers.keys()
-            for address, info in drivers.items():
-                if address in reported or not info["local"]:
-                    continue  # reported already, or its pid means nothing on this machine
-                if not cluster.process_alive(info["pid"], info["start_time"]):
-                    reported.add(address)
-                    cluster.remove_dead_inbox(address)
-                    try:
-                        to_head.driver_exited.tell(address)
-                        runtime.flush()
-                    except Exception:  # the head is closing: nobody left to tell
-                        return
 
 
 class Head:
@@ -348,7 +189,7 @@ class Head:
         """A process reports the actors whose handles it started or stopped holding."""
         self.ledger.apply(address, report, self._retire)
 
-    def owner_gone(self, address: str) -> None:
+    def _owner_gone(self, address: str) -> None:
         """The process at ``address`` (a driver) ended its job: end the actors it owned.
 
         It also stops holding whatever handles it had.
@@ -360,8 +201,6 @@ class Head:
 
     def _retire(self, actor_id: int, why: str = "no handle to it remains") -> None:
         """Ask the actor's worker to end it once the calls already sent to it have run."""
-        from zactor.actor import worker_service_handle
-
         info = self.actors.get(actor_id)
         if info is None or info["state"] in ("retiring", "retire-when-started"):
             return
@@ -432,7 +271,7 @@ class Head:
             else:
                 self._forget_actor(actor_id)
         self._notify_all("actor_died", worker["address"], entries, True)
-        self.owner_gone(worker["address"])  # its handles, and actors its actors created
+        self._owner_gone(worker["address"])  # its handles, and actors its actors created
         if self._supervisor is not None:
             self._supervisor.replace_worker(worker_id)
         for actor_id in restarts:
@@ -441,8 +280,6 @@ class Head:
     def kill_actor(self, actor_id: int, no_restart: bool = True) -> bool:
         """End an actor now (``zactor.kill``); with ``no_restart=False`` a restartable one
         comes back. Returns False if the actor was already gone."""
-        from zactor.actor import worker_service_handle
-
         info = self.actors.get(actor_id)
         if info is None:
             return False
@@ -455,9 +292,11 @@ class Head:
         worker = worker_service_handle(info["address"])
         if not worker.kill.remote(actor_id, reason).result(timeout=STATUS_TIMEOUT_S):
             info.pop("ending", None)  # it was not there: no report will come
+        # Every process fails its calls in flight to the actor now, as ray.kill does,
+        # rather than when the worker's answers come (a running call may take long).
+        self._notify_all("actor_died", info["address"], [[actor_id, reason, restarting]], False)
         if restarting:
             self.placement.release(actor_id)
-            self._notify_all("actor_died", info["address"], [[actor_id, reason, True]], False)
             self._restart(actor_id)
         return True
 
@@ -484,8 +323,6 @@ class Head:
 
     def _restart(self, actor_id: int) -> None:
         """Re-create a dead actor from its creation on a live worker (same id, next incarnation)."""
-        from zactor.actor import worker_service_handle
-
         info = self.actors.get(actor_id)
         if info is None:
             return
@@ -508,17 +345,14 @@ class Head:
         info["incarnation"] += 1
         blob, creation = self.creations[actor_id]
         creation = dict(creation, incarnation=info["incarnation"])
-        worker_service_handle(worker["address"]).create.tell(actor_id, blob, creation)
+        worker_service_handle(worker["address"]).recreate.tell(actor_id, blob, creation)
 
     def _notify_all(self, method: str, *args) -> None:
         """Tell every worker, every driver and this process's own calls (zactor.recovery)."""
-        from zactor.actor import ActorHandle, method_names, worker_service_handle
-
         for worker in self.workers.values():
             getattr(worker_service_handle(worker["address"]), method).tell(*args)
-        notices = method_names(Notices)
         for address in self.drivers:
-            getattr(ActorHandle(0, address, "Driver", notices), method).tell(*args)
+            getattr(ActorHandle(0, address, "Driver", DRIVER_TABLE.names), method).tell(*args)
         runtime = self._host.runtime
         getattr(runtime.recovery, method)(*args)
         runtime.flush()
@@ -550,7 +384,7 @@ class Head:
         """The driver at ``address`` is gone (``zactor.shutdown()``, or its process died):
         end the non-detached actors it owned and drop the handles it held."""
         if self.drivers.pop(address, None) is not None:
-            self.owner_gone(address)
+            self._owner_gone(address)
 
     def status(self) -> dict:
         """The cluster as ``zactor status`` shows it: head, nodes, workers, drivers, actors.
@@ -561,8 +395,6 @@ class Head:
         worker that does not answer within :data:`STATUS_TIMEOUT_S` is shown
         with ``"error"`` and its actors without counters.
         """
-        from zactor.actor import worker_service_handle
-
         workers = sorted(self.cluster_info()["workers"], key=lambda w: w["worker_id"])
         asked = {}
         for worker in workers:
@@ -643,66 +475,3 @@ class Head:
 
     def _node_id(self) -> str:
         return self._supervisor.node_id if self._supervisor is not None else "node-0"
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the head process (an embedded cluster's, or ``zactor start --head``'s)."""
-    parser = argparse.ArgumentParser(prog="python -m zactor.head")
-    parser.add_argument("--session-dir", required=True)
-    parser.add_argument("--address", required=True, help="address to bind the head's inbox")
-    parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--resources", default="{}")
-    parser.add_argument(
-        "--watch-parent", action="store_true", help="stop the cluster when the parent process dies"
-    )
-    parser.add_argument(
-        "--cluster-file", help="a standing cluster's discovery file: removed when the head exits"
-    )
-    parser.add_argument(
-        "--address-file", help="write the address the head bound here, once it listens"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("ZACTOR_LOG_LEVEL", "WARNING"))
-    parent = os.getppid() if args.watch_parent else None
-    try:
-        runtime = Runtime(args.address, role="head", head_address=args.address)
-    except zmq.ZMQError as exc:
-        print(
-            f"zactor head: cannot listen on {args.address}: {exc}; choose another --port, "
-            "or stop what listens there",
-            file=sys.stderr,
-            flush=True,
-        )
-        shutil.rmtree(args.session_dir, ignore_errors=True)
-        os._exit(1)  # the half-made ZeroMQ context must not hold the exit up
-    runtime.head_address = runtime.address  # the real port when asked for port 0
-    set_current(runtime)
-    host = ActorHost(runtime)
-    signal.signal(signal.SIGTERM, lambda *_: host.stop())
-    supervisor = Supervisor(
-        args.session_dir, runtime.address, worker_host=cluster.worker_host(runtime.address)
-    )
-    head = Head(supervisor)
-    head._host = host
-    host.add_system_actor(head)
-    supervisor.start_workers(args.num_workers, json.loads(args.resources))
-    supervisor.watch(head, runtime)
-    if args.address_file:
-        cluster.write_json_atomically(args.address_file, runtime.address)
-    if args.cluster_file:
-        print(f"zactor head pid {os.getpid()} listening at {runtime.address}", flush=True)
-    try:
-        host.serve(parent_pid=parent)
-    finally:
-        supervisor.stop_watching()
-        supervisor.stop_workers(head)
-        runtime.close()
-        shutil.rmtree(args.session_dir, ignore_errors=True)
-        if args.cluster_file:
-            cluster.remove_cluster_file(args.cluster_file, os.getpid())
-            print(f"zactor head pid {os.getpid()} stopped", flush=True)
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,11 +2,11 @@
 
 An actor's *kind* (see :func:`execution_of`) is fixed when it is created. A
 ``sync`` actor has no runner: the host's threads run its calls one at a time
-(:mod:`zactor.worker`). A ``threaded`` actor's calls run on up to
+(:mod:`zactor.worker.host`). A ``threaded`` actor's calls run on up to
 ``max_concurrency`` host threads at once (:class:`ThreadedRunner`); an
 ``async`` actor runs on its own event loop, on a thread of its own
 (:class:`AsyncRunner`). A runner drives the calls through its host's call path
-(:class:`~zactor.worker.ActorHost`), which it is given when it is built.
+(:class:`~zactor.worker.host.ActorHost`), which it is given when it is built.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from threading import get_ident as _get_ident
 from time import perf_counter as _perf_counter
 from typing import TYPE_CHECKING
 
-from zactor.errors import ActorExit, _InitFailed
-from zactor.serialization import loads_call as _loads_call
-from zactor.wire import CALL as _CALL
-from zactor.wire import RESULT as _RESULT
+from zactor.errors import _InitFailed
+from zactor.wire.protocol import method_names
+from zactor.wire.records import CALL as _CALL
+from zactor.wire.serialization import loads_call as _loads_call
 
 if TYPE_CHECKING:
-    from zactor.worker import ActorHost, HostedActor
+    from zactor.worker.host import ActorHost
+    from zactor.worker.hosted import HostedActor
 
 log = logging.getLogger("zactor")
 
@@ -44,8 +45,6 @@ def execution_of(cls: type, max_concurrency: int | None) -> tuple[str, int]:
     class without ``async def`` methods and :data:`DEFAULT_ASYNC_CONCURRENCY`
     for a class with one (as in Ray).
     """
-    from zactor.actor import method_names
-
     for name in method_names(cls):
         attr = inspect.getattr_static(cls, name)
         fn = getattr(attr, "__func__", attr)  # staticmethod, classmethod
@@ -88,7 +87,7 @@ class ThreadedRunner:
         host, actor = self.host, self.actor
         mu = host._mu
         me = _get_ident()
-        execute = host._execute if actor.durable is None else host._execute_durable
+        execute = actor.execute
         took = False
         local = host._local
         local.actor = actor  # the current actor of the calls this thread runs (see _execute)
@@ -328,43 +327,22 @@ class AsyncRunner:
             result = actor.methods[method](*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        except ActorExit:
-            host._exited(actor, identity, record)
-            return
-        except _InitFailed:
-            host._reply_init_error(actor, identity, record)
-            return
         except asyncio.CancelledError as exc:
             reason = actor.dead or self.stopping
-            if reason is not None:  # the actor was killed or ended while this call ran
-                if durable is not None:  # nothing recorded: a retry runs it again
-                    durable.forget_running(identity, call_id)
-                host._reply_died(identity, record, reason)
-            elif durable is not None:  # the method's own code cancelled it
-                description = host._failure(actor, record, exc)
-                host._complete_durable(actor, identity, record, False, description)
-            else:
-                host._failed(actor, identity, record, exc)
+            if reason is None:  # the method's own code cancelled it: an error like any
+                host._raised(actor, identity, record, exc)
+                return
+            # The actor was killed or ended while this call ran.
+            if durable is not None:  # nothing recorded: a retry runs it again
+                durable.forget_running(identity, call_id)
+            host._reply_died(identity, record, reason)
             return
         except BaseException as exc:
-            if durable is not None:
-                description = host._failure(actor, record, exc)
-                host._complete_durable(actor, identity, record, False, description)
-            else:
-                host._failed(actor, identity, record, exc)
+            host._raised(actor, identity, record, exc)
             return
-        actor.calls += 1
-        if durable is not None:
-            # Recorded and saved (when due) on the loop, before any other coroutine runs.
-            host._complete_durable(actor, identity, record, True, result)
-            actor.samples.append(_perf_counter() - started)
-            return
+        # Recorded and saved (when due) on the loop, before any other coroutine runs.
+        host._returned(actor, identity, record, result)
         actor.samples.append(_perf_counter() - started)
-        if kind == _CALL:
-            if actor.dead is not None:  # killed while this call ran: its result is void
-                host._reply_died(identity, record, actor.dead)
-            else:
-                host._reply(identity, _RESULT, call_id, actor_id, result)
 
     def _flush_soon(self) -> None:
         """Send the replies queued on this thread once the loop's current round is done,

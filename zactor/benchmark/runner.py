@@ -76,7 +76,8 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from zactor import bench_durability, spawn
+from zactor.benchmark import durability as bench_durability
+from zactor.control import spawn
 
 #: Updates in flight at once in the numpy rows (both sides).
 ARRAY_WINDOW = 4
@@ -314,7 +315,7 @@ class RawYardstick:
         self.sink_address = f"ipc://{os.path.join(directory, 'raw-sink.sock')}"
         # A fresh interpreter importing our zactor: nothing of the caller's __main__.
         self.process = spawn.start(
-            "zactor.bench",
+            "zactor.benchmark.runner",
             [self.echo_address, self.sink_address],
             entry="raw_server_entry",
             stdout=subprocess.PIPE,
@@ -736,7 +737,8 @@ def hashing_round(pcfg: dict) -> dict:
     """``shard_of`` keys/s: Cython, the pure-Python twin and zlib.crc32, int64 and str keys."""
     import zlib
 
-    from zactor import _fallback, _hotpath
+    from zactor.wire import _fallback
+    from zactor.wire import hotpath as _hotpath
 
     n, twin_n, shards = pcfg["keys"], pcfg["twin_keys"], POOL_ACTORS
     ints = np.random.default_rng(7).integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)

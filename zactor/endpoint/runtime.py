@@ -12,7 +12,10 @@ A :class:`Runtime` exists in every zactor process (driver, worker, head). It
   driver the thread that waits on a future takes the role and reads the
   socket itself, so a synchronous call involves no other thread; other
   waiting threads sleep until the reader wakes them. In a worker the actor
-  host's leader thread holds the role for good (see ``zactor.worker``).
+  host's leader thread holds the role for good (see :mod:`zactor.worker`).
+
+It moves messages through :mod:`zactor.transport` and never names a socket
+library; what a frame means comes from :mod:`zactor.wire`.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import threading
 import time
 from typing import Callable
 
-import zmq
-
-from zactor import _hotpath, serialization, wire
+from zactor.endpoint.recovery import Notices, Recovery
+from zactor.endpoint.refs import HandleRefs
 from zactor.errors import ClusterError, FrameError
-from zactor.ownership import HandleRefs
-from zactor.recovery import Notices, Recovery
-from zactor.transport import Transport, socket_file
+from zactor.transport import TransportError, Transports, socket_file
+from zactor.wire import hotpath as _hotpath
+from zactor.wire import records as wire
+from zactor.wire import serialization
+from zactor.wire.protocol import DRIVER_TABLE, HEAD_TABLE, ROLE_FLAGS
 
 log = logging.getLogger("zactor")
 
@@ -49,6 +53,7 @@ _pack_one = _hotpath.pack_one
 _REPLY_MIN = wire.RESULT
 _REPLY_MAX = wire.DIED
 _CALL = wire.CALL
+_TELL = wire.TELL
 _SHUT_DOWN_WHILE_WAITING = (
     "zactor was shut down while a call was waiting for its reply: call zactor.init() again"
 )
@@ -58,12 +63,14 @@ _monotonic = time.monotonic
 class Outbox:
     """The DEALER socket to one peer, with the batch of calls not yet sent."""
 
-    __slots__ = ("address", "sock", "lock", "writer", "last_send", "runtime", "inflight")
+    __slots__ = ("address", "conn", "lock", "writer", "last_send", "runtime", "inflight", "flags")
 
     def __init__(self, runtime: Runtime, address: str) -> None:
         self.runtime = runtime
         self.address = address
-        self.sock = runtime.transport.outbox(address, runtime.address)
+        self.conn = runtime.transports.for_address(address).connect(address, runtime.address)
+        #: Every record sent carries the sender's role (zactor.wire.protocol).
+        self.flags = ROLE_FLAGS.get(runtime.role, 0)
         self.lock = threading.Lock()
         self.writer = _hotpath.BatchWriter()
         self.last_send = 0.0
@@ -87,12 +94,14 @@ class Outbox:
                 idle = _monotonic() - self.last_send > LINGER_S
             if writer.count == 0 and idle:
                 self.last_send = _monotonic()
-                self._send(_pack_one(kind, 0, method, call_id, actor_id, payload, buffers))
+                self.conn.send(
+                    _pack_one(kind, self.flags, method, call_id, actor_id, payload, buffers)
+                )
                 return
-            writer.add(kind, 0, method, call_id, actor_id, payload, buffers)
+            writer.add(kind, self.flags, method, call_id, actor_id, payload, buffers)
             if writer.count >= MAX_BATCH or writer.nbytes >= MAX_BATCH_BYTES:
                 self.last_send = _monotonic()
-                self._send(writer.take())
+                self.conn.send(writer.take())
                 return
             first = writer.count == 1
         finally:
@@ -105,13 +114,7 @@ class Outbox:
         with self.lock:
             if self.writer.count:
                 self.last_send = _monotonic()
-                self._send(self.writer.take())
-
-    def _send(self, frames: list) -> None:
-        if len(frames) == 1:
-            self.sock.send(frames[0])
-        else:
-            self.sock.send_multipart(frames, copy=False)
+                self.conn.send(self.writer.take())
 
 
 class Runtime:
@@ -132,9 +135,14 @@ class Runtime:
         self.worker_id = worker_id
         self.namespace: str | None = None  # default namespace for names (init(namespace=))
         self.log = log
-        self.transport = Transport()
-        self.inbox, self.address = self.transport.inbox(inbox_address)
-        self._rcvtimeo = -1
+        self.transports = Transports()
+        try:
+            inbox = self.transports.for_address(inbox_address).bind(inbox_address)
+        except BaseException:
+            self.transports.close()
+            raise
+        self.address = inbox.address
+        self._receive = inbox.receive
         self.pending = _hotpath.PendingTable()
         #: Live actor handles in this process, reported to the head (zactor.ownership).
         self.refs = HandleRefs()
@@ -212,18 +220,10 @@ class Runtime:
         before the calls that follow it are read). Only the holder of the
         reader role may call this. Returns True if a message was handled.
         """
-        # zmq_poll and Frame.more, not Socket.poll, recv(NOBLOCK) or getsockopt: those
-        # build Poller objects, raise zmq.Again or make enums, microseconds a message.
-        inbox = self.inbox
-        if timeout_ms != self._rcvtimeo:
-            inbox.rcvtimeo = self._rcvtimeo = timeout_ms
-        recv = inbox.recv
-        try:
-            identity = recv()  # a ROUTER always has a frame after the routing id
-        except zmq.Again:
+        message = self._receive(timeout_ms)
+        if message is None:
             return False
-        frame0 = recv(copy=False)
-        buffers = self.inbox.recv_multipart(copy=False) if frame0.more else ()
+        identity, frame0, buffers = message
         self._dispatch(identity, frame0, buffers)
         if self._waiters:
             with self.lock:
@@ -261,7 +261,9 @@ class Runtime:
             taken = self.pending.take_replies(replies)
             for fut, kind, _flags, payload, start, count in taken:
                 fut._arrive(kind, payload, buffers[start : start + count] if count else ())
-            if len(taken) < len(replies):
+            if len(taken) < len(replies) and len(taken) + self.recovery.take_voided(replies) < len(
+                replies
+            ):
                 self.drop("unknown-call", identity, "a reply to no call awaiting one")
         if calls:
             if self.call_handler is not None:
@@ -272,10 +274,12 @@ class Runtime:
                 self.drop("not-a-host", identity, "calls sent to a process that hosts no actors")
 
     def _on_notices(self, calls: list, buffers) -> None:
-        """Run the head's notices to this driver (:class:`zactor.recovery.Notices`)."""
-        from zactor.actor import method_names
+        """Run the head's notices to this driver (:class:`zactor.endpoint.recovery.Notices`).
 
-        names = method_names(Notices)
+        Only the head's inbox reaches here (see :meth:`_dispatch`); a notice this
+        version does not declare is dropped and logged.
+        """
+        names = DRIVER_TABLE.names
         for _kind, _flags, method, _call_id, _actor_id, payload, start, count in calls:
             if not 0 <= method < len(names):
                 self.drop("unknown-notice", self.head_address.encode(), f"notice #{method}")
@@ -336,18 +340,11 @@ class Runtime:
                     finally:
                         self._waiters -= 1
                     continue
-                self._reading = True
-                self._reader = threading.get_ident()
+                self._take_reader_role()
             try:
                 return self._read_until(ready, deadline)
             finally:
-                with self.lock:
-                    self._reading = False
-                    self._reader = None
-                    if self._waiters:
-                        self._cv.notify_all()
-                    elif self._watched:
-                        self._bg_cv.notify()
+                self._leave_reader_role()
 
     def poll(self) -> None:
         """Send what is batched and dispatch the replies already waiting, without blocking.
@@ -358,19 +355,12 @@ class Runtime:
         with self.lock:
             if self._reading or self._closed:
                 return
-            self._reading = True
-            self._reader = threading.get_ident()
+            self._take_reader_role()
         try:
             while self.receive(0):
                 pass
         finally:
-            with self.lock:
-                self._reading = False
-                self._reader = None
-                if self._waiters:
-                    self._cv.notify_all()
-                elif self._watched:
-                    self._bg_cv.notify()
+            self._leave_reader_role()
 
     def wait_for(self, future, timeout: float | None) -> bool:
         """:meth:`wait_until` ``future`` is done: the synchronous call's lean path.
@@ -387,8 +377,7 @@ class Runtime:
                 return True
             lead = not (self._reading or self._closed)
             if lead:
-                self._reading = True
-                self._reader = threading.get_ident()
+                self._take_reader_role()
         if not lead:
             return self.wait_until(future._arrived, None)
         try:
@@ -399,13 +388,23 @@ class Runtime:
                 receive(POLL_SLICE_MS)
             return True
         finally:
-            with lock:
-                self._reading = False
-                self._reader = None
-                if self._waiters:
-                    self._cv.notify_all()
-                elif self._watched:
-                    self._bg_cv.notify()
+            self._leave_reader_role()
+
+    def _take_reader_role(self) -> None:
+        """This thread reads the inbox from now on (``self.lock`` held, role free)."""
+        self._reading = True
+        self._reader = threading.get_ident()
+
+    def _leave_reader_role(self) -> None:
+        """Give the reader role up; wake a waiting thread, or the background thread
+        if futures with callbacks still need a reader."""
+        with self.lock:
+            self._reading = False
+            self._reader = None
+            if self._waiters:
+                self._cv.notify_all()
+            elif self._watched:
+                self._bg_cv.notify()
 
     def _read_until(self, ready: Callable[[], bool], deadline: float | None) -> bool:
         """Read the inbox (holding the reader role) until ``ready()`` or the deadline."""
@@ -463,7 +462,7 @@ class Runtime:
                 self.flush()
                 if refs.pending():
                     self._report_refs()
-            except zmq.ZMQError:
+            except TransportError:
                 if self._closed:
                     return
                 raise
@@ -484,10 +483,14 @@ class Runtime:
         """
         report = self.refs.take_report()
         if report and self.head_address is not None:
-            from zactor.actor import head_handle
-
-            head_handle(self).refs.tell(self.address, report)
+            self.tell_system(self.head_address, HEAD_TABLE.index["refs"], self.address, report)
             self.flush()
+
+    def tell_system(self, address: str, method: int, *args) -> None:
+        """Send a one-way call of method index ``method`` (from a table of
+        :mod:`zactor.wire.protocol`) to the system actor at ``address``."""
+        payload, buffers = serialization.dumps_call(args, {})
+        self.outbox(address).put(_TELL, method, 0, wire.SYSTEM_ACTOR_ID, payload, buffers)
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -511,7 +514,7 @@ class Runtime:
                 self._cv.wait(0.01)
         for fut in self.pending.drain():
             fut._fail(ClusterError("zactor was shut down before this call's reply arrived"))
-        self.transport.close()
+        self.transports.close()
         self.remove_socket_file()
 
     def remove_socket_file(self) -> None:

@@ -4,7 +4,7 @@ the record of the calls it applied that makes a retried call run only once.
 :class:`Checkpointer` is one actor's; :class:`_CallerRecord` is what it keeps
 of one caller's calls. The stores and the bytes saved in them are
 :mod:`zactor.checkpoint`'s; the host's call path
-(:meth:`zactor.worker.ActorHost._execute_durable`) asks the checkpointer before
+(:meth:`zactor.worker.durable_calls.DurableCalls._execute_durable`) asks the checkpointer before
 and after each call.
 """
 
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from zactor import serialization, wire
 from zactor.checkpoint import (
     capture_state,
     open_store,
@@ -27,9 +26,11 @@ from zactor.checkpoint import (
     unpack_checkpoint,
 )
 from zactor.errors import CheckpointError, CheckpointSaveError, describe_exception
+from zactor.wire import records as wire
+from zactor.wire import serialization
 
 if TYPE_CHECKING:
-    from zactor.worker import HostedActor
+    from zactor.worker.hosted import HostedActor
 
 #: Applied calls an actor with a checkpoint remembers per caller, with their replies, so
 #: that a retried call it already applied gets its recorded reply instead of running
@@ -96,7 +97,7 @@ class _CallerRecord:
     calls one process makes, to any actor, so ids missing between two recorded
     ones are calls to other actors. A caller sends its calls to an actor in id
     order, and re-sends the calls to retry, in id order, before any newer
-    one (``zactor.recovery``), so a call at or below the floor that was never
+    one (``zactor.endpoint.recovery``), so a call at or below the floor that was never
     applied would have to be older than the last :data:`APPLIED_WINDOW`
     calls the actor applied for that caller.
     """
@@ -432,7 +433,7 @@ class Checkpointer:
             return error
 
     def stats(self) -> dict:
-        """The actor's checkpoint figures for :meth:`zactor.worker.WorkerService.stats`."""
+        """The actor's checkpoint figures for :meth:`zactor.worker.service.WorkerService.stats`."""
         try:
             store = repr(self.store)
         except Exception:

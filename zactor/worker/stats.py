@@ -1,4 +1,4 @@
-"""Per-actor counters and service-time percentiles, for :meth:`zactor.worker.WorkerService.stats`.
+"""Per-actor counters and service-time percentiles, for ``WorkerService.stats``.
 
 The host times a sample of each actor's calls (:data:`SAMPLE_WARMUP`,
 :data:`SAMPLE_EVERY`) into the actor's ring of :data:`SAMPLE_RING` service
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from zactor.worker import HostedActor
+    from zactor.worker.hosted import HostedActor
 
 #: Service times each actor keeps for the percentiles of its stats (:func:`_actor_stats`).
 SAMPLE_RING = 256

@@ -17,8 +17,9 @@ import asyncio
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from zactor import serialization, wire
 from zactor.errors import ActorDiedError, GetTimeoutError, remote_exception
+from zactor.wire import records as wire
+from zactor.wire import serialization
 
 _PENDING, _ARRIVED, _VALUE, _RAISED = 0, 1, 2, 3
 

@@ -1,7 +1,7 @@
 """Chooses the implementation of the per-call hot path.
 
-``zactor._fast`` (Cython) is the default. ``ZACTOR_PURE_PYTHON=1`` selects its
-pure-Python twin ``zactor._fallback``, which has the same functions and the
+``zactor.wire._fast`` (Cython) is the default. ``ZACTOR_PURE_PYTHON=1`` selects its
+pure-Python twin ``zactor.wire._fallback``, which has the same functions and the
 same behaviour, so benchmarks can show what the compiled path buys.
 """
 
@@ -12,13 +12,13 @@ import os
 PURE_PYTHON = os.environ.get("ZACTOR_PURE_PYTHON", "") not in ("", "0")
 
 if PURE_PYTHON:
-    from zactor import _fallback as impl
+    from zactor.wire import _fallback as impl
 else:
     try:
-        from zactor import _fast as impl
+        from zactor.wire import _fast as impl
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            "zactor's compiled extension zactor._fast is missing or broken "
+            "zactor's compiled extension zactor.wire._fast is missing or broken "
             f"({exc}). Reinstall with `pip install .` on a machine with a C "
             "compiler and the Python headers, or set ZACTOR_PURE_PYTHON=1 to "
             "run on the slower pure-Python twin."

@@ -128,27 +128,3 @@ class Placement:
             f"cannot place actor {class_name} asking for {', '.join(asked)}: no worker can "
             f"take it now ({'; '.join(seen)}). {advice}"
         )
-
-
-def check_demand(num_cpus, resources) -> tuple[float, dict]:
-    """Validate an actor's ``num_cpus`` and ``resources`` options; return them normalised."""
-    if num_cpus is None:
-        num_cpus = 0.0
-    if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
-        raise ValueError(f"num_cpus must be a number from 0 to 1, got {num_cpus!r}")
-    if num_cpus > 1:
-        raise ValueError(
-            f"num_cpus={num_cpus!r}: an actor runs in one zactor worker process, which is one "
-            "CPU; use num_cpus=1 for a worker of its own (threads inside it may still use more)"
-        )
-    resources = resources or {}
-    if not isinstance(resources, dict):
-        raise ValueError(f"resources must be a dict of name -> amount, got {resources!r}")
-    for key, amount in resources.items():
-        if not isinstance(key, str):
-            raise ValueError(f"resource names must be strings, got {key!r}")
-        if key == "CPU":
-            raise ValueError("ask for CPU with num_cpus=..., not resources={'CPU': ...}")
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-            raise ValueError(f"resource {key!r} must be a non-negative number, got {amount!r}")
-    return float(num_cpus), {k: float(v) for k, v in resources.items() if v}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import json
 import os
 import shutil
@@ -38,8 +37,19 @@ import tempfile
 import time
 from typing import Iterator
 
+from zactor.caller.handle import head_handle
+from zactor.control import spawn
+from zactor.endpoint import runtime as runtime_mod
+from zactor.endpoint.runtime import Runtime
 from zactor.errors import ClusterError
-from zactor.transport import ipc_address, make_session_dir, socket_file
+from zactor.transport import (
+    ipc_address,
+    is_loopback,
+    make_session_dir,
+    parse_address,
+    socket_file,
+    tcp_address,
+)
 
 #: The environment variable that overrides the cluster directory.
 CLUSTER_DIR_ENV = "ZACTOR_CLUSTER_DIR"
@@ -307,39 +317,16 @@ def node_identity() -> str:
 
 
 def _tcp_host_port(address: str) -> tuple[str, int]:
-    rest = address[len("tcp://") :]
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(
-            f"not a zactor cluster address: {address!r}; pass 'auto' to join the cluster "
-            "started on this machine, or 'tcp://HOST:PORT' as `zactor start --head --port` printed"
-        )
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """True if ``host`` names this machine's loopback interface."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass  # a name, not a literal address
-    try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
+    parsed = parse_address(address)
+    if parsed.scheme != "tcp":
+        raise ValueError(f"not a tcp address: {address!r}")
+    return parsed.host, parsed.port
 
 
 def check_head_address(address: str) -> str:
     """``address`` if it is a head address a driver can join; ``ValueError`` saying what to pass."""
-    if address.startswith("tcp://"):
-        _tcp_host_port(address)
-        return address
-    if address.startswith("ipc://") and len(address) > len("ipc://"):
-        return address
-    raise ValueError(
-        f"not a zactor cluster address: {address!r}; pass 'auto' to join the cluster started "
-        "on this machine, or 'tcp://HOST:PORT' as `zactor start --head --port` printed"
-    )
+    parse_address(address)
+    return address
 
 
 def probe_head(head_address: str) -> None:
@@ -395,7 +382,7 @@ def driver_inbox(head_address: str, directory: str) -> str:
         local = probe.getsockname()[0]
     finally:
         probe.close()
-    return f"tcp://{local}:0"
+    return tcp_address(local, 0)
 
 
 def worker_host(head_address: str) -> str | None:
@@ -417,10 +404,6 @@ def connect(head_address: str):
     Binds an inbox (removed on exit) so the head can answer. Not for a
     process that called ``zactor.init()``: it has its own connection.
     """
-    from zactor import runtime as runtime_mod
-    from zactor.actor import head_handle
-    from zactor.runtime import Runtime
-
     if runtime_mod._current is not None:
         raise RuntimeError(
             "this process already called zactor.init(): use its connection (e.g. "
@@ -429,7 +412,7 @@ def connect(head_address: str):
     inbox_dir = make_session_dir()
     try:
         runtime = Runtime(
-            driver_inbox(head_address, inbox_dir), role="client", head_address=head_address
+            driver_inbox(head_address, inbox_dir), role="driver", head_address=head_address
         )
     except BaseException:
         shutil.rmtree(inbox_dir, ignore_errors=True)
@@ -481,8 +464,6 @@ def start_head(
     on other machines can reach them. Returns once every worker registered.
     Raises :class:`ClusterRunningError` if a cluster already runs here.
     """
-    from zactor import spawn
-
     if num_workers is None:
         num_workers = os.cpu_count() or 1
     if num_workers < 1:
@@ -506,29 +487,20 @@ def start_head(
         if port is None and host is None:
             address = ipc_address(session_dir, "head.sock")
         else:
-            address = f"tcp://{host or '127.0.0.1'}:{port or 0}"
+            address = tcp_address(host or "127.0.0.1", port or 0)
         directory = cluster_dir()
         log_path = os.path.join(directory, LOG_FILE)
         address_file = os.path.join(session_dir, "head.address")
         with open(log_path, "wb") as log:
             log.write(f"zactor start --head: {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             log.flush()
-            proc = spawn.start(
-                "zactor.head",
-                [
-                    "--session-dir",
-                    session_dir,
-                    "--address",
-                    address,
-                    "--num-workers",
-                    str(num_workers),
-                    "--resources",
-                    json.dumps(resources or {}),
-                    "--cluster-file",
-                    os.path.join(directory, CLUSTER_FILE),
-                    "--address-file",
-                    address_file,
-                ],
+            proc = spawn.start_head(
+                session_dir,
+                address,
+                num_workers,
+                resources,
+                cluster_file=os.path.join(directory, CLUSTER_FILE),
+                address_file=address_file,
                 stdout=log,
                 stderr=log,
                 detach=True,
@@ -581,23 +553,39 @@ def _wait_for_address(proc, address_file: str, log_path: str, deadline: float) -
         time.sleep(0.02)
 
 
+def wait_for_workers(head, proc, count: int, deadline: float, exited, late) -> dict:
+    """Ask ``head`` until ``count`` workers registered; return its ``cluster_info``.
+
+    Raises ``exited()`` if ``proc`` (the head process) ends first, ``late()``
+    once ``time.monotonic()`` passes ``deadline``.
+    """
+    while True:
+        if proc.poll() is not None:
+            raise exited()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise late()
+        try:
+            info = head.cluster_info.remote().result(timeout=min(1.0, remaining))
+        except TimeoutError:
+            continue
+        if len(info["workers"]) >= count:
+            return info
+        time.sleep(0.005)
+
+
 def _wait_for_workers(proc, head_address: str, count: int, log_path: str, deadline: float):
     with connect(head_address) as head:
-        while True:
-            if proc.poll() is not None:
-                raise _start_failed(proc, log_path, "exited")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _start_failed(
-                    proc, log_path, f"did not see all {count} workers register in time"
-                )
-            try:
-                info = head.cluster_info.remote().result(timeout=min(1.0, remaining))
-            except TimeoutError:
-                continue
-            if len(info["workers"]) >= count:
-                return info
-            time.sleep(0.02)
+        return wait_for_workers(
+            head,
+            proc,
+            count,
+            deadline,
+            exited=lambda: _start_failed(proc, log_path, "exited"),
+            late=lambda: _start_failed(
+                proc, log_path, f"did not see all {count} workers register in time"
+            ),
+        )
 
 
 def _end_child(proc: subprocess.Popen) -> None:
@@ -620,8 +608,6 @@ def stop(timeout: float = STOP_TIMEOUT_S) -> dict:
     The head is asked to stop; one that does not within ``timeout`` seconds
     gets SIGTERM, then SIGKILL, and so do workers it left behind.
     """
-    from zactor import runtime as runtime_mod
-
     require_cluster()  # the friendly error, outside the lock
     with _locked():
         record = _running_locked()

@@ -1,0 +1,6 @@
+"""``zactor bench``: the latency and throughput benchmark, outside the core.
+
+:mod:`~zactor.benchmark.runner` runs it (an embedded cluster beside a raw
+pyzmq yardstick); :mod:`~zactor.benchmark.durability` adds the checkpoint and
+failure-detection rows.
+"""

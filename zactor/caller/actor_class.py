@@ -1,0 +1,174 @@
+"""Actor classes: ``@zactor.remote`` and creating actors.
+
+Example::
+
+    @zactor.remote
+    class Counter:
+        def __init__(self, start=0):
+            self.n = start
+
+        def increment(self):
+            self.n += 1
+            return self.n
+
+    c = Counter.remote(10)                         # an ActorHandle, at once
+    d = Counter.options(name="d").remote()         # with per-actor options
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import cloudpickle
+
+from zactor.caller.handle import ActorHandle, handle_from_info, head_handle, worker_service_handle
+from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS, check_demand, check_options
+from zactor.endpoint import runtime as _runtime_mod
+from zactor.wire.protocol import method_names
+
+#: How long creating an actor may wait for the head to place it (seconds).
+CONTROL_TIMEOUT_S = 60.0
+
+
+class ActorClass:
+    """A class made into an actor class by :func:`remote`.
+
+    ``ActorClass.remote(*args, **kwargs)`` creates an actor and returns its
+    :class:`ActorHandle`; ``.options(**options).remote(...)`` does so with
+    per-actor options. Calling the class directly is an error.
+    """
+
+    def __init__(self, cls: type, options: dict) -> None:
+        if not isinstance(cls, type):
+            raise TypeError(f"zactor.remote takes a class, got {type(cls).__name__}")
+        self._cls = cls
+        self._options = check_options(dict(options))
+        self._methods = method_names(cls)
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__doc__ = cls.__doc__
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Create an actor of this class with the class's default options."""
+        return _create(self, self._options, args, kwargs)
+
+    def options(self, **options: Any) -> ActorOptions:
+        """Per-actor options for the next ``.remote(...)`` (see DESIGN: name, lifetime, ...)."""
+        merged = dict(self._options)
+        merged.update(check_options(options))
+        return ActorOptions(self, merged)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"{self.__name__} is a zactor actor class: create an actor with "
+            f"{self.__name__}.remote(...), not {self.__name__}(...)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<zactor.ActorClass {self.__qualname__}>"
+
+    def __reduce__(self):
+        # By reference when the module names this very object (``@zactor.remote`` at
+        # module level): the worker imports it, so every actor shares one class and
+        # tracebacks show real source lines. Else by value (``__main__``, closures).
+        module = sys.modules.get(self.__module__)
+        if self.__module__ != "__main__" and _lookup(module, self.__qualname__) is self:
+            return (_import_actor_class, (self.__module__, self.__qualname__))
+        return (ActorClass, (self._cls, self._options))
+
+
+def _lookup(module, qualname: str):
+    obj = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _import_actor_class(module: str, qualname: str) -> ActorClass:
+    """Unpickle an :class:`ActorClass` shipped by reference."""
+    return _lookup(importlib.import_module(module), qualname)
+
+
+class ActorOptions:
+    """An actor class with options bound; ``.remote(...)`` creates the actor."""
+
+    def __init__(self, actor_class: ActorClass, options: dict) -> None:
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Create the actor with these options."""
+        return _create(self._actor_class, self._options, args, kwargs)
+
+
+def remote(*args: Any, **options: Any):
+    """Make a class an actor class: ``@zactor.remote``, ``@zactor.remote(**options)``
+    or ``zactor.remote(PlainClass)``.
+
+    Example::
+
+        Account = zactor.remote(Account)
+        a = Account.options(name="acct").remote(100.0)
+    """
+    if len(args) == 1 and not options:
+        target = args[0]
+        if isinstance(target, type):
+            return ActorClass(target, {})
+        if callable(target):
+            raise NotImplementedError(
+                "zactor.remote on a function (a stateless task) is not supported yet: "
+                "decorate a class to make an actor"
+            )
+    if args:
+        raise TypeError("use @zactor.remote or @zactor.remote(option=value, ...)")
+    check_options(options)
+    return lambda cls: ActorClass(cls, options)
+
+
+# -- creating actors -----------------------------------------------------------------------
+
+
+def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -> ActorHandle:
+    runtime = _runtime_mod.current()
+    cls = actor_class._cls
+    num_cpus, resources = check_demand(options.get("num_cpus"), options.get("resources"))
+    spec = {
+        "class_name": cls.__qualname__,
+        "methods": list(actor_class._methods),
+        "name": options.get("name"),
+        "namespace": options.get("namespace", runtime.namespace),
+        "get_if_exists": bool(options.get("get_if_exists", False)),
+        "lifetime": options.get("lifetime"),
+        "num_cpus": num_cpus,
+        "resources": resources,
+        "max_concurrency": options.get("max_concurrency"),
+        "max_pending_calls": options.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
+        "max_restarts": options.get("max_restarts") or 0,
+        "max_task_retries": options.get("max_task_retries") or 0,
+        "checkpoint": options.get("checkpoint") is not None,
+        "owner": runtime.address,
+    }
+    head = head_handle(runtime)
+    info = head.place.remote(spec).result(timeout=CONTROL_TIMEOUT_S)
+    handle = handle_from_info(info)
+    if info.get("existing"):
+        return handle
+    blob = cloudpickle.dumps((actor_class, args, kwargs))
+    creation = dict(
+        spec,
+        checkpoint=options.get("checkpoint"),
+        checkpoint_every=options.get("checkpoint_every") or 1,
+        checkpoint_key=info["checkpoint_key"],
+        incarnation=0,
+    )
+    # Same outbox as the calls that follow, so the worker sees the creation first;
+    # sent now, not batched, so it is on its way before the handle can reach
+    # another process whose calls would otherwise overtake it.
+    worker_service_handle(info["address"]).create.tell(info["actor_id"], blob, creation)
+    if spec["max_restarts"]:
+        head.remember_creation.tell(info["actor_id"], blob, creation)  # to re-create it
+    runtime.flush()
+    return handle

@@ -1,0 +1,297 @@
+"""Handles and methods: how a caller reaches one actor.
+
+Example::
+
+    c = Counter.remote(10)            # an ActorHandle, at once
+    zactor.get(c.increment.remote())  # 11
+    c.increment.tell()                # one-way: no reply
+
+A handle keeps no public attribute of its own, so every name a user's class
+defines is a method of the handle (``h.actor_id.remote()`` calls the actor's
+``actor_id`` method). Its actor id is ``handle._actor_id``, as in Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zactor.caller.future import CallGate, Future
+from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS
+from zactor.endpoint import runtime as _runtime_mod
+from zactor.errors import ActorDiedError
+from zactor.wire import records as wire
+from zactor.wire import serialization
+from zactor.wire.protocol import HEAD_TABLE, WORKER_TABLE
+
+_dumps_call = serialization.dumps_call
+_CALL, _TELL = wire.CALL, wire.TELL
+
+
+class _Target:
+    """Where one actor's calls go, shared by its handle and the handle's bound methods.
+
+    Methods point here rather than at the handle, and the handle caches its
+    methods: were the methods to point back at the handle, every handle would
+    sit in a reference cycle and outlive its last use until the cyclic garbage
+    collector ran, keeping its actor alive (see :mod:`zactor.ownership`). This
+    object is freed as soon as the handle and its methods are, and reports that.
+    """
+
+    __slots__ = (
+        "actor_id",
+        "address",
+        "class_name",
+        "gate",
+        "runtime",
+        "outbox",
+        "refs",
+        "retries",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        actor_id: int,
+        address: str,
+        class_name: str,
+        limit: int,
+        counted: bool,
+        retries: int = 0,
+    ):
+        self.actor_id = actor_id
+        self.address = address
+        self.class_name = class_name
+        self.gate = CallGate(limit)
+        self.runtime = None
+        self.outbox = None
+        self.refs = None
+        self.retries = retries  # max_task_retries: calls keep what a re-send needs
+        runtime = _runtime_mod._current
+        if actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
+            # Told where the actor lives now if it restarted elsewhere (see Recovery.routes).
+            self.address = runtime.recovery.track(self)
+            if counted:
+                self.refs = runtime.refs  # released to this process's table, even after init()
+                self.refs.acquire(actor_id)
+
+    def box(self):
+        """This process's outbox to the actor's process (cached per runtime).
+
+        Returns ``(runtime, None)`` while the actor restarts (the call waits for
+        it) and raises :class:`ActorDiedError` once it is gone for good. The
+        runtime clears :attr:`runtime` when either happens, so the callers'
+        fast path (``outbox`` while ``runtime`` is current) sends nothing to a
+        dead process.
+        """
+        runtime = _runtime_mod._current
+        if runtime is None:
+            _runtime_mod.current()  # raises the "not initialised" error
+        if runtime.down:
+            down = runtime.down.get(self.actor_id)  # actor ids, never a system actor's 0
+            if down is not None:
+                reason, restarting = down
+                if not restarting:
+                    raise ActorDiedError(reason)
+                return runtime, None
+        if runtime is not self.runtime:
+            self.outbox = runtime.outbox(self.address)
+            self.runtime = runtime
+        return runtime, self.outbox
+
+    def __del__(self) -> None:
+        if self.refs is not None:
+            self.refs.release(self.actor_id)
+
+
+class ActorHandle:
+    """A reference to one actor; call its methods with ``handle.method.remote(...)``.
+
+    Handles are picklable: pass them to other actors, which then call the actor
+    directly. Two handles are equal when they name the same actor.
+
+    A non-detached actor lives while some handle to it does, in any process
+    (see :mod:`zactor.ownership`): when the last one is garbage-collected the
+    actor finishes the calls already sent to it, then ends.
+    """
+
+    def __init__(
+        self,
+        actor_id: int,
+        address: str,
+        class_name: str,
+        methods: tuple,
+        name: str | None = None,
+        namespace: str | None = None,
+        max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
+        counted: bool = True,
+        max_task_retries: int = 0,
+    ) -> None:
+        self._actor_id = actor_id
+        self._address = address
+        self._class_name = class_name
+        self._methods = tuple(methods)
+        self._index = {m: i for i, m in enumerate(self._methods)}
+        self._name = name
+        self._namespace = namespace
+        self._target = _Target(
+            actor_id, address, class_name, max_pending_calls, counted, max_task_retries
+        )
+        self._gate = self._target.gate
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        index = self.__dict__.get("_index")
+        if index is None or name not in index:
+            if name.startswith("__") or index is None:
+                raise AttributeError(name)
+            raise AttributeError(
+                f"actor class {self._class_name} has no method {name!r}; "
+                f"its methods are: {', '.join(self._methods) or '(none)'}"
+            )
+        method = ActorMethod(self._target, name, index[name])
+        self.__dict__[name] = method  # later look-ups skip __getattr__
+        return method
+
+    def __reduce__(self):
+        # A copy in transit keeps the actor alive until the receiver holds it (ownership.py).
+        runtime = _runtime_mod._current
+        token = None
+        if self._actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
+            token = runtime.refs.sent(self._actor_id)
+        return (
+            _unpickle_handle,
+            (
+                self._actor_id,
+                self._address,
+                self._class_name,
+                self._methods,
+                self._name,
+                self._namespace,
+                self._gate.limit,
+                token,
+                self._target.retries,
+            ),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(("zactor.actor", self._actor_id))
+
+    def __repr__(self) -> str:
+        named = f", name={self._name!r}" if self._name else ""
+        return f"ActorHandle({self._class_name}, id={self._actor_id}{named})"
+
+
+def _unpickle_handle(
+    actor_id, address, class_name, methods, name, namespace, limit, token, retries=0
+):
+    handle = ActorHandle(
+        actor_id, address, class_name, methods, name, namespace, limit, max_task_retries=retries
+    )
+    runtime = _runtime_mod._current
+    if token is not None and runtime is not None:
+        runtime.refs.claimed(actor_id, token)  # after the handle's hold: see zactor.endpoint.refs
+    return handle
+
+
+class ActorMethod:
+    """One method of one actor: ``.remote(...)`` returns a Future, ``.tell(...)`` nothing."""
+
+    __slots__ = ("_target", "_name", "_index")
+
+    def __init__(self, target: _Target, name: str, index: int) -> None:
+        self._target = target  # keeps the actor alive while the method is held
+        self._name = name
+        self._index = index
+
+    def remote(self, *args: Any, **kwargs: Any) -> Future:
+        """Send the call; return its :class:`Future` at once.
+
+        Blocks only when the handle already has ``max_pending_calls`` calls
+        awaiting replies (backpressure), until some of them resolve. A call to
+        an actor that is gone for good returns a future that raises
+        :class:`ActorDiedError`; one to an actor that is restarting waits for it.
+        """
+        target = self._target
+        runtime = _runtime_mod._current
+        box = target.outbox if runtime is target.runtime and runtime is not None else None
+        if box is None:
+            try:
+                runtime, box = target.box()
+            except ActorDiedError as exc:  # gone for good: the future says so, at once
+                future = Future(_runtime_mod._current, None, self)
+                future._fail(exc)
+                return future
+        gate = target.gate
+        if gate.inflight >= gate.limit:
+            runtime.wait_until(lambda: gate.inflight < gate.limit, None)
+        payload, buffers = _dumps_call(args, kwargs)
+        future = Future(runtime, gate, self)
+        gate.inflight += 1
+        call_id = runtime.pending.add(future)
+        if target.retries:
+            future._retry = [self._index, payload, buffers, target.retries]
+        if box is None:  # the actor is restarting: the call goes out once it is back
+            runtime.recovery.hold(target.actor_id, _CALL, self._index, call_id, payload, buffers)
+        else:
+            box.put(_CALL, self._index, call_id, target.actor_id, payload, buffers)
+        return future
+
+    def tell(self, *args: Any, **kwargs: Any) -> None:
+        """Send the call and expect no reply (the highest call rate).
+
+        Errors it raises are logged and counted on the actor's side. Raises
+        :class:`ActorDiedError` at once if the actor is gone for good.
+        """
+        target = self._target
+        runtime, box = target.box()
+        payload, buffers = _dumps_call(args, kwargs)
+        if box is None:  # the actor is restarting: the tell goes out once it is back
+            runtime.recovery.hold(target.actor_id, _TELL, self._index, 0, payload, buffers)
+        else:
+            box.put(_TELL, self._index, 0, target.actor_id, payload, buffers)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"actor methods are called with .remote(...) or .tell(...): "
+            f"use {self._target.class_name}.{self._name}.remote(...)"
+        )
+
+    def __str__(self) -> str:
+        return f"{self._target.class_name}(id={self._target.actor_id}).{self._name}"
+
+    __repr__ = __str__
+
+
+# -- handles the runtime makes ------------------------------------------------------------
+
+
+def head_handle(runtime=None) -> ActorHandle:
+    """A handle to the cluster head's registry (actor 0 of the head process)."""
+    runtime = runtime or _runtime_mod.current()
+    return ActorHandle(wire.SYSTEM_ACTOR_ID, runtime.head_address, "Head", HEAD_TABLE.names)
+
+
+def worker_service_handle(address: str) -> ActorHandle:
+    """A handle to the service actor (actor 0) of the worker at ``address``."""
+    return ActorHandle(wire.SYSTEM_ACTOR_ID, address, "WorkerService", WORKER_TABLE.names)
+
+
+def handle_from_info(info: dict, counted: bool = True) -> ActorHandle:
+    """A handle from the head's description of an actor.
+
+    ``counted=False`` makes a handle that does not keep its actor alive (an
+    actor's handle to itself).
+    """
+    return ActorHandle(
+        info["actor_id"],
+        info["address"],
+        info["class_name"],
+        tuple(info["methods"]),
+        info.get("name"),
+        info.get("namespace"),
+        info.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
+        counted,
+        info.get("max_task_retries") or 0,
+    )

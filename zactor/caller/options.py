@@ -1,0 +1,89 @@
+"""Actor options: which ones exist, and checking them before anything is sent.
+
+``@zactor.remote(**options)``, ``Cls.options(**options)`` and the pools pass
+their options through :func:`check_options`, so a bad value fails at once, in
+the caller, with a message that says what to pass.
+"""
+
+from __future__ import annotations
+
+from zactor.checkpoint import open_store
+
+ACTOR_OPTIONS = frozenset(
+    {
+        "name",
+        "namespace",
+        "lifetime",
+        "get_if_exists",
+        "max_restarts",
+        "max_task_retries",
+        "max_concurrency",
+        "num_cpus",
+        "resources",
+        "checkpoint",
+        "checkpoint_every",
+        "max_pending_calls",
+    }
+)
+#: Calls one handle may have awaiting replies before ``remote()`` blocks.
+DEFAULT_MAX_PENDING_CALLS = 10_000
+
+
+def check_options(options: dict) -> dict:
+    """Reject unknown options and bad values with a message that says what to pass."""
+    unknown = set(options) - ACTOR_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unknown actor option(s) {sorted(unknown)}; valid options are {sorted(ACTOR_OPTIONS)}"
+        )
+    lifetime = options.get("lifetime")
+    if lifetime not in (None, "detached"):
+        raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
+    limit = options.get("max_pending_calls")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"max_pending_calls must be a positive int, got {limit!r}")
+    if "num_cpus" in options or "resources" in options:
+        check_demand(options.get("num_cpus"), options.get("resources"))
+    concurrency = options.get("max_concurrency")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ValueError(f"max_concurrency must be a positive int, got {concurrency!r}")
+    for key in ("max_restarts", "max_task_retries"):
+        value = options.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < -1
+        ):
+            raise ValueError(f"{key} must be an int >= 0, or -1 for no limit; got {value!r}")
+    every = options.get("checkpoint_every")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"checkpoint_every must be a positive int, got {every!r}")
+    if every is not None and options.get("checkpoint") is None:
+        raise ValueError(
+            "checkpoint_every needs a store: pass checkpoint=zactor.FileStore(dir) too"
+        )
+    if options.get("checkpoint") is not None:
+        open_store(options["checkpoint"])  # a clear error now, not in the worker later
+    return options
+
+
+def check_demand(num_cpus, resources) -> tuple[float, dict]:
+    """Validate an actor's ``num_cpus`` and ``resources`` options; return them normalised."""
+    if num_cpus is None:
+        num_cpus = 0.0
+    if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
+        raise ValueError(f"num_cpus must be a number from 0 to 1, got {num_cpus!r}")
+    if num_cpus > 1:
+        raise ValueError(
+            f"num_cpus={num_cpus!r}: an actor runs in one zactor worker process, which is one "
+            "CPU; use num_cpus=1 for a worker of its own (threads inside it may still use more)"
+        )
+    resources = resources or {}
+    if not isinstance(resources, dict):
+        raise ValueError(f"resources must be a dict of name -> amount, got {resources!r}")
+    for key, amount in resources.items():
+        if not isinstance(key, str):
+            raise ValueError(f"resource names must be strings, got {key!r}")
+        if key == "CPU":
+            raise ValueError("ask for CPU with num_cpus=..., not resources={'CPU': ...}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            raise ValueError(f"resource {key!r} must be a non-negative number, got {amount!r}")
+    return float(num_cpus), {k: float(v) for k, v in resources.items() if v}

@@ -1,0 +1,86 @@
+"""The head process: the registry actor, the supervisor of the workers, until stopped.
+
+Started by :func:`zactor.control.spawn.start_head`, for an embedded cluster
+(``zactor.init()``) or a standing one (``zactor start --head``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+
+from zactor.control import cluster
+from zactor.control.head import Head
+from zactor.control.supervisor import Supervisor
+from zactor.endpoint.runtime import Runtime, set_current
+from zactor.transport import TransportError
+from zactor.wire.protocol import HEAD_TABLE
+from zactor.worker.host import ActorHost
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the head process (an embedded cluster's, or ``zactor start --head``'s)."""
+    parser = argparse.ArgumentParser(prog="python -m zactor.control.head_main")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--address", required=True, help="address to bind the head's inbox")
+    parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--resources", default="{}")
+    parser.add_argument(
+        "--watch-parent", action="store_true", help="stop the cluster when the parent process dies"
+    )
+    parser.add_argument(
+        "--cluster-file", help="a standing cluster's discovery file: removed when the head exits"
+    )
+    parser.add_argument(
+        "--address-file", help="write the address the head bound here, once it listens"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("ZACTOR_LOG_LEVEL", "WARNING"))
+    parent = os.getppid() if args.watch_parent else None
+    try:
+        runtime = Runtime(args.address, role="head", head_address=args.address)
+    except TransportError as exc:
+        print(
+            f"zactor head: cannot listen on {args.address}: {exc}; choose another --port, "
+            "or stop what listens there",
+            file=sys.stderr,
+            flush=True,
+        )
+        shutil.rmtree(args.session_dir, ignore_errors=True)
+        os._exit(1)  # the half-made ZeroMQ context must not hold the exit up
+    runtime.head_address = runtime.address  # the real port when asked for port 0
+    set_current(runtime)
+    host = ActorHost(runtime)
+    signal.signal(signal.SIGTERM, lambda *_: host.stop())
+    supervisor = Supervisor(
+        args.session_dir, runtime.address, worker_host=cluster.worker_host(runtime.address)
+    )
+    head = Head(supervisor)
+    head._host = host
+    host.add_system_actor(head, HEAD_TABLE)
+    supervisor.start_workers(args.num_workers, json.loads(args.resources))
+    supervisor.watch(head, runtime)
+    if args.address_file:
+        cluster.write_json_atomically(args.address_file, runtime.address)
+    if args.cluster_file:
+        print(f"zactor head pid {os.getpid()} listening at {runtime.address}", flush=True)
+    try:
+        host.serve(parent_pid=parent)
+    finally:
+        supervisor.stop_watching()
+        supervisor.stop_workers(head)
+        runtime.close()
+        shutil.rmtree(args.session_dir, ignore_errors=True)
+        if args.cluster_file:
+            cluster.remove_cluster_file(args.cluster_file, os.getpid())
+            print(f"zactor head pid {os.getpid()} stopped", flush=True)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The transport layer: moving messages between processes, behind a small interface.
+
+A *message* is a list of frames (``bytes`` or buffers); the wire layer decides
+what they mean. A transport makes two things:
+
+- an *inbox* (:meth:`Transport.bind`): ``receive(timeout_ms)`` returns
+  ``(identity, frame0, buffers)`` or None, ``address`` is what peers connect
+  to, ``fileno()`` a descriptor to poll;
+- a *connection* to a peer's inbox (:meth:`Transport.connect`): ``send(frames)``.
+  Its ``identity`` is the sender's own inbox address, which the receiver sees
+  with each message and replies to.
+
+Transports are chosen by the address's scheme through a registry
+(:func:`register_scheme`); ``ipc`` and ``tcp`` are served by ZeroMQ
+(:mod:`zactor.transport.zeromq`). A new transport (a same-host lane, CURVE
+keys on tcp) is a class with ``bind``, ``connect`` and ``close``, registered
+for its scheme: the endpoint above never names a socket library.
+Address parsing lives in :mod:`zactor.transport.addresses`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from zactor.transport.addresses import (
+    Address,
+    ipc_address,
+    is_loopback,
+    is_zactor_address,
+    make_session_dir,
+    parse_address,
+    scheme_of,
+    socket_file,
+    tcp_address,
+)
+from zactor.transport.zeromq import TransportError, ZmqTransport
+
+
+class Inbox(Protocol):
+    """What :meth:`Transport.bind` returns."""
+
+    address: str
+
+    def receive(self, timeout_ms: int):  # -> tuple[bytes, buffer, sequence] | None
+        """One message ``(identity, frame0, buffers)`` within ``timeout_ms``, else None."""
+
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when messages may be waiting."""
+
+
+class Connection(Protocol):
+    """What :meth:`Transport.connect` returns."""
+
+    def send(self, frames: list) -> None:
+        """Send one message."""
+
+
+class Transport(Protocol):
+    """Makes inboxes and connections for the schemes it is registered for."""
+
+    def bind(self, address: str) -> Inbox:
+        """Listen at ``address``."""
+
+    def connect(self, address: str, identity: str) -> Connection:
+        """A connection to the inbox at ``address``, sending as ``identity``."""
+
+    def close(self) -> None:
+        """Close everything this transport made."""
+
+
+_FACTORIES: dict[str, Callable[[], Transport]] = {}
+
+
+def register_scheme(scheme: str, factory: Callable[[], Transport]) -> None:
+    """Serve addresses ``scheme://...`` with transports made by ``factory()``.
+
+    Schemes registered with the same factory share one transport per endpoint.
+    """
+    _FACTORIES[scheme] = factory
+
+
+register_scheme("ipc", ZmqTransport)
+register_scheme("tcp", ZmqTransport)
+
+
+class Transports:
+    """The transports one endpoint uses: one per factory, made on first use."""
+
+    def __init__(self) -> None:
+        self._made: dict[Callable[[], Transport], Transport] = {}
+
+    def for_address(self, address: str) -> Transport:
+        """The transport serving ``address``'s scheme; ``ValueError`` for an unknown one."""
+        factory = _FACTORIES.get(scheme_of(address))
+        if factory is None:
+            raise ValueError(
+                f"no transport for address {address!r}: zactor speaks "
+                f"{', '.join(sorted(_FACTORIES))}:// addresses"
+            )
+        transport = self._made.get(factory)
+        if transport is None:
+            transport = self._made[factory] = factory()
+        return transport
+
+    def close(self) -> None:
+        """Close every transport made so far."""
+        made, self._made = self._made, {}
+        for transport in made.values():
+            transport.close()
+
+
+__all__ = [
+    "Address",
+    "Connection",
+    "Inbox",
+    "Transport",
+    "TransportError",
+    "Transports",
+    "ZmqTransport",
+    "ipc_address",
+    "is_zactor_address",
+    "is_loopback",
+    "make_session_dir",
+    "parse_address",
+    "register_scheme",
+    "scheme_of",
+    "socket_file",
+    "tcp_address",
+]

@@ -1,0 +1,138 @@
+"""One actor living in a worker (or the head): its instance, mailbox and counters."""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from zactor.errors import describe_exception
+from zactor.wire import serialization
+from zactor.wire.protocol import method_names
+from zactor.worker.stats import SAMPLE_RING
+
+if TYPE_CHECKING:
+    from zactor.worker.checkpointer import Checkpointer
+    from zactor.worker.host import ActorHost
+    from zactor.worker.runners import AsyncRunner, ThreadedRunner
+
+_dumps = serialization.dumps
+#: What :meth:`ActorHost.retire` puts at the end of a busy sync actor's mailbox: the
+#: actor ends when the thread running its calls gets there. Its actor id (-1) differs
+#: from every actor's, which routes it down the drain's rare branch, off the hot path.
+RETIRE_MARK = (None, (-1, 0, 0, 0, -1, None, 0, 0), ())
+
+
+class HostedActor:
+    """One actor living in this process: its instance, mailbox and counters."""
+
+    __slots__ = (
+        "actor_id",
+        "class_name",
+        "name",
+        "methods",
+        "method_names",
+        "instance",
+        "mailbox",
+        "scheduled",
+        "dead",
+        "init_error",
+        "calls",
+        "errors",
+        "tell_errors",
+        "handle",
+        "kind",
+        "max_concurrency",
+        "runner",
+        "retiring",
+        "samples",
+        "next_sample",
+        "durable",
+        "slow",
+        "execute",
+        "running",
+    )
+
+    def __init__(
+        self,
+        actor_id: int,
+        class_name: str,
+        name: str | None = None,
+        execute: Callable | None = None,
+    ) -> None:
+        self.actor_id = actor_id
+        #: How its calls run: the host's ``_execute``, or ``_execute_durable`` once it
+        #: has a checkpoint, or ``_execute_system`` for actor 0 (see :mod:`.host`).
+        self.execute = execute
+        #: The thread running a run of its calls (a sync actor's), for zactor.kill.
+        self.running: int | None = None
+        self.class_name = class_name
+        self.name = name
+        self.methods: list = []
+        self.method_names: tuple = ()
+        self.instance: Any = None
+        self.mailbox: deque = deque()
+        self.scheduled = False
+        self.dead: str | None = None  # the reason, once dead
+        self.init_error: bytes | None = None  # encoded exception the constructor raised
+        self.calls = 0
+        self.errors = 0
+        self.tell_errors = 0
+        self.handle = None
+        self.kind = "sync"
+        self.max_concurrency = 1
+        # A ThreadedRunner or AsyncRunner; None for a sync actor. An actor with a runner
+        # stays ``scheduled`` for good, so the inline fast path never takes its calls.
+        self.runner: ThreadedRunner | AsyncRunner | None = None
+        self.retiring: str | None = None  # the reason, while it finishes its queued calls
+        self.samples: deque = deque(maxlen=SAMPLE_RING)  # service times (s), for stats()
+        self.next_sample = 0  # the value of ``calls`` at which the next call is timed
+        # A Checkpointer when the actor has a checkpoint store; its calls then take
+        # ActorHost._execute_durable (this attribute is the hot path's one check).
+        self.durable: Checkpointer | None = None
+        # Its last run of calls took REPLY_LINGER_S or more: replies other actors' calls
+        # queued are sent before its next run rather than held behind it.
+        self.slow = False
+
+    def bind(self, instance: Any, names: tuple) -> None:
+        """Bind the class's methods to ``instance``, looked up on the class.
+
+        Looking them up on the class means an instance attribute with a
+        method's name (the seeds' ``Account`` sets ``self.balance`` beside its
+        ``balance()`` method) does not hide the method.
+        """
+        cls = type(instance)
+        self.methods = [inspect.getattr_static(cls, n).__get__(instance, cls) for n in names]
+        self.method_names = names
+        self.instance = instance
+
+    def construct(self, host: ActorHost, cls: type, args: tuple, kwargs: dict) -> str | None:
+        """Build the instance of ``cls`` and bind it; None, or what the constructor raised.
+
+        With a checkpoint store the instance may instead be restored from its
+        checkpoint (see :meth:`Checkpointer.open`). If building it raised, every
+        call to the actor raises that error (its original type).
+        """
+        local = host._local
+        previous = getattr(local, "actor", None)
+        local.actor = self  # get_runtime_context() works in __init__ (and __setstate__)
+        try:
+            if self.durable is None:
+                instance = cls(*args, **kwargs)
+            else:
+                instance = self.durable.open(cls, args, kwargs)
+            self.bind(instance, method_names(cls))
+        except BaseException as exc:
+            return self.fail_init(exc)
+        finally:
+            local.actor = previous
+        return None
+
+    def fail_init(self, exc: BaseException) -> str:
+        """Record a failed construction: the actor's calls raise ``exc``. Returns its text."""
+        description = describe_exception(exc, f"constructor of actor {self})")
+        self.init_error = _dumps(description)[0]
+        return f"{type(exc).__name__}: {exc}"
+
+    def __repr__(self) -> str:
+        return f"{self.class_name}(id={self.actor_id})"

@@ -1,0 +1,94 @@
+"""Reply batching: replies wait per caller and go out together.
+
+A mixin of :class:`zactor.worker.host.ActorHost`. A thread queues the replies
+of the calls it runs into the outbox of each caller (:meth:`ReplyBatching._queue_reply`)
+and sends its batches when it goes back to the inbox, or sooner (see
+:meth:`zactor.worker.threads.LeaderFollower._run_ready`); the watchdog sends
+batches a thread left behind (:meth:`ReplyBatching._send_held_replies`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from zactor.transport import is_zactor_address
+from zactor.wire import records as wire
+from zactor.wire import serialization
+
+log = logging.getLogger("zactor")
+
+_dumps = serialization.dumps
+_CALL, _DIED = wire.CALL, wire.DIED
+
+
+class ReplyBatching:
+    """Queueing replies per caller and sending the batches (see the module docstring)."""
+
+    def _reply_box(self, identity: bytes):
+        """The outbox to the caller whose routing id (= inbox address) is ``identity``."""
+        box = self._reply_boxes.get(identity)
+        if box is None:
+            address = identity.decode()
+            if not is_zactor_address(address):
+                raise ValueError(f"routing id {identity[:64]!r} is not a zactor inbox address")
+            box = self._reply_boxes[identity] = self.runtime.outbox(address)
+        return box
+
+    def _queue_reply(
+        self, identity: bytes, kind: int, call_id: int, actor_id: int, payload, buffers
+    ):
+        """Batch a reply; this thread sends its batches in :meth:`_send_replies`."""
+        box = self._reply_boxes.get(identity)
+        if box is None:
+            try:
+                box = self._reply_box(identity)
+            except Exception as exc:  # a foreign peer: nobody to answer, keep serving
+                self.runtime.drop("bad-identity", identity, f"cannot reply: {exc}")
+                return
+        lock = box.lock
+        lock.acquire()  # not ``with``: its special-method look-ups cost more than the add
+        try:
+            writer = box.writer
+            writer.add(kind, 0, 0, call_id, actor_id, payload, buffers)
+            first = writer.count == 1
+        finally:
+            lock.release()
+        if first:
+            local = self._local
+            try:
+                local.boxes.append(box)
+            except AttributeError:
+                local.boxes = [box]
+
+    def _send_replies(self) -> None:
+        """Send the reply batches this thread queued."""
+        boxes = getattr(self._local, "boxes", None)
+        if boxes:
+            self._local.boxes = []
+            for box in boxes:
+                box.flush()
+
+    def _reply_died(self, identity: bytes, record: tuple, reason: str) -> None:
+        if record[0] != _CALL:
+            return
+        payload, buffers = _dumps(reason)
+        self._queue_reply(identity, _DIED, record[3], record[4], payload, buffers)
+
+    def _send_held_replies(self, held: list | None) -> list:
+        """Send the reply batches that were already waiting at the last look (all of
+        them if ``held`` is None: the leader is stuck in a call); return the ones
+        waiting now.
+
+        A thread sends the replies it queued itself, but it may be in a call that
+        runs long, and a reply another thread adds to a caller's batch joins that
+        batch: this bounds every reply's wait to one watchdog period once a call
+        runs long, two otherwise.
+        """
+        boxes = list(self._reply_boxes.values())
+        for box in boxes if held is None else held:
+            if box.writer.count:
+                try:
+                    box.flush()
+                except Exception:  # e.g. the socket closed at shutdown: keep watching
+                    log.exception("zactor: sending held replies to %s failed", box.address)
+        return [box for box in boxes if box.writer.count]

@@ -1,0 +1,189 @@
+"""The worker's own actor 0: creates, kills and reports on the actors hosted here.
+
+Its methods are the worker's side of the protocol (``WORKER_TABLE`` in
+:mod:`zactor.wire.protocol`): the head, drivers and actors call them with
+ordinary actor calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import cloudpickle
+
+from zactor.caller.actor_class import ActorClass
+from zactor.caller.handle import handle_from_info
+from zactor.wire import records as wire
+from zactor.worker.checkpointer import Checkpointer
+from zactor.worker.host import ActorHost
+from zactor.worker.hosted import RETIRE_MARK, HostedActor
+from zactor.worker.runners import AsyncRunner, ThreadedRunner, execution_of
+from zactor.worker.stats import _actor_stats
+
+
+class WorkerService:
+    """Actor 0 of every worker: creates, kills and reports on the actors hosted here."""
+
+    def __init__(self, host: ActorHost, head, worker_id: str) -> None:
+        self._host = host
+        self._head = head
+        self._worker_id = worker_id
+        host.on_actor_ended = self._ended
+
+    def create(self, actor_id: int, blob: bytes, spec: dict) -> None:
+        """Construct a new actor (its first incarnation): see :meth:`recreate`.
+
+        Sent by the process that creates the actor, on the connection its first
+        calls will take, so the worker sees the creation before them.
+        """
+        if spec.get("incarnation"):
+            raise PermissionError(
+                f"create() builds an actor's first incarnation; incarnation "
+                f"{spec.get('incarnation')} of actor {actor_id} is a restart, which only the "
+                "head orders (recreate)"
+            )
+        self.recreate(actor_id, blob, spec)
+
+    def recreate(self, actor_id: int, blob: bytes, spec: dict) -> None:
+        """Construct an actor from ``blob`` = cloudpickle of ``(cls, args, kwargs)``;
+        the head calls it directly to restart an actor (``incarnation`` > 0).
+
+        ``spec["max_concurrency"]`` (None when not given) and whether the class
+        has ``async def`` methods decide how its calls run (see
+        :func:`execution_of`). The head hears ``actor_started`` once the
+        constructor has run; calls that arrive before then wait.
+
+        ``spec["checkpoint"]`` (a store or URL), ``checkpoint_every``,
+        ``checkpoint_key`` and ``incarnation`` make the actor durable: it may be
+        restored from its checkpoint instead of constructed (see
+        :class:`Checkpointer`). A restart (``incarnation`` > 0) may come to the
+        worker where the actor was killed: the new incarnation replaces the
+        tombstone, and an incarnation still here (not yet killed) is ended first.
+        """
+        host = self._host
+        old = host.actors.get(actor_id) or host._retiring.get(actor_id)
+        if old is not None and actor_id != wire.SYSTEM_ACTOR_ID:
+            # Not reported as ended: the head is bringing this very actor back.
+            host.end(old, f"actor {old} was replaced by incarnation {spec.get('incarnation')}")
+        actor = host.reserve(actor_id, spec.get("class_name", "?"), spec.get("name"))
+        info = dict(spec, actor_id=actor_id, address=host.runtime.address)
+        actor.handle = handle_from_info(info, counted=False)  # must not keep itself alive
+        started = functools.partial(self._started, actor_id)
+        try:
+            actor.durable = Checkpointer.from_spec(actor_id, spec)
+            if actor.durable is not None:
+                actor.execute = host._execute_durable
+            cls, args, kwargs = cloudpickle.loads(blob)
+            if isinstance(cls, ActorClass):
+                cls = cls._cls
+            actor.kind, actor.max_concurrency = execution_of(cls, spec.get("max_concurrency"))
+            if actor.kind == "async":
+                runner = AsyncRunner(host, actor, actor.max_concurrency)
+                actor.runner = runner  # inert until its loop has constructed the actor
+                try:
+                    runner.start(cls, args, kwargs, started)
+                except BaseException:
+                    actor.runner = None
+                    raise
+                return
+        except BaseException as exc:  # the first call raises it, with its original type
+            error = actor.fail_init(exc)
+            host.release(actor)
+            started(error)
+            return
+        error = actor.construct(host, cls, args, kwargs)
+        runner = None
+        if actor.kind == "threaded" and error is None:
+            runner = ThreadedRunner(host, actor, actor.max_concurrency)
+        host.release(actor, runner)
+        started(error)
+
+    def _started(self, actor_id: int, error: str | None) -> None:
+        self._head.actor_started.tell(actor_id, error is None, error)
+
+    def kill(self, actor_id: int, reason: str) -> bool:
+        """End actor ``actor_id`` now; its queued and later calls raise ActorDiedError.
+
+        A retiring actor (see :meth:`retire`) is ended at once too.
+        """
+        host = self._host
+        actor = host.actors.get(actor_id) or host._retiring.get(actor_id)
+        if actor is None:
+            return False
+        if host.end(actor, reason):
+            host.interrupt(actor)
+            self._ended(actor)
+        return True
+
+    def retire(self, actor_id: int, reason: str) -> bool:
+        """End actor ``actor_id`` gracefully: the calls it has received (queued, or
+        running now) complete and get their replies, then it ends with ``reason``.
+
+        Calls arriving from now on get ActorDiedError with ``reason``; the head
+        hears of the end through ``actor_ended``. Returns True if the actor
+        existed (and had not ended); retiring it twice keeps the first reason.
+        """
+        if actor_id == wire.SYSTEM_ACTOR_ID:
+            raise ValueError(
+                "actor 0 is the worker's own service and cannot be retired: "
+                "stop the worker with shutdown() instead"
+            )
+        host = self._host
+        actor = host.actors.get(actor_id) or host._retiring.get(actor_id)
+        if actor is None:
+            return False
+        return host.retire(actor, reason)
+
+    def _ended(self, actor: HostedActor) -> None:
+        self._head.actor_ended.tell(actor.actor_id, actor.dead)
+
+    def stats(self) -> dict:
+        """Per-actor counters for ``zactor status``.
+
+        Each actor's row: ``calls`` (completed), ``errors``, ``tell_errors``,
+        ``queued`` (received, not started), ``running``, ``kind`` (``"sync"``,
+        ``"threaded"`` or ``"async"``), ``max_concurrency``, ``retiring``, and
+        ``p50_us``/``p99_us``: percentiles of the service time of its recent
+        calls (a sample of them, see :data:`SAMPLE_EVERY`), in microseconds,
+        None before its first call completes. An async call's service time
+        includes the time it spends awaiting; with a checkpoint, every call is
+        timed and the time includes its save.
+
+        Checkpoints: ``checkpoint`` (the store's repr, None without one),
+        ``checkpoint_key`` (the key it saves under), ``checkpoints`` (saves
+        done by this incarnation, the first one after construction included),
+        ``last_checkpoint_us`` (how long the last save took, capturing the
+        state included; None before the first) and
+        ``replayed`` (retried calls answered from the record of applied calls
+        without running again).
+        """
+        host = self._host
+        with host._mu:  # the mailboxes' lengths, without a retire mark
+            queued = [
+                (a, len(a.mailbox) - (1 if a.mailbox and a.mailbox[-1] is RETIRE_MARK else 0))
+                for a in [*host.actors.values(), *host._retiring.values()]
+                if a.actor_id != wire.SYSTEM_ACTOR_ID
+            ]
+        return {
+            "worker_id": self._worker_id,
+            "pid": os.getpid(),
+            "dropped": dict(host.runtime.dropped),
+            "actors": [_actor_stats(actor, count) for actor, count in queued],
+        }
+
+    def ping(self) -> str:
+        """Liveness check: returns this worker's id."""
+        return self._worker_id
+
+    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
+        """The head tells every process that actors at ``address`` died (zactor.recovery)."""
+        self._host.runtime.recovery.actor_died(address, entries, process_died)
+
+    def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
+        """The head tells every process that an actor is back at ``address``."""
+        self._host.runtime.recovery.actor_restarted(actor_id, address, incarnation)
+
+    def shutdown(self) -> None:
+        """Stop serving; the worker process then exits."""
+        self._host.stop()
