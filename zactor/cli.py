@@ -10,7 +10,7 @@ Subcommands:
 - ``zactor stop``: end it and everything it started.
 - ``zactor bench [--quick] [--json PATH] [--rounds N] [--workers N]``: latency
   and throughput of zactor beside a raw pyzmq DEALER/ROUTER yardstick measured
-  in the same run (see :mod:`zactor.bench`).
+  in the same run (see :mod:`zactor.benchmark.runner`).
 
 ``start``, ``status`` and ``stop`` take ``--json`` for scripts: one JSON object
 on standard output, also on failure (``{"error": "..."}``, exit code 1). See

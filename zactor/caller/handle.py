@@ -33,7 +33,7 @@ class _Target:
     Methods point here rather than at the handle, and the handle caches its
     methods: were the methods to point back at the handle, every handle would
     sit in a reference cycle and outlive its last use until the cyclic garbage
-    collector ran, keeping its actor alive (see :mod:`zactor.ownership`). This
+    collector ran, keeping its actor alive (see :mod:`zactor.endpoint.refs`). This
     object is freed as soon as the handle and its methods are, and reports that.
     """
 
@@ -110,7 +110,7 @@ class ActorHandle:
     directly. Two handles are equal when they name the same actor.
 
     A non-detached actor lives while some handle to it does, in any process
-    (see :mod:`zactor.ownership`): when the last one is garbage-collected the
+    (see :mod:`zactor.endpoint.refs`): when the last one is garbage-collected the
     actor finishes the calls already sent to it, then ends.
     """
 

@@ -53,7 +53,7 @@ def checkpoint_key(name: str | None, namespace: str | None, actor_id: int, clust
 class Head:
     """The registry: workers, actors, names; placement of new actors; who holds which actor.
 
-    Lifetime: a non-detached actor is counted (:mod:`zactor.ownership`) from
+    Lifetime: a non-detached actor is counted (:mod:`zactor.endpoint.refs`) from
     its placement on; when no process holds a handle to it, or when the
     process that created it (its owner) goes away, the head asks its worker
     to *retire* it: the calls already sent to it run, then it ends. A detached
@@ -183,7 +183,7 @@ class Head:
         if info.get("name") is not None and self.names.get(key) == info["actor_id"]:
             del self.names[key]
 
-    # -- lifetime (zactor.ownership) ------------------------------------------------------
+    # -- lifetime (zactor.endpoint.refs) ------------------------------------------------------
 
     def refs(self, address: str, report: list) -> None:
         """A process reports the actors whose handles it started or stopped holding."""
@@ -348,7 +348,7 @@ class Head:
         worker_service_handle(worker["address"]).recreate.tell(actor_id, blob, creation)
 
     def _notify_all(self, method: str, *args) -> None:
-        """Tell every worker, every driver and this process's own calls (zactor.recovery)."""
+        """Tell every worker, every driver and this process's own calls (zactor.endpoint.recovery)."""
         for worker in self.workers.values():
             getattr(worker_service_handle(worker["address"]), method).tell(*args)
         for address in self.drivers:
@@ -362,7 +362,7 @@ class Head:
     def register_driver(self, address: str, pid: int, node_id: str) -> dict:
         """A driver joined the cluster from ``address`` (its inbox), as process ``pid``.
 
-        ``node_id`` names the driver's machine (:func:`zactor.cluster.node_identity`).
+        ``node_id`` names the driver's machine (:func:`zactor.control.cluster.node_identity`).
         A driver on the head's machine is watched: if its process ends without
         ``driver_exited`` (killed, crashed), the head notices within about a
         second and ends the actors it owned. Returns the node id the driver is

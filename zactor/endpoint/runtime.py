@@ -7,7 +7,7 @@ A :class:`Runtime` exists in every zactor process (driver, worker, head). It
   timer instead of acknowledgements: a call to an idle peer goes out at once,
   calls that follow within :data:`LINGER_S` join a batch that is sent when it
   is full, when somebody waits, or by the background flusher);
-- keeps the table of calls awaiting replies (``zactor._fast.PendingTable``);
+- keeps the table of calls awaiting replies (``zactor.wire._fast.PendingTable``);
 - reads its inbox with a *reader role* that one thread at a time holds. In a
   driver the thread that waits on a future takes the role and reads the
   socket itself, so a synchronous call involves no other thread; other
@@ -144,9 +144,9 @@ class Runtime:
         self.address = inbox.address
         self._receive = inbox.receive
         self.pending = _hotpath.PendingTable()
-        #: Live actor handles in this process, reported to the head (zactor.ownership).
+        #: Live actor handles in this process, reported to the head (zactor.endpoint.refs).
         self.refs = HandleRefs()
-        #: Dead and restarting actors, and the calls waiting for them (zactor.recovery).
+        #: Dead and restarting actors, and the calls waiting for them (zactor.endpoint.recovery).
         self.recovery = Recovery(self)
         self.down = self.recovery.down  # read by every handle's slow path
         self._notices = Notices(self.recovery)

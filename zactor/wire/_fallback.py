@@ -1,8 +1,8 @@
-"""Pure-Python twin of :mod:`zactor._fast`: wire framing and the table of pending calls.
+"""Pure-Python twin of :mod:`zactor.wire._fast`: wire framing and the table of pending calls.
 
 Same public names, same behaviour, same bytes on the wire and same exceptions as
 the compiled module; ``ZACTOR_PURE_PYTHON=1`` selects it (see
-``zactor._hotpath``), and the tests run both side by side.
+``zactor.wire.hotpath``), and the tests run both side by side.
 
 A message is a list of ZeroMQ frames. Frame 0 holds an 8-byte preamble
 (struct ``<2sBBI``: magic ``b"ZA"``, protocol version, reserved 0, record
@@ -119,7 +119,7 @@ def parse_frame(frame0, nbuffer_frames):
     if not mv.readonly:
         mv = mv.toreadonly()
     n = mv.nbytes
-    # The texts are shared word for word with zactor._fast.
+    # The texts are shared word for word with zactor.wire._fast.
     if n < PREAMBLE_SIZE:
         raise FrameError(
             "short",

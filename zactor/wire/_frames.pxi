@@ -106,7 +106,7 @@ cdef _Status _validate(const unsigned char* p, Py_ssize_t n, Py_ssize_t nbuffer_
 
 cdef int _raise_frame_error(_Status status, _Check* c, const unsigned char* p, Py_ssize_t n,
                             Py_ssize_t nbuffer_frames) except -1:
-    # The texts are shared word for word with zactor._fallback.
+    # The texts are shared word for word with zactor.wire._fallback.
     if status == _E_SHORT:
         raise FrameError(
             "short",

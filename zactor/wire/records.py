@@ -4,7 +4,7 @@ A message is one ZeroMQ multipart message. Frame 0 holds an 8-byte preamble
 (magic ``b"ZA"``, protocol version, record count), then one fixed 32-byte
 record per call or reply, then the records' msgpack payloads back to back.
 Frames after it carry numpy arrays and large bytes without copying. Packing
-and parsing live in ``zactor._fast`` (and its twin ``zactor._fallback``);
+and parsing live in ``zactor.wire._fast`` (and its twin ``zactor.wire._fallback``);
 this module names the record kinds and flags.
 
 Record fields: ``kind``, ``flags``, ``method`` (index into the actor class's
