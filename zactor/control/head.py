@@ -348,7 +348,7 @@ class Head:
         worker_service_handle(worker["address"]).recreate.tell(actor_id, blob, creation)
 
     def _notify_all(self, method: str, *args) -> None:
-        """Tell every worker, every driver and this process's own calls (zactor.endpoint.recovery)."""
+        """Tell every worker, every driver and this process's own calls (see Recovery)."""
         for worker in self.workers.values():
             getattr(worker_service_handle(worker["address"]), method).tell(*args)
         for address in self.drivers:

@@ -177,7 +177,7 @@ class WorkerService:
         return self._worker_id
 
     def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
-        """The head tells every process that actors at ``address`` died (zactor.endpoint.recovery)."""
+        """The head tells every process that actors at ``address`` died (see Recovery)."""
         self._host.runtime.recovery.actor_died(address, entries, process_died)
 
     def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
