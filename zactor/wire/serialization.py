@@ -5,6 +5,12 @@
 - ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``list`` and
   ``dict`` are msgpack-native and keep their exact types.
 - ``tuple`` comes back as a ``tuple`` (a msgpack extension), not a list.
+  Decoding tuples inside tuples never nests msgpack calls on the C stack (see
+  :meth:`_Decoder.tuple`); they may nest :data:`MAX_TUPLE_DEPTH` deep.
+- A value nested too deep for msgpack (lists or dicts deeper than its limit,
+  tuples deeper than Python's recursion allows the encoder) is pickled whole
+  instead: whatever ``pickle`` round-trips at the recursion limit is delivered,
+  and a deeper value raises :class:`NestingError` naming the limit.
 - A numpy array of a plain dtype larger than :data:`OUT_OF_BAND_BYTES` is sent
   as its own frame without copying (the receiver gets a read-only array over
   the received bytes); a smaller one is copied inline.
@@ -23,6 +29,7 @@ returns: do not modify it in place until that call's future is done (send
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 from typing import Any
 
@@ -39,8 +46,30 @@ _EXT_ARRAY_FRAME = 3
 _EXT_BYTES_FRAME = 4
 _EXT_PICKLE = 5
 
+#: Tuples nest at most this deep in a decoded payload: deeper than anything
+#: :func:`dumps` writes at Python's default recursion limit. A payload nesting
+#: deeper comes from a foreign peer, and its decoding fails with NestingError.
+MAX_TUPLE_DEPTH = 1000
+
 _ndarray = np.ndarray
 _ExtType = msgpack.ExtType
+
+
+class NestingError(ValueError):
+    """A value nests deeper than zactor can carry (see :data:`MAX_TUPLE_DEPTH`)."""
+
+
+class _Deferred:
+    """A tuple met while decoding another tuple; :meth:`_Decoder.tuple` decodes its
+    items later, in a loop, rather than in a msgpack call nested on the C stack."""
+
+    __slots__ = ("data", "depth", "value", "nests")
+
+    def __init__(self, data: bytes, depth: int) -> None:
+        self.data = data
+        self.depth = depth
+        self.value: Any = None
+        self.nests = False  # whether its items hold tuples (Deferreds) to put in place
 
 
 class _Encoder:
@@ -117,7 +146,7 @@ class _Decoder:
 
     def ext_hook(self, code: int, data: bytes) -> Any:
         if code == _EXT_TUPLE:
-            return tuple(self.unpack(data))
+            return self.tuple(data)
         if code == _EXT_ARRAY_FRAME or code == _EXT_ARRAY_INLINE:
             descr, shape, where = msgpack.unpackb(data, raw=False)
             dtype = descr if type(descr) is str else _descr_to_dtype(descr)
@@ -131,6 +160,72 @@ class _Decoder:
             first, count, blob = msgpack.unpackb(data, raw=False)
             return pickle.loads(blob, buffers=self.buffers[first : first + count])
         raise ValueError(f"unknown msgpack extension type {code} in a zactor payload")
+
+    def tuple(self, data: bytes) -> tuple:
+        """The tuple whose items ``data`` holds, however deeply tuples nest inside it.
+
+        msgpack decodes an extension by a nested ``unpackb``, and each one holds
+        tens of kilobytes of C stack: a tuple nested a few hundred deep would end
+        the process. Here a tuple inside the one being decoded becomes a
+        :class:`_Deferred`, decoded by the loop below; then, deepest first, each
+        becomes its tuple. At most two msgpack calls are on the stack at once.
+        """
+        current = root = _Deferred(data, 1)
+        found = [root]
+        ext_hook = self.ext_hook
+
+        def hook(code: int, inner: bytes) -> Any:
+            if code != _EXT_TUPLE:
+                return ext_hook(code, inner)
+            depth = current.depth + 1
+            if depth > MAX_TUPLE_DEPTH:
+                raise NestingError(
+                    f"a payload nests tuples deeper than {MAX_TUPLE_DEPTH} levels: zactor "
+                    "never sends that (it pickles deep values), so it came from a foreign peer"
+                )
+            current.nests = True
+            deferred = _Deferred(inner, depth)
+            found.append(deferred)
+            return deferred
+
+        for current in found:  # grows while it runs: breadth first
+            current.value = _unpackb(
+                current.data, ext_hook=hook, raw=False, strict_map_key=False, use_list=True
+            )
+        for deferred in reversed(found):  # every one after its parent: deepest first
+            items = deferred.value
+            deferred.value = tuple(_put_tuples_in_place(items) if deferred.nests else items)
+        return root.value
+
+
+def _put_tuples_in_place(items: list) -> list:
+    """Replace each :class:`_Deferred` in ``items`` (inside its lists and dicts too,
+    values and keys) by its tuple, without recursion."""
+    stack = [items]
+    while stack:
+        container = stack.pop()
+        if type(container) is dict:
+            keyed = False
+            for key, value in container.items():
+                kind = type(value)
+                if kind is _Deferred:
+                    container[key] = value.value  # same keys: safe while iterating
+                elif kind is list or kind is dict:
+                    stack.append(value)
+                if type(key) is _Deferred:
+                    keyed = True
+            if keyed:
+                pairs = [(k.value if type(k) is _Deferred else k, v) for k, v in container.items()]
+                container.clear()
+                container.update(pairs)
+        else:
+            for i, value in enumerate(container):
+                kind = type(value)
+                if kind is _Deferred:
+                    container[i] = value.value
+                elif kind is list or kind is dict:
+                    stack.append(value)
+    return items
 
 
 #: The decoder of payloads without out-of-band buffers (most): it holds no state, so
@@ -194,9 +289,26 @@ def dumps(obj: Any) -> tuple[bytes, list]:
     encoder = _Encoder()
     try:
         return encoder.pack(encoder.top(obj)), encoder.buffers
-    except OverflowError:  # an int wider than 64 bits: let pickle carry the whole value
+    except (OverflowError, ValueError, RecursionError):
+        # An int wider than 64 bits, or nesting deeper than msgpack or the encoder
+        # goes: let pickle carry the whole value.
         encoder = _Encoder()
-        return encoder.pack(_ExtType(_EXT_PICKLE, encoder.pickle(obj))), encoder.buffers
+        return encoder.pack(_ExtType(_EXT_PICKLE, _pickle_whole(encoder, obj))), encoder.buffers
+
+
+def _pickle_whole(encoder: _Encoder, obj: Any) -> bytes:
+    """``encoder.pickle(obj)``, or NestingError if even pickle cannot nest that deep."""
+    try:
+        return encoder.pickle(obj)
+    except (RecursionError, pickle.PicklingError) as exc:
+        # cloudpickle turns the RecursionError into a PicklingError caused by it.
+        if not isinstance(exc, RecursionError) and not isinstance(exc.__cause__, RecursionError):
+            raise
+        raise NestingError(
+            f"a value nests too deep to send: pickle gave up at Python's recursion limit "
+            f"(sys.getrecursionlimit() = {sys.getrecursionlimit()}); flatten it, or send it "
+            "in parts"
+        ) from None
 
 
 def loads(payload, buffers=()) -> Any:
@@ -238,10 +350,10 @@ def dumps_call(args: tuple, kwargs: dict) -> tuple[bytes, list]:
         body.append({k: top(v) for k, v in kwargs.items()})
     try:
         return encoder.pack(body), encoder.buffers
-    except OverflowError:
+    except (OverflowError, ValueError, RecursionError):  # as in dumps
         encoder = _Encoder()
         return encoder.pack(
-            [_ExtType(_EXT_PICKLE, encoder.pickle((args, kwargs)))]
+            [_ExtType(_EXT_PICKLE, _pickle_whole(encoder, (args, kwargs)))]
         ), encoder.buffers
 
 

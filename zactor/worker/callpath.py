@@ -19,6 +19,7 @@ from zactor.errors import ActorExit, _InitFailed, describe_exception
 from zactor.wire import records as wire
 from zactor.wire import serialization
 from zactor.wire.protocol import HEAD, PROTOCOL_VERSION, ROLE_OF_FLAGS
+from zactor.wire.serialization import NestingError
 from zactor.worker.hosted import HostedActor
 from zactor.worker.stats import SAMPLE_EVERY, SAMPLE_WARMUP
 
@@ -202,6 +203,8 @@ class CallPath:
         replied; any other exception is counted and replied (for an actor with a
         checkpoint, recorded first, as a successful call's result is).
         """
+        if isinstance(exc, NestingError):  # only a foreign peer sends that: count it, log once
+            self.runtime.drop("too-deep", identity, str(exc))
         if actor.dead is not None:  # killed while it ran (perhaps interrupted): void
             if actor.durable is not None and record[0] == _CALL:
                 actor.durable.forget_running(identity, record[3])  # nothing was recorded
