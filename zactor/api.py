@@ -26,6 +26,7 @@ from zactor.endpoint import runtime as _runtime_mod
 from zactor.endpoint.runtime import Runtime
 from zactor.errors import ActorExit, ClusterError
 from zactor.transport import ipc_address, make_session_dir, socket_file
+from zactor.wire import limits
 
 #: How long ``init()`` waits for the embedded cluster's workers (seconds).
 STARTUP_TIMEOUT_S = 60.0
@@ -63,6 +64,7 @@ def init(
     resources: dict | None = None,
     namespace: str | None = None,
     ignore_reinit_error: bool = False,
+    max_message_bytes: int | None = None,
 ) -> dict:
     """Start an embedded cluster, or join a running one; returns its workers.
 
@@ -75,6 +77,11 @@ def init(
       docs/cli.md); a ``ClusterError`` saying how to start one if none runs.
     - ``address="tcp://host:port"`` (or the ``ipc://`` address ``zactor status``
       shows): join the cluster whose head listens there.
+
+    ``max_message_bytes`` (default 1 GiB, or ``$ZACTOR_MAX_MESSAGE_BYTES``):
+    the largest frame a process of the cluster accepts; a call or reply that
+    would not fit raises ``ValueError`` before it is sent. Give every process
+    of a cluster the same value (see docs/limits.md).
 
     A joined cluster keeps running after :func:`shutdown`, which only
     disconnects (and ends the actors this process owned that are not
@@ -89,6 +96,8 @@ def init(
                 "zactor.init() was already called in this process: call zactor.shutdown() "
                 "first, or pass ignore_reinit_error=True"
             )
+        if max_message_bytes is not None:
+            limits.set_max_message_bytes(max_message_bytes)  # inherited by the cluster
         if address is None:
             if num_workers is None:
                 num_workers = os.cpu_count() or 1

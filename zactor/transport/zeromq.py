@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import zmq
 
+from zactor.wire import limits
+
 #: How long a closing socket keeps trying to deliver queued messages (ms).
 LINGER_MS = 200
 
@@ -84,7 +86,10 @@ class ZmqTransport:
     def bind(self, address: str) -> ZmqInbox:
         """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a free port)."""
         sock = self.context.socket(zmq.ROUTER)
-        sock.rcvhwm = 0  # bounded by max_pending_calls, not by silent drops
+        # Per peer: past it, libzmq stops reading that peer (a ROUTER drops nothing
+        # inbound), so a flood fills the sender's queue, not this process.
+        sock.rcvhwm = limits.INBOX_MESSAGES_PER_PEER
+        sock.maxmsgsize = limits.max_message_bytes  # a larger frame: sender disconnected
         sock.sndhwm = 0
         sock.linger = 0
         sock.router_handover = 1  # a restarted peer with the same address takes over

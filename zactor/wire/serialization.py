@@ -37,6 +37,8 @@ import cloudpickle
 import msgpack
 import numpy as np
 
+from zactor.wire.limits import check_message
+
 #: Arrays and bytes at least this large travel as their own zero-copy frame.
 OUT_OF_BAND_BYTES = 8 * 1024
 
@@ -281,19 +283,23 @@ def dumps(obj: Any) -> tuple[bytes, list]:
     if type(obj) in _SCALARS:  # the common reply: no encoder, no buffers
         try:
             payload = _pack_scalar(obj)
-            if len(payload) > _REUSED_PACKER_MAX and _PACKER_SHARABLE:
-                _pack_scalar = _new_packer()
+            if len(payload) > _REUSED_PACKER_MAX:  # rare: a big str
+                if _PACKER_SHARABLE:
+                    _pack_scalar = _new_packer()
+                check_message(payload, ())
             return payload, []
         except OverflowError:
             pass
     encoder = _Encoder()
     try:
-        return encoder.pack(encoder.top(obj)), encoder.buffers
+        payload = encoder.pack(encoder.top(obj))
     except (OverflowError, ValueError, RecursionError):
         # An int wider than 64 bits, or nesting deeper than msgpack or the encoder
         # goes: let pickle carry the whole value.
         encoder = _Encoder()
-        return encoder.pack(_ExtType(_EXT_PICKLE, _pickle_whole(encoder, obj))), encoder.buffers
+        payload = encoder.pack(_ExtType(_EXT_PICKLE, _pickle_whole(encoder, obj)))
+    check_message(payload, encoder.buffers)
+    return payload, encoder.buffers
 
 
 def _pickle_whole(encoder: _Encoder, obj: Any) -> bytes:
@@ -340,8 +346,9 @@ def dumps_call(args: tuple, kwargs: dict) -> tuple[bytes, list]:
             except OverflowError:
                 pass
             else:
-                if len(payload) > _REUSED_PACKER_MAX:
+                if len(payload) > _REUSED_PACKER_MAX:  # rare: a big str
                     _thread_packers.pack = _new_packer()
+                    check_message(payload, ())
                 return payload, []
     encoder = _Encoder()
     top = encoder.top
@@ -349,12 +356,12 @@ def dumps_call(args: tuple, kwargs: dict) -> tuple[bytes, list]:
     if kwargs:
         body.append({k: top(v) for k, v in kwargs.items()})
     try:
-        return encoder.pack(body), encoder.buffers
+        payload = encoder.pack(body)
     except (OverflowError, ValueError, RecursionError):  # as in dumps
         encoder = _Encoder()
-        return encoder.pack(
-            [_ExtType(_EXT_PICKLE, _pickle_whole(encoder, (args, kwargs)))]
-        ), encoder.buffers
+        payload = encoder.pack([_ExtType(_EXT_PICKLE, _pickle_whole(encoder, (args, kwargs)))])
+    check_message(payload, encoder.buffers)
+    return payload, encoder.buffers
 
 
 def loads_call(payload, buffers=()) -> tuple[list, dict]:
