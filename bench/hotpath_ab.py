@@ -131,7 +131,8 @@ def worker_ns(host, actor, rounds: int, kind: int = 1) -> float:
     payload = serialization.dumps_call((), {})[0]
     writer = hotpath.BatchWriter()
     for call_id in range(1, BATCH + 1):
-        writer.add(kind, 0, index, call_id if kind == 1 else 0, actor.actor_id, payload, ())
+        # A tell carries its handle's token (credits for tells), a call its call id.
+        writer.add(kind, 0, index, call_id if kind == 1 else 7, actor.actor_id, payload, ())
     frames = writer.take()
     records = hotpath.parse_frame(frames[0], 0)
     identity = f"ipc:///tmp/zab-{os.getpid()}/caller.sock".encode()

@@ -234,3 +234,28 @@ def test_no_acknowledged_increment_is_lost_and_none_is_applied_twice(tmp_path):
     # its recorded result instead of running again).
     assert out["final"] == 10_000
     assert values == list(range(1, 10_001))
+
+
+def test_tells_lost_with_a_dead_worker_give_their_places_back():
+    """Tells in flight die with their worker: no credit will come for them, so the
+    handle counts them no more, and tells after the restart are not held back."""
+    out = scenario(
+        """
+        a = Counter.options(max_restarts=1, max_pending_calls=4).remote()
+        pid = zactor.get(a.pid.remote(), timeout=30)
+        gate = a._target.gate
+        a.hold.tell(60)        # the actor is busy for a minute: none of these is credited
+        for i in range(3):
+            a.record.tell(i)
+        full = gate.inflight
+        kill_worker_of(a, pid)
+        after = zactor.get(a.increment.remote(), timeout=60)   # waits for the restart
+        for i in range(10):    # more than max_pending_calls: each must be credited
+            a.record.tell(i)
+        seen = zactor.get(a.seen_calls.remote(), timeout=60)
+        report(full=full, after=after, seen=seen)
+        """
+    )
+    assert out["full"] == 4
+    assert out["after"] == 1  # constructed again: no checkpoint
+    assert out["seen"] == list(range(10))

@@ -1,11 +1,12 @@
-"""Malformed frames, as a hostile or broken peer sends them, and the worker's memory under a flood.
+"""Floods: malformed frames from a hostile peer, tells from a fast teller; the worker's memory.
 
 :func:`malformed_frames` makes messages of :data:`KINDS` kinds, each aimed at a
 real actor (its id and a read-only method) so that the worker must look at
 them; none may change the actor's state. ``tests/test_limits.py`` sends
-20,000 of them to a live worker; ``python -m zactor.benchmark.flood`` sends
-100,000 from a raw pyzmq peer and reports the worker's peak RSS beside the
-raw yardstick's (see BENCHMARKS.md).
+20,000 of them to a live worker. ``python -m zactor.benchmark.flood`` sends
+100,000 from a raw pyzmq peer, then 1,000,000 tells of 200 bytes at an actor
+that takes 50 us a call, and reports the worker's peak RSS before and after
+each (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def malformed_frames(actor_id: int, method: int, count: int, seed: int = 0) -> I
         elif kind == "wrong version":
             yield [frame0([tell], version=(PROTOCOL_VERSION + rng.randrange(1, 255)) % 256)]
         elif kind == "unknown record kind":
-            yield [frame0([(rng.randrange(6, 256), method, 0, actor_id, NO_ARGS, 0)])]
+            yield [frame0([(rng.randrange(wire.ACK + 1, 256), method, 0, actor_id, NO_ARGS, 0)])]
         elif kind == "unknown actor":
             yield [frame0([(wire.TELL, method, 0, stranger, NO_ARGS, 0)])]
         elif kind == "lying payload length":
@@ -127,6 +128,32 @@ def expected_drops(count: int) -> int:
     return count + (MANY - 1) * many
 
 
+def _tell_flood(h, pid: int, args) -> None:
+    """Tell ``args.tells`` times as fast as the caller can; the actor takes its time."""
+    import time
+
+    import zactor
+
+    before = _peak_rss_kib(pid)
+    start_count = zactor.get(h.count.remote())
+    data, seconds = b"x" * args.tell_bytes, args.call_us / 1e6
+    work = h.work.tell
+    started = time.perf_counter()
+    for _ in range(args.tells):
+        work(data, seconds)
+    sent_s = time.perf_counter() - started
+    applied = zactor.get(h.count.remote(), timeout=3600) - start_count
+    done_s = time.perf_counter() - started
+    peak = _peak_rss_kib(pid)
+    print(
+        f"{args.tells:,} tells of {args.tell_bytes} bytes at an actor taking "
+        f"{args.call_us:g} us a call: {applied:,} applied; the caller sent the last after "
+        f"{sent_s:.1f} s (held back by max_pending_calls), all ran after {done_s:.1f} s; "
+        f"worker peak RSS {before / 1024:.0f} MB before, {peak / 1024:.0f} MB after "
+        "(target <= 200 MB)"
+    )
+
+
 def _peak_rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -149,6 +176,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(prog="python -m zactor.benchmark.flood")
     parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--tells", type=int, default=1_000_000)
+    parser.add_argument("--tell-bytes", type=int, default=200)
+    parser.add_argument("--call-us", type=float, default=50.0)
     args = parser.parse_args()
 
     @zactor.remote
@@ -162,6 +192,12 @@ def main() -> None:
 
         def count(self) -> int:
             return self.n
+
+        def work(self, data: bytes, seconds: float) -> None:
+            until = time.perf_counter() + seconds
+            while time.perf_counter() < until:  # a call that takes its time on the CPU
+                pass
+            self.n += 1
 
     zactor.init(num_workers=1)
     try:
@@ -197,6 +233,8 @@ def main() -> None:
         peer.close(linger=0)
         context.term()
         os.rmdir(directory)
+        if args.tells:
+            _tell_flood(h, worker["pid"], args)
     finally:
         zactor.shutdown()
 

@@ -25,13 +25,16 @@ _PENDING, _ARRIVED, _VALUE, _RAISED = 0, 1, 2, 3
 
 
 class CallGate:
-    """Counts one handle's calls awaiting replies, for backpressure."""
+    """Counts one handle's calls awaiting replies and tells not yet credited, for
+    backpressure (``max_pending_calls`` bounds the two together)."""
 
-    __slots__ = ("inflight", "limit")
+    __slots__ = ("inflight", "limit", "token", "runtime", "__weakref__")
 
     def __init__(self, limit: int) -> None:
-        self.inflight = 0
+        self.inflight = 0  # calls awaiting replies, and tells until credited
         self.limit = limit
+        self.token = 0  # what its tells carry, to be credited (Runtime.gate_token)
+        self.runtime = None  # the runtime the token belongs to
 
 
 class Future:

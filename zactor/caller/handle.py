@@ -92,9 +92,11 @@ class _Target:
                 reason, restarting = down
                 if not restarting:
                     raise ActorDiedError(reason)
+                runtime.gate_token(self.gate)  # held tells carry it too
                 return runtime, None
         if runtime is not self.runtime:
             self.outbox = runtime.outbox(self.address)
+            runtime.gate_token(self.gate)  # its tells' credits find it through runtime
             self.runtime = runtime
         return runtime, self.outbox
 
@@ -216,16 +218,18 @@ class ActorMethod:
         target = self._target
         runtime = _runtime_mod._current
         box = target.outbox if runtime is target.runtime and runtime is not None else None
-        if box is None:
+        gate = target.gate
+        if box is None or gate.inflight >= gate.limit:
             try:
-                runtime, box = target.box()
+                if box is not None:  # wait for replies or credits, then look again:
+                    runtime.wait_until(lambda: gate.inflight < gate.limit, None)
+                runtime, box = target.box()  # the actor may have died or moved meanwhile
             except ActorDiedError as exc:  # gone for good: the future says so, at once
                 future = Future(_runtime_mod._current, None, self)
                 future._fail(exc)
                 return future
-        gate = target.gate
-        if gate.inflight >= gate.limit:
-            runtime.wait_until(lambda: gate.inflight < gate.limit, None)
+            if gate.inflight >= gate.limit:  # restarting: wait here, the call is held
+                runtime.wait_until(lambda: gate.inflight < gate.limit, None)
         payload, buffers = _dumps_call(args, kwargs)
         future = Future(runtime, gate, self)
         gate.inflight += 1
@@ -242,15 +246,34 @@ class ActorMethod:
         """Send the call and expect no reply (the highest call rate).
 
         Errors it raises are logged and counted on the actor's side. Raises
-        :class:`ActorDiedError` at once if the actor is gone for good.
+        :class:`ActorDiedError` at once if the actor is gone for good. Tells
+        count against ``max_pending_calls`` with the calls, until the worker
+        credits them (as it takes them from the actor's mailbox): a caller
+        that tells faster than the actor works blocks, and the worker's memory
+        stays bounded.
         """
         target = self._target
-        runtime, box = target.box()
+        runtime = _runtime_mod._current
+        box = target.outbox if runtime is target.runtime and runtime is not None else None
+        gate = target.gate
+        if box is None or gate.inflight >= gate.limit:
+            if box is not None:  # counted with the calls: wait for credits, then look again
+                runtime.wait_until(lambda: gate.inflight < gate.limit, None)
+            runtime, box = target.box()  # raises at once if the actor is gone for good
+            if gate.inflight >= gate.limit:  # restarting: wait here, the tell is held
+                runtime.wait_until(lambda: gate.inflight < gate.limit, None)
         payload, buffers = _dumps_call(args, kwargs)
+        gate.inflight += 1
         if box is None:  # the actor is restarting: the tell goes out once it is back
-            runtime.recovery.hold(target.actor_id, _TELL, self._index, 0, payload, buffers)
-        else:
-            box.put(_TELL, self._index, 0, target.actor_id, payload, buffers)
+            try:
+                runtime.recovery.hold(
+                    target.actor_id, _TELL, self._index, gate.token, payload, buffers
+                )
+            except ActorDiedError:
+                gate.inflight -= 1
+                raise
+        else:  # gate.token: registered with this runtime by target.box()
+            box.put(_TELL, self._index, gate.token, target.actor_id, payload, buffers)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(

@@ -98,9 +98,14 @@ class Recovery:
             runtime.forget_outbox(address)
         retried: dict[int, list] = {}
         failed = []
+        kept: dict = {}  # gate -> its calls to the dead actors that stay pending
         for call_id, future in runtime.pending.items():
             target = getattr(future._origin, "_target", None)
-            if target is None or call_id in held_ids:
+            if target is None:
+                continue
+            if call_id in held_ids:
+                if dead[target.actor_id][1]:  # held for a restart: still counted
+                    kept[future._gate] = kept.get(future._gate, 0) + 1
                 continue
             actor_id = target.actor_id
             if actor_id in dead:
@@ -116,6 +121,7 @@ class Recovery:
                 retried.setdefault(actor_id, []).append(
                     (_CALL, retry[0], call_id, retry[1], retry[2])
                 )
+                kept[future._gate] = kept.get(future._gate, 0) + 1
                 continue
             if runtime.pending.pop(call_id) is not None:
                 if not process_died:
@@ -135,6 +141,13 @@ class Recovery:
                     failed.extend(self._take_held_calls(actor_id))
         for future, reason in failed:
             future._fail(ActorDiedError(reason))
+        if process_died:
+            # Its tells in flight died with it: no credits will come for them, so each
+            # handle now counts only its calls that stay pending (held or retried).
+            with self._lock:
+                gates = [t.gate for actor_id in dead for t in self._targets.get(actor_id, ())]
+            for gate in gates:
+                gate.inflight = kept.get(gate, 0)
 
     def _void(self, call_id: int) -> None:
         if len(self.voided) >= VOIDED_MAX:  # answers that never came: forget the oldest half

@@ -20,10 +20,12 @@ library; what a frame means comes from :mod:`zactor.wire`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
+import weakref
 from typing import Callable
 
 from zactor.endpoint.recovery import Notices, Recovery
@@ -52,6 +54,7 @@ _parse_frame = _hotpath.parse_frame
 _pack_one = _hotpath.pack_one
 _REPLY_MIN = wire.RESULT
 _REPLY_MAX = wire.DIED
+_ACK = wire.ACK
 _CALL = wire.CALL
 _TELL = wire.TELL
 _SHUT_DOWN_WHILE_WAITING = (
@@ -163,6 +166,9 @@ class Runtime:
         self._watched = 0  # pending futures with callbacks: someone must read for them
         self._closed = False
         self.dropped: dict[str, int] = {}
+        #: The gates of this process's handles that sent tells, by token (credits).
+        self.gates: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._gate_tokens = itertools.count(1)
         #: Set by an actor host: ``handler(identity, records, buffers)`` runs calls.
         self.call_handler: Callable | None = None
         #: Set by an actor host: called before a thread blocks waiting on a reply.
@@ -245,6 +251,8 @@ class Runtime:
             if kind >= _REPLY_MIN:
                 if kind <= _REPLY_MAX:
                     replies.append(record)
+                elif kind == _ACK:
+                    self._credit(record[3], record[4])
                 else:
                     unknown = True
             elif kind >= _CALL:
@@ -272,6 +280,23 @@ class Runtime:
                 self._on_notices(calls, buffers)
             else:
                 self.drop("not-a-host", identity, "calls sent to a process that hosts no actors")
+
+    def _credit(self, token: int, count: int) -> None:
+        """A worker took ``count`` tells of the handle whose gate has ``token`` off
+        its actor's mailbox: they no longer count against ``max_pending_calls``."""
+        gate = self.gates.get(token)
+        if gate is not None:
+            gate.inflight -= count
+
+    def gate_token(self, gate) -> int:
+        """The token ``gate``'s tells carry, so that their credits find it (made once
+        per gate and runtime, when a handle first sends through this runtime)."""
+        if gate.runtime is self:
+            return gate.token
+        token = next(self._gate_tokens)
+        self.gates[token] = gate
+        gate.token, gate.runtime = token, self
+        return token
 
     def _on_notices(self, calls: list, buffers) -> None:
         """Run the head's notices to this driver (:class:`zactor.endpoint.recovery.Notices`).

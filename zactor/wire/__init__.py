@@ -13,6 +13,7 @@ The record kinds are re-exported here: ``from zactor import wire; wire.CALL``.
 """
 
 from zactor.wire.records import (
+    ACK,
     CALL,
     DIED,
     ERROR,
@@ -25,6 +26,7 @@ from zactor.wire.records import (
 )
 
 __all__ = [
+    "ACK",
     "CALL",
     "DIED",
     "ERROR",

@@ -24,8 +24,19 @@ RESULT = 3
 ERROR = 4
 #: The reply to a CALL whose actor is gone: the payload is the reason (str).
 DIED = 5
+#: Credits for tells: ``call_id`` is the token a caller put in its tells (their
+#: ``call_id``), ``actor_id`` how many of them left the actor's mailbox. A tell
+#: with token 0 wants none (the head's and runtime's own tells).
+ACK = 6
 
-KIND_NAMES = {CALL: "call", TELL: "tell", RESULT: "result", ERROR: "error", DIED: "died"}
+KIND_NAMES = {
+    CALL: "call",
+    TELL: "tell",
+    RESULT: "result",
+    ERROR: "error",
+    DIED: "died",
+    ACK: "ack",
+}
 REPLY_KINDS = frozenset((RESULT, ERROR, DIED))
 REQUEST_KINDS = frozenset((CALL, TELL))
 

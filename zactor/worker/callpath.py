@@ -68,6 +68,8 @@ class CallPath:
                     finally:
                         local.actor = None
                         actor.running = None
+                    if actor.credit_count:
+                        self._settle(actor)
                     if self._busy == me:
                         self._busy = None
                     self._send_replies()
@@ -158,6 +160,13 @@ class CallPath:
         actor.calls += 1  # _returned, inline: the hot path
         if kind == _CALL:
             self._reply_result(actor, identity, record, result)
+        elif call_id:  # a tell that wants its credit
+            if call_id == actor.credit_token and identity == actor.credit_identity:
+                actor.credit_count += 1  # one thread runs a sync actor: count on it
+            elif actor.runner is None:
+                self._settle(actor, identity, call_id)
+            else:  # threaded: several threads run its calls, so count on each thread
+                self._credit(identity, call_id)
 
     def _execute_system(self, actor: HostedActor, identity: bytes, record: tuple, buffers) -> None:
         """:meth:`_execute` for actor 0, once the call passes the protocol's checks:
@@ -195,6 +204,8 @@ class CallPath:
         if record[0] == _CALL:
             description = describe_exception(error, f"{table.service} of {self.runtime.address})")
             self._reply(identity, _ERROR, record[3], record[4], description)
+        else:
+            self._credit(identity, record[3])
 
     def _raised(self, actor: HostedActor, identity: bytes, record: tuple, exc: BaseException):
         """A call of ``actor`` raised ``exc``: the one place that decides what follows.
@@ -208,8 +219,11 @@ class CallPath:
         if actor.dead is not None:  # killed while it ran (perhaps interrupted): void
             if actor.durable is not None and record[0] == _CALL:
                 actor.durable.forget_running(identity, record[3])  # nothing was recorded
-            self._reply_died(identity, record, actor.dead)
-        elif isinstance(exc, ActorExit):
+            self._reply_died(identity, record, actor.dead)  # a tell's credit too
+            return
+        if record[0] != _CALL:
+            self._credit(identity, record[3])
+        if isinstance(exc, ActorExit):
             self._exited(actor, identity, record)
         elif isinstance(exc, _InitFailed):
             self._reply_init_error(actor, identity, record)
@@ -223,6 +237,8 @@ class CallPath:
         """A call of ``actor`` returned ``result``: count it, then record and save it
         (with a checkpoint) and reply it (for a CALL)."""
         actor.calls += 1
+        if record[0] != _CALL:
+            self._credit(identity, record[3])
         if actor.durable is not None:
             self._complete_durable(actor, identity, record, True, result)
         elif record[0] == _CALL:

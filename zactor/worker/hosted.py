@@ -51,6 +51,9 @@ class HostedActor:
         "slow",
         "execute",
         "running",
+        "credit_identity",
+        "credit_token",
+        "credit_count",
     )
 
     def __init__(
@@ -66,6 +69,12 @@ class HostedActor:
         self.execute = execute
         #: The thread running a run of its calls (a sync actor's), for zactor.kill.
         self.running: int | None = None
+        # Credits for the tells of the run of calls going on, while they come from
+        # one caller and handle: counted here, settled with the thread at the run's
+        # end (ReplyBatching._settle), so the common tell costs one increment.
+        self.credit_identity: bytes | None = None
+        self.credit_token = 0
+        self.credit_count = 0
         self.class_name = class_name
         self.name = name
         self.methods: list = []

@@ -93,7 +93,7 @@ class ActorRegistry:
         runner = actor.runner
         if runner is not None:
             runner.stop(reason)
-        self._send_replies()
+        self._send_credits()
 
     def retire(self, actor: HostedActor, reason: str) -> bool:
         """End ``actor`` gracefully: the calls it already received run and get their

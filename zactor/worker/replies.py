@@ -18,7 +18,10 @@ from zactor.wire import serialization
 log = logging.getLogger("zactor")
 
 _dumps = serialization.dumps
-_CALL, _DIED = wire.CALL, wire.DIED
+_CALL, _DIED, _ACK = wire.CALL, wire.DIED, wire.ACK
+#: Credits for one caller's tells are sent once this many are owed (or sooner, when
+#: the thread goes idle): under a flood of tells, one small record per batch of them.
+CREDIT_BATCH = 256
 
 
 class ReplyBatching:
@@ -70,9 +73,59 @@ class ReplyBatching:
 
     def _reply_died(self, identity: bytes, record: tuple, reason: str) -> None:
         if record[0] != _CALL:
+            self._credit(identity, record[3])  # a tell: no reply, but its credit
             return
         payload, buffers = _dumps(reason)
         self._queue_reply(identity, _DIED, record[3], record[4], payload, buffers)
+
+    # -- credits for tells -----------------------------------------------------------------
+
+    def _credit(self, identity: bytes, token: int, count: int = 1) -> None:
+        """``count`` tells from ``identity`` carrying ``token`` left their actor's
+        mailbox (ran, failed, or met a dead actor): owe its caller the credits
+        (``max_pending_calls``).
+
+        Credits wait on this thread, and go out as one ACK record per caller and
+        token when :data:`CREDIT_BATCH` of them are owed, or by
+        :meth:`_send_credits` when the thread stops running calls for a while.
+        A sync actor's tells count on the actor first (see :meth:`_settle`).
+        """
+        if not token:  # the head's and runtime's own tells want no credit
+            return
+        local = self._local
+        try:
+            credits = local.credits
+        except AttributeError:
+            credits = local.credits = {}
+        key = (identity, token)
+        count += credits.get(key, 0)
+        if count < CREDIT_BATCH:
+            credits[key] = count
+        else:
+            credits.pop(key, None)
+            self._queue_reply(identity, _ACK, token, count, b"", ())
+
+    def _settle(self, actor, identity: bytes | None = None, token: int = 0) -> None:
+        """Owe, on this thread, the credits counted on ``actor`` (see ``_execute``),
+        and count on for the caller ``identity`` and its ``token`` (none: stop)."""
+        if actor.credit_count:
+            self._credit(actor.credit_identity, actor.credit_token, actor.credit_count)
+        actor.credit_identity, actor.credit_token = identity, token
+        actor.credit_count = 1 if token else 0
+
+    def _owes_credits(self) -> bool:
+        """True if this thread holds credits not yet queued."""
+        return bool(getattr(self._local, "credits", None))
+
+    def _send_credits(self) -> None:
+        """Queue every credit this thread owes, then send its replies (and them)."""
+        local = self._local
+        credits = getattr(local, "credits", None)
+        if credits:
+            local.credits = {}
+            for (identity, token), count in credits.items():
+                self._queue_reply(identity, _ACK, token, count, b"", ())
+        self._send_replies()
 
     def _send_held_replies(self, held: list | None) -> list:
         """Send the reply batches that were already waiting at the last look (all of

@@ -114,6 +114,7 @@ class ThreadedRunner:
                 host._send_replies()
         finally:
             local.actor = None
+        host._send_credits()  # this thread stops running the actor's calls
         if last and actor.dead is None:
             host.finish_retiring(actor)
 
@@ -256,7 +257,7 @@ class AsyncRunner:
             except Exception:  # the actor is over: log and let the thread go
                 log.exception("zactor: stopping the event loop of actor %s", self.actor)
             finally:
-                self.host._send_replies()
+                self.host._send_credits()
                 asyncio.set_event_loop(None)
                 loop.close()
                 self.host._local.actor = None
@@ -353,7 +354,7 @@ class AsyncRunner:
 
     def _flush(self) -> None:
         self._flush_armed = False
-        self.host._send_replies()
+        self.host._send_credits()
 
     def _shutdown(self) -> None:
         if self._shutting_down:
@@ -370,7 +371,7 @@ class AsyncRunner:
     async def _stop_when_done(self, tasks: list) -> None:
         if tasks:
             await asyncio.wait(tasks, timeout=ASYNC_STOP_GRACE_S)
-        self.host._send_replies()
+        self.host._send_credits()
         self.loop.stop()
 
 

@@ -102,12 +102,17 @@ class LeaderFollower:
             if self._ready:
                 self._run_ready(me)
                 self._send_replies()
-            if self._leader != me:
+            if self._leader != me:  # demoted: what it owes goes out before it follows
+                self._send_credits()
                 runtime.flush()
                 return
             self._turn += 1
             if runtime._dirty:
                 runtime.flush()  # calls the actors made, batched in outboxes
+            if self._owes_credits():  # before blocking, unless more is waiting already
+                if runtime.receive(0):
+                    continue
+                self._send_credits()
             runtime.receive(POLL_SLICE_MS)
 
     def _run_ready(self, me: int) -> None:
@@ -131,7 +136,7 @@ class LeaderFollower:
             self._drain(actor)
             now = _monotonic()
             if now - since >= REPLY_LINGER_S:
-                self._send_replies()
+                self._send_credits()
                 since = now
 
     def _drain(self, actor: HostedActor) -> None:
@@ -170,17 +175,19 @@ class LeaderFollower:
             finally:
                 local.actor = None
                 actor.running = None
+            if actor.credit_count:
+                self._settle(actor)
             if self._busy == me:
                 self._busy = None
             actor.slow = _monotonic() - started >= REPLY_LINGER_S
             if self._leader != me:
                 # Demoted: it may drain for as long as the new leader refills the
                 # mailbox, so it sends after each run (the leader, in _run_ready).
-                self._send_replies()
+                self._send_credits()
 
     def _step_down(self) -> None:
         """Called before this thread blocks on a reply: send its replies, let another lead."""
-        self._send_replies()
+        self._send_credits()
         me = _get_ident()
         if self._leader == me:
             self._demote(me)

@@ -1,0 +1,96 @@
+"""Tells count against ``max_pending_calls`` until the worker credits them.
+
+A caller that tells a slow actor faster than it works blocks instead of
+filling the worker's memory; nothing is lost and the order is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from gates import poll
+
+import zactor
+from zactor.endpoint import runtime as runtime_mod
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@zactor.remote
+class Slow:
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def hold(self, gate: str) -> None:
+        while not os.path.exists(gate):
+            os.sched_yield()
+
+    def add(self, i: int) -> None:
+        self.seen.append(i)
+
+    def fail(self) -> None:
+        raise ValueError("a tell that fails still frees its place")
+
+    def get(self) -> list:
+        return self.seen
+
+
+def drain_credits(h) -> None:
+    """Read replies and credits until every tell of ``h`` is credited."""
+    gate = h._target.gate
+    runtime = runtime_mod.current()
+
+    def credited() -> bool:
+        runtime.poll()
+        return gate.inflight == 0
+
+    poll(credited, timeout=30)
+
+
+def test_a_fast_teller_waits_for_a_slow_actor_and_loses_nothing(cluster, tmp_path):
+    limit = 5
+    h = Slow.options(max_pending_calls=limit).remote()
+    gate_file = str(tmp_path / "gate")
+    teller = threading.Thread(
+        target=lambda: [h.hold.tell(gate_file)] + [h.add.tell(i) for i in range(20)],
+        daemon=True,
+    )
+    teller.start()
+    poll(lambda: h._target.gate.inflight == limit, timeout=30)
+    teller.join(timeout=2)
+    # Without credits the 21 tells would all be sent at once and the thread done.
+    assert teller.is_alive(), "the teller was not held back at max_pending_calls"
+    assert h._target.gate.inflight == limit
+    open(gate_file, "w").close()
+    teller.join(timeout=30)
+    assert not teller.is_alive()
+    assert zactor.get(h.get.remote()) == list(range(20))  # all applied, in order
+    drain_credits(h)
+    assert h._target.gate.inflight == 0
+
+
+def test_tells_that_fail_or_meet_a_dead_actor_are_credited_too(cluster, tmp_path):
+    h = Slow.options(max_pending_calls=3).remote()
+    for _ in range(10):  # more than the limit: each failure must give its place back
+        h.fail.tell()
+    assert zactor.get(h.get.remote()) == []
+    drain_credits(h)
+    gate_file = str(tmp_path / "gate")
+    h.hold.tell(gate_file)
+    h.add.tell(1)
+    h.add.tell(2)
+    zactor.kill(h)  # the running tell and the queued ones die with it: credited
+    drain_credits(h)
+    assert h._target.gate.inflight == 0
+    open(gate_file, "w").close()
+
+
+def test_many_tells_are_credited_in_batches(cluster):
+    h = Slow.options(max_pending_calls=1000).remote()
+    for i in range(5000):
+        h.add.tell(i)
+    assert zactor.get(h.get.remote()) == list(range(5000))
+    drain_credits(h)
+    assert h._target.gate.inflight == 0
