@@ -24,5 +24,5 @@ for i, args in enumerate([(), (1, "a"), ((1, (2,)),), ([1, {"k": b"v"}],), (np.a
     with open(os.path.join(sys.argv[1], f"seed-{i}"), "wb") as f:  # see split_input
         f.write(head + frames[0])
 PY
-exec "$python" scripts/fuzz_wire.py -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+"$python" scripts/fuzz_wire.py -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix=/tmp/zactor-fuzz- "$@" "$corpus"

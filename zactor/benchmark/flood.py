@@ -154,6 +154,31 @@ def _tell_flood(h, pid: int, args) -> None:
     )
 
 
+def _raw_receiver_peak_kib(context, directory: str, frames: int) -> int:
+    """Flood the raw yardstick's sink (a bare pyzmq ROUTER, zactor.benchmark.runner)
+    with the same malformed frames; its peak RSS once it has read them all."""
+    import zmq
+
+    from zactor.benchmark.runner import STOP, RawYardstick
+
+    yardstick = RawYardstick(directory)
+    try:
+        pid = yardstick.process.pid
+        peer = context.socket(zmq.DEALER)
+        peer.sndhwm = peer.rcvhwm = 0  # its acks wait here, not in the sink
+        peer.connect(yardstick.sink_address)
+        for message in malformed_frames(1, 0, frames):
+            peer.send_multipart(message)
+        peer.send(STOP)  # the sink answers it after every frame before it
+        while peer.poll(60_000) and peer.recv_multipart()[-1] != STOP:
+            pass
+        peak = _peak_rss_kib(pid)
+        peer.close(linger=0)
+        return peak
+    finally:
+        yardstick.close()
+
+
 def _peak_rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -165,6 +190,7 @@ def _peak_rss_kib(pid: int) -> int:
 def main() -> None:
     """Flood a worker with malformed frames from a raw peer; print its peak RSS."""
     import argparse
+    import shutil
     import tempfile
     import time
 
@@ -231,8 +257,13 @@ def main() -> None:
             f"drops by kind: {service.stats.remote().result(timeout=60)['dropped']}"
         )
         peer.close(linger=0)
+        raw_peak = _raw_receiver_peak_kib(context, directory, args.frames)
+        print(
+            f"  the raw yardstick, a bare pyzmq ROUTER that reads and drops (receive "
+            f"high-water mark 0), under the same flood: peak RSS {raw_peak / 1024:.0f} MB"
+        )
         context.term()
-        os.rmdir(directory)
+        shutil.rmtree(directory, ignore_errors=True)  # also the yardstick's socket files
         if args.tells:
             _tell_flood(h, worker["pid"], args)
     finally:
