@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from typing import Any
 
@@ -54,6 +55,37 @@ class ActorClass:
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         """Create an actor of this class with the class's default options."""
         return _create(self, self._options, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only names ActorClass itself lacks get here: the user class's attributes
+        # (class constants, static and class methods), as Ray's actor classes show them.
+        cls = self.__dict__.get("_cls")
+        if cls is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(
+                f"actor class {cls.__qualname__} has no attribute {name!r}"
+            ) from None
+
+    def _check_arguments(self, args: tuple, kwargs: dict) -> None:
+        """Raise ``TypeError`` now, at ``.remote()``, for arguments the constructor
+        would refuse (as Ray does), not at the actor's first call."""
+        signature = self.__dict__.get("_signature")
+        if signature is None:
+            try:
+                signature = inspect.signature(self._cls)
+            except (TypeError, ValueError):  # no signature to check against (C classes)
+                return
+            self.__dict__["_signature"] = signature
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"{self.__qualname__}.remote(): {exc}; its constructor takes "
+                f"{self.__qualname__}{signature}"
+            ) from None
 
     def options(self, **options: Any) -> ActorOptions:
         """Per-actor options for the next ``.remote(...)`` (see DESIGN: name, lifetime, ...)."""
@@ -133,6 +165,7 @@ def remote(*args: Any, **options: Any):
 
 def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -> ActorHandle:
     runtime = _runtime_mod.current()
+    actor_class._check_arguments(args, kwargs)
     cls = actor_class._cls
     num_cpus, resources = check_demand(options.get("num_cpus"), options.get("resources"))
     spec = {

@@ -36,6 +36,12 @@ def check_options(options: dict) -> dict:
         raise TypeError(
             f"unknown actor option(s) {sorted(unknown)}; valid options are {sorted(ACTOR_OPTIONS)}"
         )
+    for key in ("name", "namespace"):
+        value = options.get(key)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{key} must be a str (or None), got {type(value).__name__} {value!r}")
+        if value == "":
+            raise ValueError(f"{key} must not be empty: pass a non-empty str, or None")
     lifetime = options.get("lifetime")
     if lifetime not in (None, "detached"):
         raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
