@@ -25,12 +25,15 @@ Example::
 
 from zactor.api import (
     RuntimeContext,
+    available_resources,
+    cluster_resources,
     exit_actor,
     get_actor,
     get_runtime_context,
     init,
     is_initialized,
     kill,
+    list_named_actors,
     shutdown,
 )
 from zactor.caller.actor_class import ActorClass, remote
@@ -72,6 +75,8 @@ __all__ = [
     "SQLiteStore",
     "ZactorError",
     "as_completed",
+    "available_resources",
+    "cluster_resources",
     "exit_actor",
     "get",
     "get_actor",
@@ -79,6 +84,7 @@ __all__ = [
     "init",
     "is_initialized",
     "kill",
+    "list_named_actors",
     "open_store",
     "remote",
     "shutdown",

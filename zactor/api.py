@@ -275,6 +275,43 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     return handle_from_info(info)
 
 
+def list_named_actors(all_namespaces: bool = False) -> list:
+    """The names of the live named actors in this driver's namespace (as Ray's
+    ``ray.util.list_named_actors``); with ``all_namespaces=True``, a
+    ``{"name": ..., "namespace": ...}`` dict for every named actor of the cluster.
+
+    Example::
+
+        Counter.options(name="hits").remote()
+        zactor.list_named_actors()   # ["hits"]
+    """
+    runtime = _runtime_mod.current()
+    return (
+        head_handle(runtime)
+        .list_named.remote(runtime.namespace, bool(all_namespaces))
+        .result(timeout=SHUTDOWN_TIMEOUT_S)
+    )
+
+
+def cluster_resources() -> dict:
+    """Every resource of the cluster: ``{"CPU": workers, "GPU": ..., ...}`` (as Ray's).
+
+    Each worker process counts as one CPU; custom resources are the nodes'
+    (``zactor.init(resources=...)``, ``zactor start --head --resources``).
+    """
+    return _resources()["total"]
+
+
+def available_resources() -> dict:
+    """The resources not held by actors now (``num_cpus``, ``resources`` options)."""
+    return _resources()["available"]
+
+
+def _resources() -> dict:
+    runtime = _runtime_mod.current()
+    return head_handle(runtime).resources.remote().result(timeout=SHUTDOWN_TIMEOUT_S)
+
+
 def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
     """End the actor now, as ``ray.kill`` does.
 

@@ -233,6 +233,18 @@ class Head:
         """Every actor the head knows of."""
         return list(self.actors.values())
 
+    def list_named(self, namespace: str | None, all_namespaces: bool = False) -> list:
+        """The names of the named actors in ``namespace``; with ``all_namespaces``,
+        ``{"name", "namespace"}`` of every named actor (``zactor.list_named_actors``)."""
+        if all_namespaces:
+            return [{"name": name, "namespace": ns} for ns, name in self.names]
+        return [name for ns, name in self.names if ns == namespace]
+
+    def resources(self) -> dict:
+        """The cluster's resources, ``{"total": ..., "available": ...}`` (see
+        :meth:`Placement.resources`)."""
+        return self.placement.resources()
+
     def shutdown(self) -> None:
         """Stop the cluster: workers first, then the head itself."""
         self._stopping = True  # workers exiting now are not failures

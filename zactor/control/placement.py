@@ -41,6 +41,18 @@ class Placement:
             self.nodes[node_id] = {"total": total, "free": dict(total)}
         self.workers[worker_id] = {"node_id": node_id, "cpu_free": 1.0, "actors": 0}
 
+    def resources(self) -> dict:
+        """``{"total": {...}, "available": {...}}`` of the cluster: ``CPU`` (one a
+        worker process) and every node's custom resources, summed over nodes."""
+        total = {"CPU": float(len(self.workers))}
+        available = {"CPU": sum(w["cpu_free"] for w in self.workers.values())}
+        for node in self.nodes.values():
+            for key, amount in node["total"].items():
+                total[key] = total.get(key, 0.0) + amount
+            for key, amount in node["free"].items():
+                available[key] = available.get(key, 0.0) + amount
+        return {"total": total, "available": available}
+
     def remove_worker(self, worker_id: str) -> None:
         """A worker is gone; so are its actors' reservations."""
         for actor_id, (where, _, _) in list(self.reserved.items()):
