@@ -257,10 +257,13 @@ class ActorMethod:
         box = target.outbox if runtime is target.runtime and runtime is not None else None
         gate = target.gate
         if box is None or gate.inflight >= gate.limit:
-            if box is not None:  # counted with the calls: wait for credits, then look again
+            # An actor telling itself cannot wait for its own mailbox to drain: it
+            # goes over the bound instead (its own calls hold the rest back).
+            wait = not runtime.runs_actor(target.actor_id)
+            if box is not None and wait:  # counted with the calls: wait, then look again
                 runtime.wait_until(lambda: gate.inflight < gate.limit, None)
             runtime, box = target.box()  # raises at once if the actor is gone for good
-            if gate.inflight >= gate.limit:  # restarting: wait here, the tell is held
+            if wait and gate.inflight >= gate.limit:  # restarting: wait, the tell is held
                 runtime.wait_until(lambda: gate.inflight < gate.limit, None)
         payload, buffers = _dumps_call(args, kwargs)
         gate.inflight += 1

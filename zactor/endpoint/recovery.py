@@ -85,6 +85,7 @@ class Recovery:
         """
         runtime = self._runtime
         dead = {}
+        held_tells: dict = {}  # gate -> tells held for a restart (no credit yet)
         with self._lock:
             for actor_id, reason, restarting in entries:
                 dead[actor_id] = (reason, bool(restarting))
@@ -93,7 +94,14 @@ class Recovery:
                     # good in a live process is not: its tombstone there answers them.
                     self.down[actor_id] = dead[actor_id]
                     self._reroute(actor_id)
-            held_ids = {e[2] for actor_id in dead for e in self.held.get(actor_id, ())}
+            held_ids = {
+                e[2] for actor_id in dead for e in self.held.get(actor_id, ()) if e[0] == _CALL
+            }
+            for actor_id in dead:  # tells held for a restart stay counted on their gates
+                for kind, _method, token, _payload, _buffers in self.held.get(actor_id, ()):
+                    gate = runtime.gates.get(token) if kind != _CALL else None
+                    if gate is not None:
+                        held_tells[gate] = held_tells.get(gate, 0) + 1
         if process_died:
             runtime.forget_outbox(address)
         retried: dict[int, list] = {}
@@ -147,7 +155,7 @@ class Recovery:
             with self._lock:
                 gates = [t.gate for actor_id in dead for t in self._targets.get(actor_id, ())]
             for gate in gates:
-                gate.inflight = kept.get(gate, 0)
+                gate.inflight = kept.get(gate, 0) + held_tells.get(gate, 0)
 
     def _void(self, call_id: int) -> None:
         if len(self.voided) >= VOIDED_MAX:  # answers that never came: forget the oldest half

@@ -173,6 +173,8 @@ class Runtime:
         self.call_handler: Callable | None = None
         #: Set by an actor host: called before a thread blocks waiting on a reply.
         self.before_block: Callable[[], None] | None = None
+        #: Set by an actor host: the id of the actor whose call this thread runs.
+        self.running_actor: Callable[[], int | None] | None = None
         self._background = threading.Thread(
             target=self._background_loop, name="zactor-background", daemon=True
         )
@@ -287,6 +289,11 @@ class Runtime:
         gate = self.gates.get(token)
         if gate is not None:
             gate.inflight -= count
+
+    def runs_actor(self, actor_id: int) -> bool:
+        """True if this thread is running a call of actor ``actor_id`` (hosted here)."""
+        hook = self.running_actor
+        return hook is not None and hook() == actor_id
 
     def gate_token(self, gate) -> int:
         """The token ``gate``'s tells carry, so that their credits find it (made once

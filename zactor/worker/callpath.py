@@ -70,6 +70,7 @@ class CallPath:
                         actor.running = None
                     if actor.credit_count:
                         self._settle(actor)
+                        self._queue_credits()
                     if self._busy == me:
                         self._busy = None
                     self._send_replies()

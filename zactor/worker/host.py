@@ -99,4 +99,5 @@ class ActorHost(ActorRegistry, CallPath, DurableCalls, ReplyBatching, LeaderFoll
         self.system_table: SystemTable | None = None
         runtime.call_handler = self._on_calls
         runtime.before_block = self._step_down
+        runtime.running_actor = self._running_actor_id
         runtime.hold_reader_role()

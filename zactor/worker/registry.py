@@ -165,6 +165,10 @@ class ActorRegistry:
             actors = list(self.actors.values()) + list(self._retiring.values())
         return [a.runner for a in actors if a.runner is not None]
 
+    def _running_actor_id(self) -> int | None:
+        actor = getattr(self._local, "actor", None)
+        return None if actor is None else actor.actor_id
+
     def current_actor(self) -> HostedActor | None:
         """The actor whose call this thread is running, if any."""
         return getattr(self._local, "actor", None)

@@ -113,6 +113,31 @@ class ReplyBatching:
         actor.credit_identity, actor.credit_token = identity, token
         actor.credit_count = 1 if token else 0
 
+    def _queue_credits(self) -> None:
+        """Put every credit this thread owes into its caller's reply batch, unsent.
+
+        Called when a run of an actor's calls ends: the credits then leave with
+        the next reply to that caller, at the thread's next idle moment, or by the
+        watchdog (:meth:`_send_held_replies`) if the thread runs long in another
+        actor's call meanwhile, so they never wait behind it.
+        """
+        local = self._local
+        credits = getattr(local, "credits", None)
+        if not credits:
+            return
+        local.credits = {}
+        for (identity, token), count in credits.items():
+            box = self._reply_boxes.get(identity)
+            if box is None:  # never answered before: queue (and send) as a reply
+                self._queue_reply(identity, _ACK, token, count, b"", ())
+                continue
+            lock = box.lock
+            lock.acquire()
+            try:
+                box.writer.add(_ACK, 0, 0, token, count, b"", ())
+            finally:
+                lock.release()
+
     def _owes_credits(self) -> bool:
         """True if this thread holds credits not yet queued."""
         return bool(getattr(self._local, "credits", None))

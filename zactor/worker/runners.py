@@ -111,6 +111,7 @@ class ThreadedRunner:
                 execute(actor, identity, record, buffers)
                 if host._busy == me:
                     host._busy = None
+                host._queue_credits()
                 host._send_replies()
         finally:
             local.actor = None

@@ -177,6 +177,7 @@ class LeaderFollower:
                 actor.running = None
             if actor.credit_count:
                 self._settle(actor)
+            self._queue_credits()
             if self._busy == me:
                 self._busy = None
             actor.slow = _monotonic() - started >= REPLY_LINGER_S
@@ -186,7 +187,13 @@ class LeaderFollower:
                 self._send_credits()
 
     def _step_down(self) -> None:
-        """Called before this thread blocks on a reply: send its replies, let another lead."""
+        """Called before this thread blocks on a reply: send its replies and credits
+        (its actor's run included: the run may not end before the reply comes), let
+        another lead."""
+        actor = getattr(self._local, "actor", None)
+        if actor is not None and actor.runner is None and actor.credit_count:
+            self._settle(actor, actor.credit_identity, actor.credit_token)
+            actor.credit_count = 0  # settled: the run counts on from none
         self._send_credits()
         me = _get_ident()
         if self._leader == me:
