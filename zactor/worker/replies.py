@@ -126,6 +126,10 @@ class ReplyBatching:
         if not credits:
             return
         local.credits = {}
+        try:
+            held = local.ack_boxes
+        except AttributeError:
+            held = local.ack_boxes = []
         for (identity, token), count in credits.items():
             box = self._reply_boxes.get(identity)
             if box is None:  # never answered before: queue (and send) as a reply
@@ -137,19 +141,27 @@ class ReplyBatching:
                 box.writer.add(_ACK, 0, 0, token, count, b"", ())
             finally:
                 lock.release()
+            if box not in held:
+                held.append(box)
 
     def _owes_credits(self) -> bool:
-        """True if this thread holds credits not yet queued."""
-        return bool(getattr(self._local, "credits", None))
+        """True if this thread holds credits not yet sent."""
+        local = self._local
+        return bool(getattr(local, "credits", None) or getattr(local, "ack_boxes", None))
 
     def _send_credits(self) -> None:
-        """Queue every credit this thread owes, then send its replies (and them)."""
+        """Send every credit this thread owes, with its replies."""
         local = self._local
         credits = getattr(local, "credits", None)
         if credits:
             local.credits = {}
             for (identity, token), count in credits.items():
                 self._queue_reply(identity, _ACK, token, count, b"", ())
+        held = getattr(local, "ack_boxes", None)
+        if held:
+            local.ack_boxes = []
+            for box in held:
+                box.flush()
         self._send_replies()
 
     def _send_held_replies(self, held: list | None) -> list:
