@@ -60,17 +60,12 @@ class CallPath:
                 if idle:
                     me = self._leader
                     self._busy = me
-                    local = self._local
-                    local.actor = actor
+                    self._local.actor = actor
                     actor.running = me
                     try:
                         actor.execute(actor, identity, record, buffers)
                     finally:
-                        local.actor = None
-                        actor.running = None
-                    if actor.credit_count:
-                        self._settle(actor)
-                        self._queue_credits()
+                        self._end_run(actor)
                     if self._busy == me:
                         self._busy = None
                     self._send_replies()

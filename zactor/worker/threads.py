@@ -173,11 +173,7 @@ class LeaderFollower:
                     else:
                         execute(actor, identity, record, buffers)
             finally:
-                local.actor = None
-                actor.running = None
-            if actor.credit_count:
-                self._settle(actor)
-            self._queue_credits()
+                self._end_run(actor)
             if self._busy == me:
                 self._busy = None
             actor.slow = _monotonic() - started >= REPLY_LINGER_S
@@ -185,6 +181,16 @@ class LeaderFollower:
                 # Demoted: it may drain for as long as the new leader refills the
                 # mailbox, so it sends after each run (the leader, in _run_ready).
                 self._send_credits()
+
+    def _end_run(self, actor: HostedActor) -> None:
+        """A run of ``actor``'s calls on this thread ended: it is no longer the
+        thread's current actor, and the credits its tells earned are queued for
+        their callers (sent soon, even if the thread now runs long elsewhere)."""
+        self._local.actor = None
+        actor.running = None
+        if actor.credit_count:
+            self._settle(actor)
+        self._queue_credits()
 
     def _step_down(self) -> None:
         """Called before this thread blocks on a reply: send its replies and credits
