@@ -36,7 +36,7 @@ from zactor.api import (
     list_named_actors,
     shutdown,
 )
-from zactor.caller.actor_class import ActorClass, remote
+from zactor.caller.actor_class import ActorClass, method, remote
 from zactor.caller.future import Future, as_completed, get, wait
 from zactor.caller.handle import ActorHandle, ActorMethod
 from zactor.checkpoint import FileStore, SQLiteStore, open_store
@@ -85,6 +85,7 @@ __all__ = [
     "is_initialized",
     "kill",
     "list_named_actors",
+    "method",
     "open_store",
     "remote",
     "shutdown",

@@ -329,10 +329,18 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
 
     With ``no_restart=False``, an actor created with ``max_restarts`` comes
     back (its constructor runs again, or its checkpoint is restored) and
-    existing handles keep working; calls made afterwards wait for the restart.
+    existing handles keep working; calls made afterwards wait for the restart,
+    and the calls in flight are sent again to the new incarnation if their
+    ``max_task_retries`` allows (as after a worker's death), else fail.
+
+    To let an actor finish the calls already sent to it first, call
+    ``handle.__zactor_terminate__.remote()`` instead (docs/lifetime.md).
     """
     if not isinstance(handle, ActorHandle):
-        raise TypeError(f"zactor.kill takes an ActorHandle, got {type(handle).__name__}")
+        raise ValueError(
+            f"zactor.kill needs an actor handle (what Cls.remote() or zactor.get_actor() "
+            f"returns), got {type(handle).__name__} {handle!r}"
+        )
     runtime = _runtime_mod.current()
     head_handle(runtime).kill_actor.remote(handle._actor_id, no_restart).result(
         timeout=SHUTDOWN_TIMEOUT_S
@@ -342,7 +350,10 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
 def exit_actor() -> None:
     """Inside an actor method: end this actor once the current call returns.
 
-    The current call returns ``None``; later calls raise ``ActorDiedError``.
+    As in Ray, the caller of the current call gets ``ActorDiedError`` (the
+    actor is gone, not the call's result), and so do the calls queued behind
+    it and every later call. The actor does not restart; its
+    ``__zactor_exit__`` hook runs (docs/lifetime.md).
     """
     if _current_hosted_actor() is None:
         raise RuntimeError("zactor.exit_actor() can only be called inside an actor method")

@@ -93,6 +93,11 @@ class _ActorKilled(BaseException):
     user code does not swallow it."""
 
 
+class _Terminate(BaseException):
+    """Raised by an actor's built-in ``__zactor_terminate__`` method: the worker ends the
+    actor once the calls it received before have run (a graceful termination)."""
+
+
 class _InitFailed(Exception):
     """Internal: the actor's constructor raised; its calls raise that error."""
 

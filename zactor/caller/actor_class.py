@@ -25,9 +25,17 @@ from typing import Any
 import cloudpickle
 
 from zactor.caller.handle import ActorHandle, handle_from_info, head_handle, worker_service_handle
-from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS, check_demand, check_options
+from zactor.caller.options import (
+    DEFAULT_MAX_PENDING_CALLS,
+    check_demand,
+    check_method_options,
+    check_options,
+)
 from zactor.endpoint import runtime as _runtime_mod
-from zactor.wire.protocol import method_names
+from zactor.wire.protocol import actor_method_table, method_names
+
+#: Where :func:`method` leaves a method's options, on the function.
+_METHOD_OPTIONS_ATTR = "__zactor_method_options__"
 
 #: How long creating an actor may wait for the head to place it (seconds).
 CONTROL_TIMEOUT_S = 60.0
@@ -46,7 +54,8 @@ class ActorClass:
             raise TypeError(f"zactor.remote takes a class, got {type(cls).__name__}")
         self._cls = cls
         self._options = check_options(dict(options))
-        self._methods = method_names(cls)
+        self._methods = actor_method_table(cls)
+        self._method_options = _method_options(cls)
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
@@ -136,6 +145,41 @@ class ActorOptions:
         return _create(self._actor_class, self._options, args, kwargs)
 
 
+def method(**options: Any):
+    """Per-method defaults for the calls of one actor method, as Ray's ``ray.method``:
+    ``max_task_retries`` and ``retry_exceptions``. A call's own
+    ``h.m.options(...)`` overrides them.
+
+    Example::
+
+        @zactor.remote(max_restarts=-1)
+        class Fetcher:
+            @zactor.method(max_task_retries=3, retry_exceptions=[ConnectionError])
+            def fetch(self, url): ...
+    """
+    checked = check_method_options(options)
+
+    def decorate(fn):
+        target = getattr(fn, "__func__", fn)  # staticmethod, classmethod
+        if not callable(target):
+            raise TypeError(f"@zactor.method decorates a method, got {type(fn).__name__}")
+        setattr(target, _METHOD_OPTIONS_ATTR, checked)
+        return fn
+
+    return decorate
+
+
+def _method_options(cls: type) -> dict:
+    """Method name -> the options :func:`method` gave it, for the methods of ``cls``."""
+    out = {}
+    for name in method_names(cls):
+        attr = inspect.getattr_static(cls, name)
+        options = getattr(getattr(attr, "__func__", attr), _METHOD_OPTIONS_ATTR, None)
+        if options:
+            out[name] = options
+    return out
+
+
 def remote(*args: Any, **options: Any):
     """Make a class an actor class: ``@zactor.remote``, ``@zactor.remote(**options)``
     or ``zactor.remote(PlainClass)``.
@@ -181,6 +225,10 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
         "max_pending_calls": options.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
         "max_restarts": options.get("max_restarts") or 0,
         "max_task_retries": options.get("max_task_retries") or 0,
+        # Pickled: the head keeps it for handles without importing the user's classes.
+        "method_options": (
+            cloudpickle.dumps(actor_class._method_options) if actor_class._method_options else None
+        ),
         "checkpoint": options.get("checkpoint") is not None,
         "owner": runtime.address,
     }

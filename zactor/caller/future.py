@@ -37,6 +37,30 @@ class CallGate:
         self.runtime = None  # the runtime the token belongs to
 
 
+class Resend:
+    """What a call keeps so that it can be sent again: to a restarted actor
+    (``max_task_retries``, or a call its dead process never received), or after
+    its method raised one of ``retry_exceptions``."""
+
+    __slots__ = ("method", "payload", "buffers", "left", "retry_on", "call_id", "sent_at")
+
+    def __init__(self, method, payload, buffers, left, retry_on, call_id, sent_at) -> None:
+        self.method = method  # index in the actor's method table
+        self.payload = payload
+        self.buffers = buffers
+        self.left = left  # sends again still allowed; -1: no limit
+        self.retry_on = retry_on  # None, True (any Exception) or a tuple of types
+        self.call_id = call_id  # the id it is pending under now
+        self.sent_at = sent_at  # time.monotonic() when first sent
+
+    def retries(self, exc: BaseException) -> bool:
+        """True if the method's exception ``exc`` is one to send the call again for."""
+        retry_on = self.retry_on
+        if retry_on is None or self.left == 0 or not isinstance(exc, Exception):
+            return False
+        return retry_on is True or isinstance(exc, retry_on)
+
+
 class Future:
     """The eventual result of one actor call.
 
@@ -62,8 +86,8 @@ class Future:
         self._runtime = runtime
         self._gate = gate
         self._origin = origin  # the ActorMethod called, for error messages
-        #: [method, payload, buffers, retries left] of a call that may be sent again.
-        self._retry: list | None = None
+        #: What sends the call again, if it may be (see :class:`Resend`).
+        self._retry: Resend | None = None
 
     # -- called by the runtime's reader -------------------------------------------------
 

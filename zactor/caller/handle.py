@@ -13,18 +13,22 @@ defines is a method of the handle (``h.actor_id.remote()`` calls the actor's
 
 from __future__ import annotations
 
+from time import monotonic as _monotonic
 from typing import Any
 
-from zactor.caller.future import CallGate, Future
-from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS
+import cloudpickle
+
+from zactor.caller.future import CallGate, Future, Resend
+from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS, check_method_options
 from zactor.endpoint import runtime as _runtime_mod
-from zactor.errors import ActorDiedError
+from zactor.errors import ActorDiedError, remote_exception
 from zactor.wire import records as wire
 from zactor.wire import serialization
 from zactor.wire.protocol import HEAD_TABLE, WORKER_TABLE
 
 _dumps_call = serialization.dumps_call
-_CALL, _TELL = wire.CALL, wire.TELL
+_CALL, _TELL, _ERROR = wire.CALL, wire.TELL, wire.ERROR
+_NOTICE_FOLLOWS = wire.DIED_NOTICE_FOLLOWS
 
 
 class _Target:
@@ -46,6 +50,7 @@ class _Target:
         "outbox",
         "refs",
         "retries",
+        "restartable",
         "__weakref__",
     )
 
@@ -57,6 +62,7 @@ class _Target:
         limit: int,
         counted: bool,
         retries: int = 0,
+        restartable: bool = False,
     ):
         self.actor_id = actor_id
         self.address = address
@@ -65,7 +71,9 @@ class _Target:
         self.runtime = None
         self.outbox = None
         self.refs = None
-        self.retries = retries  # max_task_retries: calls keep what a re-send needs
+        self.retries = retries  # the actor's max_task_retries
+        # Calls to it keep what sends them again (Resend): it may come back.
+        self.restartable = restartable
         runtime = _runtime_mod._current
         if actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
             # Told where the actor lives now if it restarted elsewhere (see Recovery.routes).
@@ -127,6 +135,8 @@ class ActorHandle:
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
         counted: bool = True,
         max_task_retries: int = 0,
+        max_restarts: int = 0,
+        method_options: dict | None = None,
     ) -> None:
         self._actor_id = actor_id
         self._address = address
@@ -135,8 +145,16 @@ class ActorHandle:
         self._index = {m: i for i, m in enumerate(self._methods)}
         self._name = name
         self._namespace = namespace
+        #: Method name -> its options (``@zactor.method``), checked by the actor class.
+        self._method_options = method_options or {}
         self._target = _Target(
-            actor_id, address, class_name, max_pending_calls, counted, max_task_retries
+            actor_id,
+            address,
+            class_name,
+            max_pending_calls,
+            counted,
+            max_task_retries,
+            bool(max_restarts),
         )
         self._gate = self._target.gate
 
@@ -149,7 +167,7 @@ class ActorHandle:
                 f"actor class {self._class_name} has no method {name!r}; "
                 f"its methods are: {', '.join(self._methods) or '(none)'}"
             )
-        method = ActorMethod(self._target, name, index[name])
+        method = ActorMethod(self._target, name, index[name], self._method_options.get(name))
         self.__dict__[name] = method  # later look-ups skip __getattr__
         return method
 
@@ -171,6 +189,8 @@ class ActorHandle:
                 self._gate.limit,
                 token,
                 self._target.retries,
+                self._target.restartable,
+                self._method_options,
             ),
         )
 
@@ -186,10 +206,29 @@ class ActorHandle:
 
 
 def _unpickle_handle(
-    actor_id, address, class_name, methods, name, namespace, limit, token, retries=0
+    actor_id,
+    address,
+    class_name,
+    methods,
+    name,
+    namespace,
+    limit,
+    token,
+    retries=0,
+    restartable=False,
+    method_options=None,
 ):
     handle = ActorHandle(
-        actor_id, address, class_name, methods, name, namespace, limit, max_task_retries=retries
+        actor_id,
+        address,
+        class_name,
+        methods,
+        name,
+        namespace,
+        limit,
+        max_task_retries=retries,
+        max_restarts=int(restartable),
+        method_options=method_options,
     )
     runtime = _runtime_mod._current
     if token is not None and runtime is not None:
@@ -198,14 +237,41 @@ def _unpickle_handle(
 
 
 class ActorMethod:
-    """One method of one actor: ``.remote(...)`` returns a Future, ``.tell(...)`` nothing."""
+    """One method of one actor: ``.remote(...)`` returns a Future, ``.tell(...)`` nothing.
 
-    __slots__ = ("_target", "_name", "_index")
+    ``.options(max_task_retries=..., retry_exceptions=...)`` gives the same method
+    with other retry options for the calls made through it (see :func:`zactor.method`).
+    """
 
-    def __init__(self, target: _Target, name: str, index: int) -> None:
+    __slots__ = ("_target", "_name", "_index", "_retries", "_retry_on", "_keep")
+
+    def __init__(self, target: _Target, name: str, index: int, options: dict | None = None):
         self._target = target  # keeps the actor alive while the method is held
         self._name = name
         self._index = index
+        options = options or {}
+        retries = options.get("max_task_retries")
+        #: Times a call may be sent again (-1: no limit); the actor's own by default.
+        self._retries = target.retries if retries is None else retries
+        #: Exceptions of the method that send a call again: None, True, or a tuple.
+        self._retry_on = options.get("retry_exceptions")
+        # Calls keep what sends them again only if that may ever happen.
+        self._keep = bool(self._retries or target.restartable)
+
+    def options(self, **options: Any) -> ActorMethod:
+        """This method with other options for the calls made through the result:
+        ``max_task_retries`` (how often a call is sent again to the restarted actor
+        or, with ``retry_exceptions``, after its method raised; -1: no limit) and
+        ``retry_exceptions`` (True, or a list of exception classes).
+
+        Example::
+
+            counter.flaky.options(max_task_retries=3, retry_exceptions=[IOError]).remote()
+        """
+        target = self._target
+        merged = {"max_task_retries": self._retries, "retry_exceptions": self._retry_on}
+        merged.update(check_method_options(options))
+        return ActorMethod(target, self._name, self._index, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> Future:
         """Send the call; return its :class:`Future` at once.
@@ -234,13 +300,55 @@ class ActorMethod:
         future = Future(runtime, gate, self)
         gate.inflight += 1
         call_id = runtime.pending.add(future)
-        if target.retries:
-            future._retry = [self._index, payload, buffers, target.retries]
+        if self._keep:
+            future._retry = Resend(
+                self._index, payload, buffers, self._retries, self._retry_on, call_id, _monotonic()
+            )
         if box is None:  # the actor is restarting: the call goes out once it is back
             runtime.recovery.hold(target.actor_id, _CALL, self._index, call_id, payload, buffers)
         else:
             box.put(_CALL, self._index, call_id, target.actor_id, payload, buffers)
         return future
+
+    def _retry_reply(self, future: Future, kind: int, flags: int, payload, buffers) -> bool:
+        """A reply other than a result came for ``future``, a call that may be sent
+        again: True if it is not the answer (the runtime then drops it).
+
+        A DIED reply whose death the head announces waits for that notice, which
+        says whether the call goes again (:meth:`Recovery.actor_died`). An error
+        the method raised that ``retry_exceptions`` names sends the call again
+        now, under a new call id (an actor with a checkpoint recorded the failed
+        one), if ``max_task_retries`` allows.
+        """
+        retry = future._retry
+        runtime = future._runtime
+        if flags & _NOTICE_FOLLOWS:
+            runtime.pending.restore(retry.call_id, future)
+            return True
+        if kind != _ERROR or retry.retry_on is None or retry.left == 0:
+            return False
+        try:
+            exc = remote_exception(serialization.loads(payload, buffers))
+        except Exception:  # undecodable: the future reports it
+            return False
+        if not retry.retries(exc):
+            return False
+        target = self._target
+        try:
+            runtime, box = target.box()
+        except ActorDiedError:  # gone for good meanwhile: the error stands
+            return False
+        if retry.left > 0:
+            retry.left -= 1
+        retry.call_id = call_id = runtime.pending.add(future)
+        if box is None:  # restarting: sent once it is back
+            runtime.recovery.hold(
+                target.actor_id, _CALL, retry.method, call_id, retry.payload, retry.buffers
+            )
+        else:
+            box.put(_CALL, retry.method, call_id, target.actor_id, retry.payload, retry.buffers)
+            box.flush()
+        return True
 
     def tell(self, *args: Any, **kwargs: Any) -> None:
         """Send the call and expect no reply (the highest call rate).
@@ -320,4 +428,6 @@ def handle_from_info(info: dict, counted: bool = True) -> ActorHandle:
         info.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
         counted,
         info.get("max_task_retries") or 0,
+        info.get("max_restarts") or 0,
+        cloudpickle.loads(info["method_options"]) if info.get("method_options") else None,
     )

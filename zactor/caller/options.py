@@ -25,6 +25,8 @@ ACTOR_OPTIONS = frozenset(
         "max_pending_calls",
     }
 )
+#: Options of one method (``@zactor.method(...)``) or one call (``h.m.options(...)``).
+METHOD_OPTIONS = frozenset({"max_task_retries", "retry_exceptions"})
 #: Calls one handle may have awaiting replies before ``remote()`` blocks.
 DEFAULT_MAX_PENDING_CALLS = 10_000
 
@@ -69,6 +71,42 @@ def check_options(options: dict) -> dict:
     if options.get("checkpoint") is not None:
         open_store(options["checkpoint"])  # a clear error now, not in the worker later
     return options
+
+
+def check_method_options(options: dict) -> dict:
+    """Validate the options of a method or a call; return them normalised:
+    ``retry_exceptions`` becomes None, True or a tuple of exception classes."""
+    unknown = set(options) - METHOD_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unknown method option(s) {sorted(unknown)}; valid options are "
+            f"{sorted(METHOD_OPTIONS)}"
+        )
+    out = dict(options)
+    retries = options.get("max_task_retries")
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or retries < -1
+    ):
+        raise ValueError(
+            f"max_task_retries must be an int >= 0, or -1 for no limit; got {retries!r}"
+        )
+    if "retry_exceptions" in options:
+        out["retry_exceptions"] = _exception_types(options["retry_exceptions"])
+    return out
+
+
+def _exception_types(value) -> tuple | bool | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return True
+    types = tuple(value) if isinstance(value, (list, tuple)) else None
+    if not types or not all(isinstance(t, type) and issubclass(t, Exception) for t in types):
+        raise TypeError(
+            "retry_exceptions must be True, False, or a list of exception classes "
+            f"(e.g. [ValueError, ConnectionError]); got {value!r}"
+        )
+    return types
 
 
 def check_demand(num_cpus, resources) -> tuple[float, dict]:

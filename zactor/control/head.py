@@ -140,6 +140,7 @@ class Head:
             "owner": None if detached else spec.get("owner"),
             "max_restarts": spec.get("max_restarts") or 0,
             "max_task_retries": spec.get("max_task_retries") or 0,
+            "method_options": spec.get("method_options"),
             "restarts": 0,
             "incarnation": 0,
             "checkpoint_key": checkpoint_key(name, namespace, actor_id, self.cluster_id),
@@ -258,8 +259,9 @@ class Head:
         if actor_id in self.actors:
             self.creations[actor_id] = (blob, creation)
 
-    def worker_died(self, worker_id: str, cause: str) -> None:
-        """The supervisor saw worker ``worker_id`` exit (``cause``: how).
+    def worker_died(self, worker_id: str, cause: str, died_at=None) -> None:
+        """The supervisor saw worker ``worker_id`` exit (``cause``: how; ``died_at``: a
+        :func:`~zactor.endpoint.recovery.clock_stamp` taken once it was gone).
 
         Every process is told which actors died there and whether each restarts;
         restartable ones are re-created on a live worker, and a replacement
@@ -282,7 +284,7 @@ class Head:
                 restarts.append(actor_id)
             else:
                 self._forget_actor(actor_id)
-        self._notify_all("actor_died", worker["address"], entries, True)
+        self._notify_all("actor_died", worker["address"], entries, True, died_at)
         self._owner_gone(worker["address"])  # its handles, and actors its actors created
         if self._supervisor is not None:
             self._supervisor.replace_worker(worker_id)
@@ -302,7 +304,7 @@ class Head:
             # reply below can overtake it): it is not the end of the actor.
             info["state"], info["ending"] = "restarting", True
         worker = worker_service_handle(info["address"])
-        if not worker.kill.remote(actor_id, reason).result(timeout=STATUS_TIMEOUT_S):
+        if not worker.kill.remote(actor_id, reason, restarting).result(timeout=STATUS_TIMEOUT_S):
             info.pop("ending", None)  # it was not there: no report will come
         # Every process fails its calls in flight to the actor now, as ray.kill does,
         # rather than when the worker's answers come (a running call may take long).
@@ -311,6 +313,33 @@ class Head:
             self.placement.release(actor_id)
             self._restart(actor_id)
         return True
+
+    def actor_failed(self, actor_id: int, cause: str) -> None:
+        """A worker reports that an actor ended without choosing to (``sys.exit()`` in a
+        method; ``cause`` says how): it restarts as after its process's death if
+        ``max_restarts`` allows, and every process hears of it (see Recovery)."""
+        info = self.actors.get(actor_id)
+        if info is None or info["state"] in ("retiring", "retire-when-started"):
+            if info is not None:  # it was ending anyway: now it has
+                self._forget_actor(actor_id)
+            return
+        restarting = self._may_restart(info)
+        reason = self._death_reason(info, cause, restarting)
+        if restarting:
+            info["state"] = "restarting"
+        else:
+            self._forget_actor(actor_id)
+            # Its worker answers later calls with this verdict, before anyone can make one
+            # on hearing it (the replies it gave so far wait for the notice below).
+            worker = worker_service_handle(info["address"])
+            try:
+                worker.kill.remote(actor_id, reason, False).result(timeout=STATUS_TIMEOUT_S)
+            except Exception as exc:  # its worker died meanwhile: worker_died tells all
+                log.warning("zactor head: could not settle the end of actor %s: %s", actor_id, exc)
+        self._notify_all("actor_died", info["address"], [[actor_id, reason, restarting]], False)
+        if restarting:
+            self.placement.release(actor_id)
+            self._restart(actor_id)
 
     def _may_restart(self, info: dict) -> bool:
         limit = info["max_restarts"]

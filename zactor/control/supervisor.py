@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from zactor.caller.handle import head_handle, worker_service_handle
 from zactor.control import cluster, spawn
+from zactor.endpoint.recovery import clock_stamp
 from zactor.endpoint.runtime import Runtime, current
 from zactor.transport import ipc_address
 
@@ -137,8 +138,10 @@ class Supervisor:
         while not self._watch_stop.wait(WORKER_CHECK_S):
             for worker_id, proc in list(self.processes.items()):
                 if proc.poll() is not None and self.processes.pop(worker_id, None) is not None:
+                    # Stamped after poll() reaped it: calls sent later never reached it.
+                    died_at = clock_stamp()
                     try:
-                        to_head.worker_died.tell(worker_id, describe_exit(proc.returncode))
+                        to_head.worker_died.tell(worker_id, describe_exit(proc.returncode), died_at)
                         runtime.flush()
                     except Exception:  # the head is closing: nobody left to tell
                         return

@@ -26,6 +26,7 @@ A driver, which hosts no actors, receives the head's notices through
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 
 from zactor.errors import ActorDiedError
@@ -34,6 +35,30 @@ from zactor.wire import records as wire
 _CALL = wire.CALL
 #: Voided call ids kept at most (call ids grow, so the oldest are the smallest).
 VOIDED_MAX = 1 << 16
+
+
+def _read_boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:  # not Linux: no stamp compares across processes
+        return None
+
+
+_BOOT_ID = _read_boot_id()
+
+
+def clock_stamp() -> list | None:
+    """``[boot id, time.monotonic()]``: a moment every process of this machine can
+    compare with its own monotonic clock (one clock per boot), or None where the
+    boot cannot be identified."""
+    return None if _BOOT_ID is None else [_BOOT_ID, time.monotonic()]
+
+
+def _sent_after(sent_at: float, stamp: list | None) -> bool:
+    """True if a call sent at ``sent_at`` (this process's monotonic clock) left after
+    the moment ``stamp`` (:func:`clock_stamp`) names; False when they cannot compare."""
+    return stamp is not None and stamp[0] == _BOOT_ID and sent_at > stamp[1]
 
 
 class Recovery:
@@ -76,12 +101,17 @@ class Recovery:
 
     # -- what the head tells us ---------------------------------------------------------------
 
-    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
+    def actor_died(
+        self, address: str, entries: list, process_died: bool = True, died_at=None
+    ) -> None:
         """The actors in ``entries`` (``[actor_id, reason, restarting]``) at ``address`` died.
 
         Their calls in flight fail, or wait to be sent again (``max_task_retries``).
         If the whole process at ``address`` died, calls to its worker service
-        (actor 0) fail too and its outbox is dropped.
+        (actor 0) fail too and its outbox is dropped. ``died_at``
+        (:func:`clock_stamp`), when given, is a moment the process was already
+        gone: a call sent after it never reached the actor, and waits for the
+        restart like a call made after this notice, retries or not.
         """
         runtime = self._runtime
         dead = {}
@@ -123,14 +153,18 @@ class Recovery:
             else:
                 continue
             retry = future._retry
-            if restarting and retry is not None and retry[3] != 0:
-                if retry[3] > 0:
-                    retry[3] -= 1
-                retried.setdefault(actor_id, []).append(
-                    (_CALL, retry[0], call_id, retry[1], retry[2])
-                )
-                kept[future._gate] = kept.get(future._gate, 0) + 1
-                continue
+            if restarting and retry is not None:
+                unsent = process_died and _sent_after(retry.sent_at, died_at)
+                if unsent or retry.left != 0:
+                    if not unsent and retry.left > 0:
+                        retry.left -= 1
+                    if not process_died:  # the live process may still answer the old send
+                        self._void(call_id)
+                    retried.setdefault(actor_id, []).append(
+                        (_CALL, retry.method, call_id, retry.payload, retry.buffers)
+                    )
+                    kept[future._gate] = kept.get(future._gate, 0) + 1
+                    continue
             if runtime.pending.pop(call_id) is not None:
                 if not process_died:
                     self._void(call_id)
@@ -234,9 +268,11 @@ class Notices:
     def __init__(self, recovery: Recovery) -> None:
         self._recovery = recovery
 
-    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
+    def actor_died(
+        self, address: str, entries: list, process_died: bool = True, died_at=None
+    ) -> None:
         """The head tells every process that actors at ``address`` died (see Recovery)."""
-        self._recovery.actor_died(address, entries, process_died)
+        self._recovery.actor_died(address, entries, process_died, died_at)
 
     def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
         """The head tells every process that an actor is back at ``address``."""

@@ -52,7 +52,7 @@ REF_REPORT_S = 0.1
 
 _parse_frame = _hotpath.parse_frame
 _pack_one = _hotpath.pack_one
-_REPLY_MIN = wire.RESULT
+_REPLY_MIN = _RESULT = wire.RESULT
 _REPLY_MAX = wire.DIED
 _ACK = wire.ACK
 _CALL = wire.CALL
@@ -269,8 +269,16 @@ class Runtime:
                 with box.lock:
                     box.inflight -= len(replies)
             taken = self.pending.take_replies(replies)
-            for fut, kind, _flags, payload, start, count in taken:
-                fut._arrive(kind, payload, buffers[start : start + count] if count else ())
+            for fut, kind, flags, payload, start, count in taken:
+                bufs = buffers[start : start + count] if count else ()
+                # A call that may be sent again decides what an error or a death means.
+                if (
+                    kind != _RESULT
+                    and fut._retry is not None
+                    and fut._origin._retry_reply(fut, kind, flags, payload, bufs)
+                ):
+                    continue
+                fut._arrive(kind, payload, bufs)
             if len(taken) < len(replies) and len(taken) + self.recovery.take_voided(replies) < len(
                 replies
             ):

@@ -38,7 +38,7 @@ __all__ = [
 #: First two bytes of every frame 0.
 MAGIC = b"ZA"
 #: Version of the wire format spoken by this module.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 #: Size of the preamble at the start of frame 0.
 PREAMBLE_SIZE = 8
 #: Size of one record.
@@ -447,6 +447,15 @@ class PendingTable:
         with self._lock:
             return self._d.pop(key, None)
 
+    def restore(self, call_id, obj):
+        """Store ``obj`` under ``call_id`` again: an id :meth:`add` returned whose
+        reply was taken but turned out not to be the answer (the call still waits)."""
+        key = _call_id_key(call_id)
+        with self._lock:
+            if not 1 <= key < self._next:
+                raise ValueError(f"call id {key} was never handed out by this table")
+            self._d[key] = obj
+
     def __len__(self):
         """Number of pending calls."""
         return len(self._d)
@@ -486,14 +495,14 @@ class PendingTable:
     def items(self):
         """A snapshot of the pending calls: ``[(call_id, obj), ...]`` in call-id order."""
         with self._lock:
-            return list(self._d.items())
+            return sorted(self._d.items())  # restore() may put an old id after newer ones
 
     def drain(self):
         """Remove every pending call and return the stored objects in call-id order."""
         with self._lock:
             old = self._d
             self._d = {}
-        return list(old.values())
+        return [old[k] for k in sorted(old)]
 
 
 # -- key hashing: which shard of a pool a key belongs to ------------------------------------

@@ -69,6 +69,14 @@ cdef class PendingTable:
         key = _call_id_key(call_id)
         return self._d.pop(key, None)
 
+    def restore(self, call_id, obj):
+        """Store ``obj`` under ``call_id`` again: an id :meth:`add` returned whose
+        reply was taken but turned out not to be the answer (the call still waits)."""
+        key = _call_id_key(call_id)
+        if not 1 <= key < self._next:
+            raise ValueError(f"call id {key} was never handed out by this table")
+        self._d[key] = obj
+
     def __len__(self):
         """Number of pending calls."""
         return len(self._d)
@@ -114,11 +122,11 @@ cdef class PendingTable:
 
     def items(self):
         """A snapshot of the pending calls: ``[(call_id, obj), ...]`` in call-id order."""
-        return list(self._d.items())
+        return sorted(self._d.items())  # restore() may put an old id after newer ones
 
     def drain(self):
         """Remove every pending call and return the stored objects in call-id order."""
         cdef dict fresh = {}
         cdef dict old = self._d
         self._d = fresh
-        return list(old.values())
+        return [old[k] for k in sorted(old)]

@@ -77,6 +77,7 @@ HEAD_TABLE = SystemTable(
     "Head",
     {
         "actor_ended": {WORKER},
+        "actor_failed": {WORKER},
         "actor_started": {WORKER},
         "cluster_info": _ANY,
         "driver_exited": {DRIVER, HEAD},
@@ -132,8 +133,7 @@ def tables_digest() -> str:
 
 
 def method_names(cls: type) -> tuple[str, ...]:
-    """The callable attributes of a user's actor class a handle may call, sorted:
-    the wire's method table of that class.
+    """The callable attributes of a user's actor class a handle may call, sorted.
 
     Dunder methods are left out; everything else callable, including
     ``staticmethod`` and ``classmethod`` members, is in.
@@ -150,6 +150,17 @@ def method_names(cls: type) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+#: The method every actor answers besides its class's own: it ends the actor once the
+#: calls it received before run (Ray's ``__ray_terminate__``; see docs/lifetime.md).
+TERMINATE_METHOD = "__zactor_terminate__"
+
+
+def actor_method_table(cls: type) -> tuple[str, ...]:
+    """The wire's method table of a user's actor class: :func:`method_names`, then
+    :data:`TERMINATE_METHOD` (a method's index on the wire is its position here)."""
+    return (*method_names(cls), TERMINATE_METHOD)
+
+
 __all__ = [
     "DRIVER",
     "DRIVER_TABLE",
@@ -160,8 +171,10 @@ __all__ = [
     "ROLE_OF_FLAGS",
     "SystemTable",
     "TABLES",
+    "TERMINATE_METHOD",
     "WORKER",
     "WORKER_TABLE",
+    "actor_method_table",
     "method_names",
     "tables_digest",
 ]

@@ -38,6 +38,12 @@ KIND_NAMES = {
     ACK: "ack",
 }
 REPLY_KINDS = frozenset((RESULT, ERROR, DIED))
+
+#: ``flags`` of a DIED reply whose actor's death the head announces to every process
+#: (``actor_died``: a kill that restarts it, a ``sys.exit()`` in a method): a caller
+#: that may send the call again (``max_task_retries``) waits for that notice instead
+#: of failing the call on this reply.
+DIED_NOTICE_FOLLOWS = 1
 REQUEST_KINDS = frozenset((CALL, TELL))
 
 #: Actor id 0 on every process is its system actor (the head's registry, or

@@ -15,12 +15,12 @@ from threading import get_ident as _get_ident
 from time import perf_counter as _perf_counter
 from typing import Any
 
-from zactor.errors import ActorExit, _InitFailed, describe_exception
+from zactor.errors import ActorExit, _InitFailed, _Terminate, describe_exception
 from zactor.wire import records as wire
 from zactor.wire import serialization
 from zactor.wire.protocol import HEAD, PROTOCOL_VERSION, ROLE_OF_FLAGS
 from zactor.wire.serialization import NestingError
-from zactor.worker.hosted import HostedActor
+from zactor.worker.hosted import AnnouncedDeath, HostedActor
 from zactor.worker.stats import SAMPLE_EVERY, SAMPLE_WARMUP
 
 log = logging.getLogger("zactor")
@@ -221,6 +221,10 @@ class CallPath:
             self._credit(identity, record[3])
         if isinstance(exc, ActorExit):
             self._exited(actor, identity, record)
+        elif isinstance(exc, _Terminate):
+            self._terminating(actor, identity, record)
+        elif isinstance(exc, SystemExit):
+            self._crashed(actor, identity, record, exc)
         elif isinstance(exc, _InitFailed):
             self._reply_init_error(actor, identity, record)
         elif actor.durable is not None:
@@ -250,19 +254,56 @@ class CallPath:
         self._queue_reply(identity, kind, record[3], record[4], payload, buffers)
 
     def _exited(self, actor: HostedActor, identity: bytes, record: tuple) -> None:
-        """The call raised ActorExit (zactor.exit_actor()): it returns None, the actor ends.
+        """The call raised ActorExit (``zactor.exit_actor()``): the actor ends, and this
+        call and the ones queued behind it raise ActorDiedError, as in Ray.
 
-        With a checkpoint the call counts as a successful one (recorded, and saved
-        when due) before the actor ends.
+        With a checkpoint the call counts as applied (saved like a tell) before the
+        actor ends.
         """
-        if actor.durable is not None:
-            self._complete_durable(actor, identity, record, True, None)
-            self._final_checkpoint(actor)
-        elif record[0] == _CALL:
-            self._reply(identity, _RESULT, record[3], record[4], None)
         reason = f"actor {actor} exited by calling zactor.exit_actor(); it will not restart"
+        if actor.durable is not None:
+            if record[0] == _CALL:
+                actor.durable.forget_running(identity, record[3])
+            error = actor.durable.tell_done(actor)
+            if error is not None:
+                self._failure(actor, record, error)
+            self._final_checkpoint(actor)
+        if record[0] == _CALL:
+            self._reply_died(identity, record, reason)
         if self.end(actor, reason):
             self._notify_ended(actor)
+
+    def _terminating(self, actor: HostedActor, identity: bytes, record: tuple) -> None:
+        """The call was ``__zactor_terminate__``: the actor ends once the calls it has
+        received run (as a retired actor does); the call is answered then."""
+        if record[0] == _CALL:
+            if actor.durable is not None:
+                actor.durable.forget_running(identity, record[3])
+            actor.farewells.append((identity, record[3]))
+        reason = (
+            f"actor {actor} was terminated by __zactor_terminate__ after running the calls "
+            "sent to it before; it will not restart"
+        )
+        if not self.retire(actor, reason):  # it ended meanwhile (killed): answer now
+            if record[0] == _CALL:
+                actor.farewells.remove((identity, record[3]))
+                self._reply_died(identity, record, actor.dead or reason)
+
+    def _crashed(self, actor: HostedActor, identity: bytes, record: tuple, exc: SystemExit):
+        """The call raised SystemExit (``sys.exit()`` in a method): the actor ends as if
+        its process had, and the head decides whether it restarts (``max_restarts``)
+        and tells every process, whose calls are then retried (``max_task_retries``)
+        or fail."""
+        cause = f"its method {_method_name(actor, record[2])} called sys.exit({exc.code!r})"
+        reason = AnnouncedDeath(f"actor {actor} died: {cause}")
+        if record[0] == _CALL:
+            if actor.durable is not None:  # not recorded: a retry runs it again
+                actor.durable.forget_running(identity, record[3])
+            self._reply_died(identity, record, reason)
+        if self.end(actor, reason):
+            hook = getattr(self, "on_actor_failed", None)
+            if hook is not None:
+                hook(actor, cause)
 
     def _reply_init_error(self, actor: HostedActor, identity: bytes, record: tuple) -> None:
         if record[0] == _CALL:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from zactor.errors import describe_exception
+from zactor.errors import _Terminate, describe_exception
 from zactor.wire import serialization
-from zactor.wire.protocol import method_names
+from zactor.wire.protocol import TERMINATE_METHOD, actor_method_table
 from zactor.worker.stats import SAMPLE_RING
 
 if TYPE_CHECKING:
@@ -16,11 +17,27 @@ if TYPE_CHECKING:
     from zactor.worker.host import ActorHost
     from zactor.worker.runners import AsyncRunner, ThreadedRunner
 
+log = logging.getLogger("zactor")
+
 _dumps = serialization.dumps
+#: The hook an actor's class may define, run once when the actor ends (docs/lifetime.md).
+EXIT_HOOK = "__zactor_exit__"
 #: What :meth:`ActorHost.retire` puts at the end of a busy sync actor's mailbox: the
 #: actor ends when the thread running its calls gets there. Its actor id (-1) differs
 #: from every actor's, which routes it down the drain's rare branch, off the hot path.
 RETIRE_MARK = (None, (-1, 0, 0, 0, -1, None, 0, 0), ())
+
+
+class AnnouncedDeath(str):
+    """The reason an actor died, when the head tells every process about that death
+    (a kill that restarts it, a ``sys.exit()`` in one of its methods).
+
+    The DIED replies of its calls carry :data:`~zactor.wire.records.DIED_NOTICE_FOLLOWS`,
+    so a caller that may send a call again waits for the head's verdict (restart or
+    not) instead of failing the call on the reply.
+    """
+
+    __slots__ = ()
 
 
 class HostedActor:
@@ -54,6 +71,7 @@ class HostedActor:
         "credit_identity",
         "credit_token",
         "credit_count",
+        "farewells",
     )
 
     def __init__(
@@ -102,6 +120,8 @@ class HostedActor:
         # Its last run of calls took REPLY_LINGER_S or more: replies other actors' calls
         # queued are sent before its next run rather than held behind it.
         self.slow = False
+        #: (identity, call_id) of the ``__zactor_terminate__`` calls answered when it ends.
+        self.farewells: list = []
 
     def bind(self, instance: Any, names: tuple) -> None:
         """Bind the class's methods to ``instance``, looked up on the class.
@@ -111,7 +131,12 @@ class HostedActor:
         ``balance()`` method) does not hide the method.
         """
         cls = type(instance)
-        self.methods = [inspect.getattr_static(cls, n).__get__(instance, cls) for n in names]
+        self.methods = [
+            _terminate
+            if n == TERMINATE_METHOD
+            else inspect.getattr_static(cls, n).__get__(instance, cls)
+            for n in names
+        ]
         self.method_names = names
         self.instance = instance
 
@@ -130,7 +155,7 @@ class HostedActor:
                 instance = cls(*args, **kwargs)
             else:
                 instance = self.durable.open(cls, args, kwargs)
-            self.bind(instance, method_names(cls))
+            self.bind(instance, actor_method_table(cls))
         except BaseException as exc:
             return self.fail_init(exc)
         finally:
@@ -143,5 +168,38 @@ class HostedActor:
         self.init_error = _dumps(description)[0]
         return f"{type(exc).__name__}: {exc}"
 
+    def run_exit_hook(self, host: ActorHost) -> None:
+        """Run the class's ``__zactor_exit__`` (if it has one) as the actor ends.
+
+        Called once per incarnation, on the thread that ends the actor, whatever
+        ended it (kill, ``exit_actor``, ``sys.exit``, ``__zactor_terminate__``, its
+        lifetime). What the hook raises is logged: the actor is over either way.
+        """
+        if self.instance is None:  # its constructor failed: nothing to clean up
+            return
+        hook = getattr(self.instance, EXIT_HOOK, None)
+        if hook is None:
+            return
+        local = host._local
+        previous = getattr(local, "actor", None)
+        local.actor = self  # get_runtime_context() works in the hook
+        try:
+            outcome = hook()
+            if inspect.iscoroutine(outcome):
+                outcome.close()
+                raise TypeError(
+                    f"{EXIT_HOOK} must be a plain method (def, not async def): it runs "
+                    "as the actor ends, when its event loop may be gone"
+                )
+        except BaseException:
+            log.exception("zactor: %s of actor %s raised", EXIT_HOOK, self)
+        finally:
+            local.actor = previous
+
     def __repr__(self) -> str:
         return f"{self.class_name}(id={self.actor_id})"
+
+
+def _terminate() -> None:
+    """An actor's ``__zactor_terminate__``: the call path ends the actor gracefully."""
+    raise _Terminate()

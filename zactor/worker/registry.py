@@ -93,6 +93,11 @@ class ActorRegistry:
         runner = actor.runner
         if runner is not None:
             runner.stop(reason)
+        actor.run_exit_hook(self)
+        # Its __zactor_terminate__ calls resolve now that it is gone.
+        for identity, call_id in actor.farewells:
+            self._reply(identity, wire.RESULT, call_id, actor.actor_id, None)
+        actor.farewells.clear()
         self._send_credits()
 
     def retire(self, actor: HostedActor, reason: str) -> bool:

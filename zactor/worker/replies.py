@@ -14,11 +14,13 @@ import logging
 from zactor.transport import is_zactor_address
 from zactor.wire import records as wire
 from zactor.wire import serialization
+from zactor.worker.hosted import AnnouncedDeath
 
 log = logging.getLogger("zactor")
 
 _dumps = serialization.dumps
 _CALL, _DIED, _ACK = wire.CALL, wire.DIED, wire.ACK
+_NOTICE_FOLLOWS = wire.DIED_NOTICE_FOLLOWS
 #: Credits for one caller's tells are sent once this many are owed (or sooner, when
 #: the thread goes idle): under a flood of tells, one small record per batch of them.
 CREDIT_BATCH = 256
@@ -38,7 +40,7 @@ class ReplyBatching:
         return box
 
     def _queue_reply(
-        self, identity: bytes, kind: int, call_id: int, actor_id: int, payload, buffers
+        self, identity: bytes, kind: int, call_id: int, actor_id: int, payload, buffers, flags=0
     ):
         """Batch a reply; this thread sends its batches in :meth:`_send_replies`."""
         box = self._reply_boxes.get(identity)
@@ -52,7 +54,7 @@ class ReplyBatching:
         lock.acquire()  # not ``with``: its special-method look-ups cost more than the add
         try:
             writer = box.writer
-            writer.add(kind, 0, 0, call_id, actor_id, payload, buffers)
+            writer.add(kind, flags, 0, call_id, actor_id, payload, buffers)
             first = writer.count == 1
         finally:
             lock.release()
@@ -75,8 +77,9 @@ class ReplyBatching:
         if record[0] != _CALL:
             self._credit(identity, record[3])  # a tell: no reply, but its credit
             return
-        payload, buffers = _dumps(reason)
-        self._queue_reply(identity, _DIED, record[3], record[4], payload, buffers)
+        payload, buffers = _dumps(str(reason))
+        flags = _NOTICE_FOLLOWS if type(reason) is AnnouncedDeath else 0
+        self._queue_reply(identity, _DIED, record[3], record[4], payload, buffers, flags)
 
     # -- credits for tells -----------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from zactor.caller.handle import handle_from_info
 from zactor.wire import records as wire
 from zactor.worker.checkpointer import Checkpointer
 from zactor.worker.host import ActorHost
-from zactor.worker.hosted import RETIRE_MARK, HostedActor
+from zactor.worker.hosted import RETIRE_MARK, AnnouncedDeath, HostedActor
 from zactor.worker.runners import AsyncRunner, ThreadedRunner, execution_of
 from zactor.worker.stats import _actor_stats
 
@@ -30,6 +30,7 @@ class WorkerService:
         self._head = head
         self._worker_id = worker_id
         host.on_actor_ended = self._ended
+        host.on_actor_failed = self._failed
 
     def create(self, actor_id: int, blob: bytes, spec: dict) -> None:
         """Construct a new actor (its first incarnation): see :meth:`recreate`.
@@ -102,14 +103,24 @@ class WorkerService:
     def _started(self, actor_id: int, error: str | None) -> None:
         self._head.actor_started.tell(actor_id, error is None, error)
 
-    def kill(self, actor_id: int, reason: str) -> bool:
+    def kill(self, actor_id: int, reason: str, restarting: bool = False) -> bool:
         """End actor ``actor_id`` now; its queued and later calls raise ActorDiedError.
 
-        A retiring actor (see :meth:`retire`) is ended at once too.
+        A retiring actor (see :meth:`retire`) is ended at once too. ``restarting``:
+        the head restarts it and tells every process so, and a caller that would
+        send a call again waits for that notice rather than fail on the DIED
+        replies (:class:`AnnouncedDeath`). Returns False if the actor was not
+        here; if it had already ended, ``reason`` becomes what its calls hear
+        from now on (the head's verdict on a ``sys.exit()``).
         """
         host = self._host
         actor = host.actors.get(actor_id) or host._retiring.get(actor_id)
+        if restarting:
+            reason = AnnouncedDeath(reason)
         if actor is None:
+            with host._mu:
+                if actor_id in host.tombstones:
+                    host.tombstones[actor_id] = reason
             return False
         if host.end(actor, reason):
             host.interrupt(actor)
@@ -136,7 +147,11 @@ class WorkerService:
         return host.retire(actor, reason)
 
     def _ended(self, actor: HostedActor) -> None:
-        self._head.actor_ended.tell(actor.actor_id, actor.dead)
+        self._head.actor_ended.tell(actor.actor_id, str(actor.dead))
+
+    def _failed(self, actor: HostedActor, cause: str) -> None:
+        # Not an end the actor chose: the head decides whether it restarts.
+        self._head.actor_failed.tell(actor.actor_id, cause)
 
     def stats(self) -> dict:
         """Per-actor counters for ``zactor status``.
@@ -176,9 +191,11 @@ class WorkerService:
         """Liveness check: returns this worker's id."""
         return self._worker_id
 
-    def actor_died(self, address: str, entries: list, process_died: bool = True) -> None:
+    def actor_died(
+        self, address: str, entries: list, process_died: bool = True, died_at=None
+    ) -> None:
         """The head tells every process that actors at ``address`` died (see Recovery)."""
-        self._host.runtime.recovery.actor_died(address, entries, process_died)
+        self._host.runtime.recovery.actor_died(address, entries, process_died, died_at)
 
     def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
         """The head tells every process that an actor is back at ``address``."""
