@@ -447,7 +447,8 @@ def test_runtime_context_names_the_actor(concurrent_actor):
 
 def test_exit_actor_ends_the_actor_after_the_call(concurrent_actor):
     actor = concurrent_actor
-    assert actor.leave.remote().result(timeout=30) is None
+    with pytest.raises(zactor.ActorDiedError, match="exit_actor"):
+        actor.leave.remote().result(timeout=30)
     with pytest.raises(zactor.ActorDiedError, match="exit_actor"):
         actor.echo.remote(1).result(timeout=30)
 
@@ -470,7 +471,7 @@ def test_kill_fails_running_and_queued_calls_of_an_async_actor(cluster, spread, 
 def test_exit_actor_stops_the_async_actors_loop_thread(cluster, spread):
     ((leaving, witness),) = spread(AsyncProbe, [2])
     assert not _async_thread_gone(witness, leaving)
-    leaving.leave.remote().result(timeout=30)
+    assert isinstance(leaving.leave.remote().exception(timeout=30), zactor.ActorDiedError)
     poll(lambda: _async_thread_gone(witness, leaving), timeout=30)
 
 

@@ -383,7 +383,8 @@ def test_a_graceful_end_saves_the_calls_not_saved_yet(cluster, tmp_path):
     key = stats_row(counter)["checkpoint_key"]
     assert zactor.get([counter.inc.remote() for _ in range(2)]) == [1, 2]
     assert saved(store, key)[0] == {"n": 0}
-    assert zactor.get(counter.leave.remote()) is None  # zactor.exit_actor()
+    with pytest.raises(zactor.ActorDiedError, match="exit_actor"):
+        zactor.get(counter.leave.remote())  # zactor.exit_actor()
     assert saved(store, key)[0] == {"n": 2}
 
     # Retired because its last handle is gone: its unsaved calls are saved too.

@@ -59,7 +59,7 @@ def frame_bytes(records, nbuffer_frames=None):
 
     ``records`` are ``(kind, flags, method, call_id, actor_id, payload, nbuffers)``.
     """
-    head = PREAMBLE.pack(b"ZA", 4, 0, len(records))
+    head = PREAMBLE.pack(b"ZA", 5, 0, len(records))
     recs = b"".join(RECORD.pack(k, f, 0, m, c, a, len(p), nb) for (k, f, m, c, a, p, nb) in records)
     return head + recs + b"".join(r[5] for r in records)
 
@@ -155,7 +155,7 @@ def test_same_public_names():
 
 def test_constants(impl):
     assert impl.MAGIC == b"ZA"
-    assert impl.PROTOCOL_VERSION == 4
+    assert impl.PROTOCOL_VERSION == 5
     assert impl.PREAMBLE_SIZE == 8 == PREAMBLE.size
     assert impl.RECORD_SIZE == 32 == RECORD.size
 
@@ -436,19 +436,19 @@ def test_error_magic(impl):
 
 def test_error_version(impl):
     data = bytearray(frame_bytes([(1, 0, 0, 1, 0, b"x", 0)]))
-    data[2] = 5
+    data[2] = 6
     with pytest.raises(FrameError) as e:
         impl.parse_frame(data, 0)
     assert e.value.kind == "version"
-    assert "version 5" in str(e.value) and "version 4" in str(e.value)
+    assert "version 6" in str(e.value) and "version 5" in str(e.value)
 
 
 def test_error_empty(impl):
     with pytest.raises(FrameError) as e:
-        impl.parse_frame(PREAMBLE.pack(b"ZA", 4, 0, 0), 0)
+        impl.parse_frame(PREAMBLE.pack(b"ZA", 5, 0, 0), 0)
     assert e.value.kind == "empty"
     with pytest.raises(FrameError) as e:  # leftover bytes do not change the verdict
-        impl.parse_frame(PREAMBLE.pack(b"ZA", 4, 0, 0) + b"rest", 0)
+        impl.parse_frame(PREAMBLE.pack(b"ZA", 5, 0, 0) + b"rest", 0)
     assert e.value.kind == "empty"
 
 
@@ -458,7 +458,7 @@ def test_error_truncated(impl):
         "records cut": good[:30],
         "payload cut": good[:-1],
         "leftover": good + b"!",
-        "huge count": PREAMBLE.pack(b"ZA", 4, 0, 2**32 - 1) + good[8:],
+        "huge count": PREAMBLE.pack(b"ZA", 5, 0, 2**32 - 1) + good[8:],
         "huge payload_len": good[:32] + struct.pack("<I", 2**32 - 1) + good[36:],
     }
     for name, data in cases.items():
@@ -648,6 +648,20 @@ def test_pending_basics(impl):
     assert t.drain() == ["f0", "f4"]
     assert len(t) == 0 and t.drain() == []
     assert t.add("next") == 7  # ids never restart
+
+
+def test_pending_restore_puts_a_taken_call_back_under_its_id(impl):
+    t = impl.PendingTable()
+    first, second = t.add("a"), t.add("b")
+    assert [o for o, *_ in t.take_replies([reply(first)])] == ["a"]
+    t.restore(first, "a")  # its reply was not the answer: it waits again
+    assert first in t and t.items() == [(first, "a"), (second, "b")]
+    assert [o for o, *_ in t.take_replies([reply(first)])] == ["a"]
+    with pytest.raises(ValueError, match="never handed out"):
+        t.restore(second + 1, "c")  # ids only come from add()
+    with pytest.raises(ValueError, match="never handed out"):
+        t.restore(0, "c")
+    assert t.add("c") == second + 1
 
 
 def test_pending_take_replies_malformed(impl):

@@ -113,5 +113,5 @@ def test_kill_during_a_sleep_discards_its_result(cluster, tmp_path):
 
 
 def test_kill_takes_a_handle(cluster):
-    with pytest.raises(TypeError, match="ActorHandle"):
+    with pytest.raises(ValueError, match="needs an actor handle"):
         zactor.kill("x")
