@@ -139,15 +139,77 @@ def test_submit_queues_past_the_actors_and_get_next_keeps_submit_order(doublers,
         pool.get_next_unordered()
 
 
-def test_queued_work_is_dispatched_as_actors_free_up(doublers, wait_for):
+class Recorder:
+    """An ``fn`` for ``submit`` that keeps the futures it made, to see when the pool calls it."""
+
+    def __init__(self) -> None:
+        self.futures: list = []
+
+    def __call__(self, actor, value):
+        self.futures.append(actor.double.remote(value))
+        return self.futures[-1]
+
+
+def test_an_actor_stays_busy_until_get_next_takes_its_result(doublers):
+    # Ray's has_free() example: the call is done, but its actor is free only once
+    # get_next has returned the result.
     pool = zactor.ActorPool(doublers[:1])
-    pool.submit(_double, 1)
-    pool.submit(_double, 2)  # queued: the only actor is busy
-    # No get_next: using the pool (has_free) dispatches the queued call once the first is done,
-    # and has_free turns true once that one is done too.
-    wait_for(pool.has_free, timeout=CALL_TIMEOUT)
-    assert pool.get_next(timeout=0) == 2
-    assert pool.get_next(timeout=0) == 4
+    record = Recorder()
+    pool.submit(record, 1)
+    assert record.futures[0].result(timeout=CALL_TIMEOUT) == 2  # the call is done ...
+    assert not pool.has_free()  # ... and its actor still busy
+    assert pool.pop_idle() is None
+    assert len(pool) == 1
+    assert pool.get_next(timeout=CALL_TIMEOUT) == 2
+    assert pool.has_free()
+    assert pool.pop_idle() == doublers[0]
+    assert len(pool) == 0
+
+
+def test_get_next_unordered_frees_the_actor_of_the_result_it_takes(doublers):
+    pool = zactor.ActorPool(doublers[:2])
+    record = Recorder()
+    pool.submit(record, 1)
+    pool.submit(record, 2)
+    zactor.get(record.futures, timeout=CALL_TIMEOUT)
+    assert not pool.has_free()
+    first = pool.get_next_unordered(timeout=CALL_TIMEOUT)
+    assert first in (2, 4)
+    assert pool.has_free()
+    assert pool.pop_idle() is not None
+    assert not pool.has_free()  # the other actor waits for its result to be taken
+    assert pool.get_next_unordered(timeout=CALL_TIMEOUT) == 6 - first
+    assert pool.has_free()
+
+
+def test_work_queued_behind_a_finished_call_starts_when_its_result_is_taken(doublers):
+    pool = zactor.ActorPool(doublers[:1])
+    record = Recorder()
+    pool.submit(record, 1)
+    record.futures[0].result(timeout=CALL_TIMEOUT)
+    pool.submit(record, 2)  # the only actor is still busy: queued, fn not called
+    assert len(record.futures) == 1
+    assert pool.has_next() and not pool.has_free()
+    assert pool.get_next(timeout=CALL_TIMEOUT) == 2
+    assert len(record.futures) == 2  # taking the first result started the queued call
+    assert not pool.has_free()
+    assert pool.get_next(timeout=CALL_TIMEOUT) == 4
+    assert pool.has_free() and not pool.has_next()
+
+
+def test_ignore_if_timedout_frees_the_actor_at_once(doublers, gate):
+    # As in Ray, dropping a result frees its actor although the dropped call still
+    # runs: work given to that actor waits behind the call on the actor itself.
+    pool = zactor.ActorPool(doublers[:1])
+    pool.submit(lambda a, v: a.held.remote(gate.path, v), "dropped")
+    with pytest.raises(TimeoutError, match="ignored"):
+        pool.get_next(timeout=0, ignore_if_timedout=True)
+    assert pool.has_free() and not pool.has_next()
+    record = Recorder()
+    pool.submit(record, 3)
+    assert len(record.futures) == 1  # started at once, on the actor still running "dropped"
+    gate.open()
+    assert pool.get_next(timeout=CALL_TIMEOUT) == 6
 
 
 def test_a_timeout_leaves_the_pool_usable(doublers, gate):

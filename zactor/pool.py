@@ -3,7 +3,8 @@
 * :class:`ActorPool` spreads *stateless* work (every actor can do every call)
   over a fixed set of actors, Ray's ``ray.util.ActorPool`` semantics: submit
   ``fn(actor, value)`` calls, get results back in submit order or as they
-  complete; work waits in a queue while every actor is busy.
+  complete. An actor is busy until its call's result has been taken; work
+  waits in a queue while every actor is busy.
 * :class:`HashPool` routes *keyed state* to the actor that owns the key (the
   seeds' ``HashActorPool``), with a mapping that is the same in every process,
   on every machine and run (never Python's salted ``hash()``), and that moves
@@ -52,15 +53,8 @@ class _Failed:
         self.exc = exc
 
 
-def _is_done(ref: Any) -> bool:
-    if type(ref) is Future:
-        return ref.done()
-    if type(ref) is _Failed:
-        return True
-    return all(f.done() for f in ref)
-
-
 def _pending_futures(ref: Any) -> list:
+    """The futures of one submission whose replies have not arrived (reading those waiting)."""
     if type(ref) is Future:
         return [] if ref.done() else [ref]
     if type(ref) is _Failed:
@@ -76,23 +70,11 @@ def _value(ref: Any) -> Any:
     return [f.result() for f in ref]
 
 
-def _noop(_: Future) -> None:
-    pass
-
-
 def _check_ref(ref: Any) -> Any:
-    """What ``fn(actor, value)`` returned: a Future, or a list/tuple of Futures.
-
-    Each future gets a no-op done-callback: that makes the runtime read its
-    reply as soon as it arrives (a future is otherwise read only when some
-    thread waits), so ``has_free()`` and ``submit()`` see actors free up.
-    """
+    """What ``fn(actor, value)`` returned: a Future, or a list/tuple of Futures."""
     if type(ref) is Future:
-        ref.add_done_callback(_noop)
         return ref
     if isinstance(ref, (list, tuple)) and all(isinstance(f, Future) for f in ref):
-        for f in ref:
-            f.add_done_callback(_noop)
         return list(ref)
     raise TypeError(
         "ActorPool.submit: fn(actor, value) must return the zactor.Future of a call, "
@@ -100,16 +82,26 @@ def _check_ref(ref: Any) -> Any:
     )
 
 
+def _no_actor_error() -> ValueError:
+    return ValueError("ActorPool has queued work but no actor to run it: push() an actor first")
+
+
 class ActorPool:
     """A fixed set of interchangeable actors that work is spread over (Ray's ``ActorPool``).
 
     ``submit(fn, value)`` runs ``fn(actor, value)`` (which calls a method and
-    returns its Future) on an idle actor, or queues it while every actor is
-    busy; queued work is dispatched as actors free up, whenever the pool is
-    used (``get_next``, ``submit``, ``has_free`` ...; there is no thread behind
-    it). ``get_next()`` returns results in submit order, ``get_next_unordered()``
+    returns its Future) on an idle actor, or queues it while no actor is idle.
+    ``get_next()`` returns results in submit order, ``get_next_unordered()``
     in completion order. An error raised by one call is raised by the
     ``get_next`` that returns that call's result, and by nothing else.
+
+    As in Ray, an actor is busy from the moment a call is dispatched to it
+    until ``get_next``/``get_next_unordered`` returns that call's result (or
+    drops it, see ``ignore_if_timedout``), not merely until the call finishes:
+    ``has_free()`` and ``pop_idle()`` count only actors whose results have been
+    taken. Queued work starts, in submit order, at the moment a result taken
+    that way frees an actor or ``push()`` adds one; nothing starts it in the
+    background, so with every actor's result left untaken it stays queued.
 
     An idle pool (nothing submitted and not yet returned) is picklable: pass it
     to an actor, as the seeds do. The pool is not thread-safe: use it from one
@@ -117,15 +109,16 @@ class ActorPool:
 
     Example::
 
-        pool = ActorPool([Worker.remote(), Worker.remote()])
+        pool = ActorPool([Worker.remote()])
         pool.submit(lambda a, v: a.double.remote(v), 1)
-        pool.submit(lambda a, v: a.double.remote(v), 2)
-        pool.get_next(), pool.get_next()             # (2, 4)
+        pool.has_free()                               # False, even once the call is done
+        pool.get_next()                               # 2
+        pool.has_free()                               # True
     """
 
     def __init__(self, actors: Iterable[ActorHandle]) -> None:
         self._idle: list = []
-        self._busy: dict[int, tuple[Any, Any]] = {}  # index -> (actor, ref), until done
+        self._busy: dict[int, Any] = {}  # index -> actor, dispatched, result not taken yet
         self._results: dict[int, Any] = {}  # index -> ref, dispatched, not yet returned
         self._queued: deque = deque()  # (index, fn, value), not yet dispatched
         self._order: deque = deque()  # indexes in submit order, some already returned
@@ -134,14 +127,16 @@ class ActorPool:
             self.push(actor)
 
     # -- bookkeeping --------------------------------------------------------------------------
+    # Invariant after every public call: no actor is idle while work is queued. Work is
+    # dispatched in submit order, so every queued submission is younger than every
+    # dispatched one, and the oldest pending submission is queued only in a pool that has
+    # no actor at all.
 
-    def _harvest(self) -> None:
-        """Free the actors whose calls are done; dispatch queued work to idle actors."""
-        busy = self._busy
-        if busy:
-            finished = [i for i, (_, ref) in busy.items() if _is_done(ref)]
-            for i in finished:
-                self._idle.append(busy.pop(i)[0])
+    def _free(self, index: int) -> None:
+        """Return the actor of submission ``index`` to the idle ones (Ray's ``_return_actor``)."""
+        actor = self._busy.pop(index, None)
+        if actor is not None:
+            self._idle.append(actor)
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -156,71 +151,30 @@ class ActorPool:
                 self._results[index] = _Failed(exc)
                 continue
             self._results[index] = ref
-            self._busy[index] = (actor, ref)
+            self._busy[index] = actor
 
     def _actors(self) -> list:
-        return self._idle + [actor for actor, _ in self._busy.values()]
-
-    def _wait_any(self, deadline: float | None) -> bool:
-        """Wait until some busy call finishes; False on timeout.
-
-        Returns True at once when a busy call has finished since the caller
-        looked. Collecting the futures to wait on reads the replies already
-        waiting (``Future.done``), and a reply read then must not be left out
-        of the wait: waiting on the other calls only would miss it (a
-        ``get_next_unordered`` then timed out holding a finished result).
-        """
-        if self._queued and not self._busy:
-            raise ValueError(
-                "ActorPool has queued work but no actor to run it: push() an actor first"
-            )
-        pending = []
-        for _, ref in self._busy.values():
-            futures = _pending_futures(ref)
-            if not futures:  # finished meanwhile: the caller harvests it
-                return True
-            pending += futures
-        if not pending:
-            return True
-        remaining = None if deadline is None else max(0.0, deadline - _monotonic())
-        ready, _ = wait(pending, num_returns=1, timeout=remaining)
-        return bool(ready)
+        return self._idle + list(self._busy.values())
 
     def _take(self, index: int) -> Any:
+        """Return submission ``index``'s result (or raise its error), freeing its actor."""
         ref = self._results.pop(index)
-        if index in self._busy and _is_done(ref):
-            self._idle.append(self._busy.pop(index)[0])
-            self._dispatch()
+        self._free(index)
         return _value(ref)
 
-    # -- Ray's API ----------------------------------------------------------------------------
+    def _drop(self, index: int) -> None:
+        """Forget submission ``index``: its result is never returned.
 
-    def submit(self, fn: Callable[[ActorHandle, Any], Future], value: Any) -> None:
-        """Run ``fn(actor, value)`` on an idle actor, or queue it until one frees up.
-
-        ``fn`` must call one method and return its Future, e.g.
-        ``lambda a, v: a.double.remote(v)``. If ``fn`` raises here, the error
-        is raised at once and nothing is submitted.
+        As in Ray, its actor is idle again at once, even if the call still
+        runs; a call given to that actor next waits behind it on the actor.
         """
-        self._harvest()
-        index = self._next_index
-        if self._idle and not self._queued:
-            actor = self._idle.pop()
-            try:
-                ref = _check_ref(fn(actor, value))
-            except BaseException:
-                self._idle.append(actor)
-                raise
-            self._results[index] = ref
-            self._busy[index] = (actor, ref)
-        else:
-            self._queued.append((index, fn, value))
-        self._next_index = index + 1
-        self._order.append(index)
-
-    def has_next(self) -> bool:
-        """Whether some submitted work's result has not been returned yet."""
-        return bool(self._results or self._queued)
+        if self._results.pop(index, None) is not None:
+            self._free(index)
+            return
+        for i, item in enumerate(self._queued):
+            if item[0] == index:
+                del self._queued[i]
+                break
 
     def _oldest(self) -> int:
         order, results = self._order, self._results
@@ -232,72 +186,114 @@ class ActorPool:
             order.popleft()  # already returned by get_next_unordered
         raise StopIteration("No more results to get")
 
+    # -- Ray's API ----------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[[ActorHandle, Any], Future], value: Any) -> None:
+        """Run ``fn(actor, value)`` on an idle actor, or queue it until one is freed.
+
+        ``fn`` must call one method and return its Future, e.g.
+        ``lambda a, v: a.double.remote(v)``. The actor stays busy until
+        ``get_next``/``get_next_unordered`` returns this call's result. A
+        queued ``fn`` is called when taking a result frees an actor (or
+        ``push`` adds one). If ``fn`` raises here, the error is raised at once
+        and nothing is submitted; if a queued ``fn`` raises, the ``get_next``
+        that returns its result raises it.
+        """
+        index = self._next_index
+        if self._idle and not self._queued:
+            actor = self._idle.pop()
+            try:
+                ref = _check_ref(fn(actor, value))
+            except BaseException:
+                self._idle.append(actor)
+                raise
+            self._results[index] = ref
+            self._busy[index] = actor
+        else:
+            self._queued.append((index, fn, value))
+        self._next_index = index + 1
+        self._order.append(index)
+
+    def has_next(self) -> bool:
+        """Whether some submitted work's result has not been returned yet."""
+        return bool(self._results or self._queued)
+
     def get_next(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
         """The result of the oldest submission not returned yet (submit order).
 
-        Raises what that call raised, ``StopIteration`` if nothing is pending,
-        and :class:`zactor.GetTimeoutError` (a ``TimeoutError``) if the result
-        is not ready within ``timeout`` seconds: the pool stays as it was and
-        the same result is returned by the next ``get_next``. With
-        ``ignore_if_timedout=True`` (Ray's flag) a timed-out result is dropped
-        instead.
+        Returning it frees the call's actor and starts the oldest queued
+        submission, if any. Raises what that call raised, ``StopIteration`` if
+        nothing is pending, ``ValueError`` if the oldest submission is queued
+        in a pool with no actor, and :class:`zactor.GetTimeoutError` (a
+        ``TimeoutError``) if the result is not ready within ``timeout``
+        seconds: the pool then stays as it was and the next ``get_next``
+        returns the same result. With ``ignore_if_timedout=True`` (Ray's flag)
+        a timed-out result is dropped instead, and its actor freed at once
+        although its call may still run.
         """
-        self._harvest()
         if not self.has_next():
             raise StopIteration("No more results to get")
         index = self._oldest()
-        deadline = None if timeout is None else _monotonic() + timeout
-        while True:
-            ref = self._results.get(index)
-            if ref is not None and _is_done(ref):
-                return self._take(index)
-            if not self._wait_any(deadline):
+        ref = self._results.get(index)
+        if ref is None:
+            raise _no_actor_error()
+        futures = _pending_futures(ref)
+        if futures:
+            ready, _ = wait(futures, num_returns=len(futures), timeout=timeout)
+            if len(ready) < len(futures):
                 if ignore_if_timedout:
                     self._drop(index)
                 raise GetTimeoutError(
                     f"ActorPool.get_next: timed out after {timeout} s waiting for result "
                     f"#{index}" + (" (ignored)" if ignore_if_timedout else "")
                 )
-            self._harvest()
-
-    def _drop(self, index: int) -> None:
-        self._results.pop(index, None)
-        for i, item in enumerate(self._queued):
-            if item[0] == index:
-                del self._queued[i]
-                break
+        return self._take(index)
 
     def get_next_unordered(
         self, timeout: float | None = None, ignore_if_timedout: bool = False
     ) -> Any:
         """The result of any finished submission not returned yet (completion order).
 
-        Raises like :meth:`get_next`. With ``ignore_if_timedout=True`` a
-        timeout drops the oldest pending result.
+        Frees the call's actor and raises like :meth:`get_next`. With
+        ``ignore_if_timedout=True`` a timeout drops the oldest pending result.
         """
-        self._harvest()
         if not self.has_next():
             raise StopIteration("No more results to get")
         deadline = None if timeout is None else _monotonic() + timeout
         while True:
+            # Whether a submission is finished and which futures to wait on are read in
+            # one pass: Future.done() reads the replies already waiting, and a future
+            # read here must be taken now, not left out of the wait below.
+            finished = None
+            pending: list = []
             for index, ref in self._results.items():
-                if _is_done(ref):
-                    return self._take(index)
-            if not self._wait_any(deadline):
+                futures = _pending_futures(ref)
+                if not futures:
+                    finished = index
+                    break
+                pending += futures
+            if finished is not None:
+                return self._take(finished)
+            if not pending:
+                raise _no_actor_error()
+            remaining = None if deadline is None else max(0.0, deadline - _monotonic())
+            ready, _ = wait(pending, num_returns=1, timeout=remaining)
+            if not ready:
                 if ignore_if_timedout:
                     self._drop(self._oldest())
                 raise GetTimeoutError(
                     f"ActorPool.get_next_unordered: timed out after {timeout} s"
                     + (" (oldest result ignored)" if ignore_if_timedout else "")
                 )
-            self._harvest()
 
     def map(self, fn: Callable[[ActorHandle, Any], Future], values: Iterable) -> Iterator:
         """Submit ``fn(actor, v)`` for every value; yield the results in order.
 
-        As in Ray, results still pending from earlier submissions are dropped
-        first. Everything is submitted at once (queued past the idle actors);
-        results are fetched as the generator is consumed.
+        As in Ray, the results of earlier submissions not returned yet are
+        dropped first (their errors are never raised, and queued ones never
+        start), which frees their actors. Everything is submitted at once,
+        past the idle actors into the queue; each result the generator yields
+        frees an actor and starts the next queued value.
         """
         self._discard_pending()
         for v in values:
@@ -322,24 +318,28 @@ class ActorPool:
         return results()
 
     def _discard_pending(self) -> None:
-        self._results.clear()
         self._queued.clear()
+        for index in list(self._results):
+            self._drop(index)
         self._order.clear()
-        self._harvest()
 
     def has_free(self) -> bool:
-        """Whether an actor is idle and no work is queued (a submit would start at once)."""
-        self._harvest()
+        """Whether an actor is idle and no work is queued (a submit would start at once).
+
+        An actor is idle once the result of its last call has been returned by
+        ``get_next``/``get_next_unordered`` (or dropped): a call that has
+        finished but whose result has not been taken keeps its actor busy.
+        """
         return bool(self._idle) and not self._queued
 
     def pop_idle(self) -> ActorHandle | None:
-        """Remove an idle actor from the pool and return it; ``None`` if none is free."""
+        """Remove an idle actor from the pool and return it; ``None`` unless :meth:`has_free`."""
         if self.has_free():
             return self._idle.pop()
         return None
 
     def push(self, actor: ActorHandle) -> None:
-        """Add an actor to the pool (it picks up queued work at once).
+        """Add an actor to the pool; it starts the oldest queued work at once.
 
         Raises ``ValueError`` if the actor is already in the pool.
         """
@@ -348,7 +348,7 @@ class ActorPool:
         if actor in self._actors():
             raise ValueError(f"{actor!r} already belongs to this ActorPool")
         self._idle.append(actor)
-        self._harvest()
+        self._dispatch()
 
     # -- extras -------------------------------------------------------------------------------
 
@@ -361,13 +361,12 @@ class ActorPool:
         return len(self._idle) + len(self._busy)
 
     def __reduce__(self):
-        self._harvest()
-        if self._results or self._queued or self._busy:
+        if self._results or self._queued:
             raise TypeError(
                 f"an ActorPool with work in flight cannot be pickled ({len(self._results)} "
-                f"results not returned, {len(self._queued)} queued, {len(self._busy)} calls "
-                "running): its results are futures, which stay in this process. Fetch them "
-                "with get_next() (or wait for them) before passing the pool on"
+                f"results not returned, {len(self._queued)} queued): its results are "
+                "futures, which stay in this process. Fetch them with get_next() before "
+                "passing the pool on"
             )
         return (ActorPool, (list(self._idle),))
 
