@@ -212,6 +212,33 @@ def test_ignore_if_timedout_frees_the_actor_at_once(doublers, gate):
     assert pool.get_next(timeout=CALL_TIMEOUT) == 6
 
 
+def test_map_still_starts_earlier_queued_work_and_drops_its_results(doublers, gate):
+    # Ray's map drains earlier submissions by dropping their results, which frees
+    # their actors and so starts the submissions still queued: they run, before
+    # map's own calls on the same actors, and only their results are lost.
+    pool = zactor.ActorPool(doublers[:1])
+    pool.submit(lambda a, v: a.held.remote(gate.path, v), "earlier")
+    record = Recorder()
+    pool.submit(record, 5)  # queued behind the held call
+    pool.submit(lambda a, v: a.double.remote(v), -1)  # its error is never raised
+    results = pool.map(_double, [1, 2])
+    assert len(record.futures) == 1
+    gate.open()
+    assert list(results) == [2, 4]
+    assert record.futures[0].result(timeout=CALL_TIMEOUT) == 10
+    assert pool.has_free() and not pool.has_next()
+
+
+def test_map_drops_queued_work_of_a_pool_with_no_actor(doublers):
+    pool = zactor.ActorPool([])
+    record = Recorder()
+    pool.submit(record, 1)
+    assert list(pool.map_unordered(_double, [])) == []
+    assert not pool.has_next()
+    pool.push(doublers[0])
+    assert not record.futures and pool.has_free()
+
+
 def test_a_timeout_leaves_the_pool_usable(doublers, gate):
     pool = zactor.ActorPool(doublers[:1])
     pool.submit(lambda a, v: a.held.remote(gate.path, v), "slow")

@@ -290,10 +290,13 @@ class ActorPool:
         """Submit ``fn(actor, v)`` for every value; yield the results in order.
 
         As in Ray, the results of earlier submissions not returned yet are
-        dropped first (their errors are never raised, and queued ones never
-        start), which frees their actors. Everything is submitted at once,
-        past the idle actors into the queue; each result the generator yields
-        frees an actor and starts the next queued value.
+        dropped first, which frees their actors and so starts the earlier
+        submissions still queued, whose results are dropped too (in a pool
+        with no actor they are dropped unstarted). Unlike Ray's, it raises no
+        earlier call's error: an error is raised only by the ``get_next``
+        that returns that call's result. Everything is then submitted at
+        once, past the idle actors into the queue; each result the generator
+        yields frees an actor and starts the next queued value.
         """
         self._discard_pending()
         for v in values:
@@ -306,7 +309,13 @@ class ActorPool:
         return results()
 
     def map_unordered(self, fn: Callable[[ActorHandle, Any], Future], values: Iterable) -> Iterator:
-        """Like :meth:`map`, yielding the results in completion order."""
+        """Like :meth:`map`, yielding the results in completion order.
+
+        Earlier results are dropped as :meth:`map` drops them. (Ray's
+        ``map_unordered`` instead waits for each earlier result and raises its
+        error, if any; here an error is raised only by a ``get_next`` that
+        returns that call's result.)
+        """
         self._discard_pending()
         for v in values:
             self.submit(fn, v)
@@ -318,9 +327,18 @@ class ActorPool:
         return results()
 
     def _discard_pending(self) -> None:
+        """Drop every result not returned yet, starting the queued work first (Ray's map).
+
+        Dropping the oldest result frees its actor, which starts the oldest
+        queued submission, whose result is dropped in turn: submitted calls
+        still run (before map's own, on the same actors); only their results
+        are lost. Work still queued after that is in a pool with no actor,
+        where nothing could run it: it is dropped unstarted.
+        """
+        results = self._results
+        while results:
+            self._drop(next(iter(results)))
         self._queued.clear()
-        for index in list(self._results):
-            self._drop(index)
         self._order.clear()
 
     def has_free(self) -> bool:
