@@ -19,6 +19,9 @@ How zactor spells it:
 * One change to the seed's logic: its ``storestate`` submits a save and
   returns, so two saves of one account can run at once on two pool actors
   and finish in either order (the file could end with the older state).
+  And as nothing collects the saves, each keeps its pool actor busy (in Ray
+  as here, an actor is free once its result is taken): a fourth save would
+  wait in the pool's queue until the next ``restorestate``.
   Here ``storestate`` first collects the previous save (``get_next``), as
   the seed's ``restorestate`` already does: at most one save is in flight,
   and the file always ends with the newest state.
