@@ -355,7 +355,8 @@ def test_joined_driver_shutdown_disconnects_only(standing):
     got = standing.driver(
         """
         zactor.init(address="auto")
-        kept = Counter.options(name="kept", lifetime="detached").remote()
+        # An explicit namespace: the next driver, in an anonymous one of its own, finds it.
+        kept = Counter.options(name="kept", namespace="shared", lifetime="detached").remote()
         owned = Counter.options(name="owned").remote()
         zactor.get([kept.increment.remote(), owned.increment.remote()], timeout=30)
         inbox_dir = zactor.api._session.session_dir
@@ -376,7 +377,7 @@ def test_joined_driver_shutdown_disconnects_only(standing):
     got = standing.driver(
         """
         zactor.init(address="auto")
-        kept = zactor.get_actor("kept")
+        kept = zactor.get_actor("kept", namespace="shared")
         report(value=zactor.get(kept.increment.remote(), timeout=30))
         zactor.shutdown()
         """

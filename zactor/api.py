@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass
 
 from zactor.caller.handle import ActorHandle, handle_from_info, head_handle
+from zactor.caller.options import check_options
 from zactor.control import cluster, spawn
 from zactor.endpoint import runtime as _runtime_mod
-from zactor.endpoint.runtime import Runtime
+from zactor.endpoint.runtime import Runtime, anonymous_namespace
 from zactor.errors import ActorExit, ClusterError
 from zactor.transport import ipc_address, make_session_dir, socket_file
 from zactor.wire import limits
@@ -78,6 +79,13 @@ def init(
     - ``address="tcp://host:port"`` (or the ``ipc://`` address ``zactor status``
       shows): join the cluster whose head listens there.
 
+    ``namespace``: where the names this driver's actors (and the actors they
+    create) take and look up live. Without one the driver gets a fresh
+    anonymous namespace of its own, as a Ray job does, so names never collide
+    with another driver's; drivers that share named actors pass the same
+    ``namespace`` (see docs/lifetime.md). ``get_runtime_context().namespace``
+    tells which.
+
     ``max_message_bytes`` (default 1 GiB, or ``$ZACTOR_MAX_MESSAGE_BYTES``):
     the largest frame a process of the cluster accepts; a call or reply that
     would not fit raises ``ValueError`` before it is sent. Give every process
@@ -88,6 +96,7 @@ def init(
     detached). Calling ``init`` twice raises ``RuntimeError`` unless
     ``ignore_reinit_error=True``.
     """
+    check_options({"namespace": namespace})  # a bad one fails before anything starts
     with _session.lock:
         if _session.runtime is not None:
             if ignore_reinit_error:
@@ -115,7 +124,7 @@ def init(
             cluster.probe_head(head_address)
             _join(head_address)
         runtime = _session.runtime
-        runtime.namespace = namespace
+        runtime.namespace = namespace if namespace is not None else anonymous_namespace()
         _runtime_mod.set_current(runtime)
     try:
         info = _wait_for_head(runtime) if _session.joined else _wait_for_workers(num_workers)
@@ -258,26 +267,41 @@ def is_initialized() -> bool:
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
-    """The handle of the actor named ``name``; ``ValueError`` naming it if there is none."""
+    """The handle of the actor named ``name``; ``ValueError`` naming it if there is none.
+
+    Without ``namespace``, the name is looked up in this driver's namespace, or
+    inside an actor in the namespace of the driver that created the actor (as
+    in Ray). An actor another driver created is found only in an explicit
+    namespace both use: ``get_actor(name, namespace="bank")``.
+    """
     runtime = _runtime_mod.current()
     if namespace is None:
-        namespace = getattr(runtime, "namespace", None)
+        namespace = runtime.default_namespace()
     info = (
         head_handle(runtime)
         .lookup.remote(name, namespace, runtime.address)
         .result(timeout=SHUTDOWN_TIMEOUT_S)
     )
     if info is None:
+        if namespace is None:  # a worker's thread outside any actor's call
+            raise ValueError(
+                f"no actor named {name!r}: this thread runs no actor's call, so it has no "
+                "namespace to look names up in; pass get_actor(name, namespace=...), or "
+                "look the name up inside an actor method"
+            )
         raise ValueError(
             f"no actor named {name!r} in namespace {namespace!r}: create it with "
-            f"Cls.options(name={name!r}).remote(...) first, or check the namespace"
+            f"Cls.options(name={name!r}).remote(...) first, or check the namespace (a "
+            "driver that gives none has an anonymous one of its own, so an actor another "
+            "driver created needs an explicit namespace in both: see docs/lifetime.md)"
         )
     return handle_from_info(info)
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
-    """The names of the live named actors in this driver's namespace (as Ray's
-    ``ray.util.list_named_actors``); with ``all_namespaces=True``, a
+    """The names of the live named actors in this driver's namespace (inside an
+    actor, its driver's: see :func:`get_actor`), as Ray's
+    ``ray.util.list_named_actors``; with ``all_namespaces=True``, a
     ``{"name": ..., "namespace": ...}`` dict for every named actor of the cluster.
 
     Example::
@@ -288,7 +312,7 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     runtime = _runtime_mod.current()
     return (
         head_handle(runtime)
-        .list_named.remote(runtime.namespace, bool(all_namespaces))
+        .list_named.remote(runtime.default_namespace(), bool(all_namespaces))
         .result(timeout=SHUTDOWN_TIMEOUT_S)
     )
 
@@ -375,6 +399,9 @@ class RuntimeContext:
     actor_id: int | None
     current_actor: ActorHandle | None
     address: str
+    #: The namespace names mean here: the driver's (an anonymous one unless
+    #: ``init(namespace=...)`` named it), or inside an actor its driver's.
+    namespace: str | None = None
 
     def get_actor_id(self) -> int | None:
         """Ray-style accessor for :attr:`actor_id`."""
@@ -385,6 +412,7 @@ def get_runtime_context() -> RuntimeContext:
     """The node, worker and (inside an actor) the actor running this code.
 
     ``current_actor`` is a handle to the actor itself, inside an actor method.
+    ``namespace`` is where names given without one live (see :func:`init`).
     """
     runtime = _runtime_mod.current()
     actor = _current_hosted_actor()
@@ -394,4 +422,5 @@ def get_runtime_context() -> RuntimeContext:
         actor_id=None if actor is None else actor.actor_id,
         current_actor=None if actor is None else actor.handle,
         address=runtime.address,
+        namespace=runtime.default_namespace(),
     )

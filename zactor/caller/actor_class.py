@@ -216,7 +216,8 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
         "class_name": cls.__qualname__,
         "methods": list(actor_class._methods),
         "name": options.get("name"),
-        "namespace": options.get("namespace", runtime.namespace),
+        "namespace": options.get("namespace") or runtime.default_namespace(),
+        "job_namespace": runtime.default_namespace(),  # names in its calls mean this one
         "get_if_exists": bool(options.get("get_if_exists", False)),
         "lifetime": options.get("lifetime"),
         "num_cpus": num_cpus,

@@ -21,6 +21,7 @@ from zactor.caller.handle import ActorHandle, worker_service_handle
 from zactor.control import cluster
 from zactor.control.ledger import RefLedger
 from zactor.control.placement import Placement
+from zactor.endpoint.runtime import is_anonymous_namespace
 from zactor.errors import ClusterError
 from zactor.wire.protocol import DRIVER_TABLE
 from zactor.worker.host import ActorHost
@@ -37,15 +38,19 @@ STATUS_TIMEOUT_S = 5.0
 def checkpoint_key(name: str | None, namespace: str | None, actor_id: int, cluster_id: str) -> str:
     """The key an actor's checkpoints are saved under (see docs/failures.md).
 
-    A named actor's is its name (``"ns:name"`` in a namespace, the namespace
-    percent-encoded), so re-creating it by name, in any later run, finds its
-    state; keys have no ``/``, so a store that uses them as file names (the
-    seeds' FilePersistence) keeps them in one directory. An unnamed actor's key
-    names this cluster too: its id means nothing to another cluster.
+    A named actor's is its name (``"ns:name"`` in an explicit namespace, the
+    namespace percent-encoded), so re-creating it by name, in any later run,
+    finds its state; keys have no ``/``, so a store that uses them as file names
+    (the seeds' FilePersistence) keeps them in one directory. In an anonymous
+    namespace (a driver that gave none) the key is the name alone: that
+    namespace is new in every run, and a key naming it would never be found
+    again. :meth:`Head.place` keeps two live actors off one such key. An
+    unnamed actor's key names this cluster too: its id means nothing to another
+    cluster.
     """
     if name is None:
         return f"actor-{actor_id}-{cluster_id}"
-    if namespace is None:
+    if namespace is None or is_anonymous_namespace(namespace):
         return name
     return f"{urllib.parse.quote(namespace, safe='')}:{name}"
 
@@ -66,6 +71,8 @@ class Head:
         self.workers: dict[str, dict] = {}
         self.actors: dict[int, dict] = {}
         self.names: dict[tuple, int] = {}
+        #: checkpoint key -> actor id, of the named actors with a checkpoint, while named.
+        self.durable_keys: dict[str, int] = {}
         self.ledger = RefLedger()
         self.placement = Placement()
         self.drivers: dict[str, dict] = {}  # by inbox address; the supervisor's thread reads it
@@ -106,7 +113,9 @@ class Head:
     def place(self, spec: dict) -> dict:
         """Choose a worker for a new actor and reserve its id (and name).
 
-        Raises ``ValueError`` when the name is taken (unless ``get_if_exists``).
+        Raises ``ValueError`` when the name is taken (unless ``get_if_exists``),
+        or when the actor has a checkpoint and another live actor saves under its
+        key (same name in two anonymous namespaces: see :func:`checkpoint_key`).
         """
         name, namespace = spec.get("name"), spec.get("namespace")
         if name is not None:
@@ -119,6 +128,10 @@ class Head:
                     f"an actor named {name!r} already exists in namespace {namespace!r}: "
                     "choose another name, or pass get_if_exists=True to get a handle to it"
                 )
+        key = checkpoint_key(name, namespace, self._next_actor_id, self.cluster_id)
+        durable = name is not None and bool(spec.get("checkpoint"))
+        if durable and key in self.durable_keys:
+            self._refuse_shared_key(key, name, namespace)
         num_cpus, resources = spec.get("num_cpus") or 0.0, spec.get("resources") or {}
         worker = self.workers[self.placement.choose(spec["class_name"], num_cpus, resources)]
         actor_id = self._next_actor_id
@@ -143,15 +156,29 @@ class Head:
             "method_options": spec.get("method_options"),
             "restarts": 0,
             "incarnation": 0,
-            "checkpoint_key": checkpoint_key(name, namespace, actor_id, self.cluster_id),
+            "checkpoint_key": key,
             "state": "starting",
         }
         self.actors[actor_id] = info
         if name is not None:
             self.names[(namespace, name)] = actor_id
+        if durable:
+            self.durable_keys[key] = actor_id
         if not detached:
             self.ledger.track(actor_id, spec.get("owner"))
         return info
+
+    def _refuse_shared_key(self, key: str, name: str, namespace: str | None) -> None:
+        holder = self.actors[self.durable_keys[key]]
+        raise ValueError(
+            f"actor {name!r} (namespace {namespace!r}) would save its checkpoint under the "
+            f"key {key!r}, which actor {holder['class_name']}(id={holder['actor_id']}) of "
+            f"namespace {holder['namespace']!r} uses now: in an anonymous namespace a "
+            "checkpoint is keyed by the name alone, so that a later run finds it. To share "
+            "that actor, give both drivers the same namespace (zactor.init(namespace=...) "
+            "or options(namespace=...)); for two separate actors, give them different "
+            "names or an explicit namespace each"
+        )
 
     def actor_started(self, actor_id: int, ok: bool, error: str | None) -> None:
         """A worker reports that an actor's constructor finished (or raised)."""
@@ -183,6 +210,9 @@ class Head:
         key = (info.get("namespace"), info.get("name"))
         if info.get("name") is not None and self.names.get(key) == info["actor_id"]:
             del self.names[key]
+        # Freed with the name: re-creating the actor by name finds its checkpoint.
+        if self.durable_keys.get(info.get("checkpoint_key")) == info["actor_id"]:
+            del self.durable_keys[info["checkpoint_key"]]
 
     # -- lifetime (zactor.endpoint.refs) ------------------------------------------------------
 

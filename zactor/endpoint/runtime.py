@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from typing import Callable
 
@@ -136,7 +137,9 @@ class Runtime:
         self.head_address = head_address
         self.node_id = node_id
         self.worker_id = worker_id
-        self.namespace: str | None = None  # default namespace for names (init(namespace=))
+        #: A driver's namespace for names (``init(namespace=)``, else an anonymous one);
+        #: None in workers and the head, whose names come from the actor running a call.
+        self.namespace: str | None = None
         self.log = log
         self.transports = Transports()
         try:
@@ -175,6 +178,9 @@ class Runtime:
         self.before_block: Callable[[], None] | None = None
         #: Set by an actor host: the id of the actor whose call this thread runs.
         self.running_actor: Callable[[], int | None] | None = None
+        #: Set by an actor host: the namespace of the job whose actor's call this thread
+        #: runs (None outside an actor's call). See :meth:`default_namespace`.
+        self.running_namespace: Callable[[], str | None] | None = None
         self._background = threading.Thread(
             target=self._background_loop, name="zactor-background", daemon=True
         )
@@ -302,6 +308,21 @@ class Runtime:
         """True if this thread is running a call of actor ``actor_id`` (hosted here)."""
         hook = self.running_actor
         return hook is not None and hook() == actor_id
+
+    def default_namespace(self) -> str | None:
+        """The namespace a name means here when none is given (``get_actor``, ``options``).
+
+        In a driver, the driver's (its job's) namespace. Inside an actor's call, the
+        namespace of the job that created the actor, as in Ray: an actor created by an
+        actor, and a name looked up there, stay in the namespace of the driver at
+        the root of the tree. None in a worker's thread that runs no actor's call.
+        """
+        hook = self.running_namespace
+        if hook is not None:
+            namespace = hook()
+            if namespace is not None:
+                return namespace
+        return self.namespace
 
     def gate_token(self, gate) -> int:
         """The token ``gate``'s tells carry, so that their credits find it (made once
@@ -565,6 +586,30 @@ class Runtime:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+#: How an anonymous namespace's name starts (see :func:`anonymous_namespace`).
+ANONYMOUS_NAMESPACE_PREFIX = "anonymous-"
+
+
+def anonymous_namespace() -> str:
+    """A fresh anonymous namespace: what a driver that gives none gets, as a Ray job does.
+
+    Its name is unique to the driver, so two drivers that each create
+    ``name="Pinger"`` do not collide; named actors meant to be shared use an
+    explicit namespace. The prefix lets the head tell it apart
+    (:func:`is_anonymous_namespace`): it keys checkpoints without it.
+    """
+    return f"{ANONYMOUS_NAMESPACE_PREFIX}{uuid.uuid4().hex}"
+
+
+def is_anonymous_namespace(namespace: str | None) -> bool:
+    """True for a namespace :func:`anonymous_namespace` made (its exact shape, so that a
+    namespace a user chose, ``"anonymous-team"`` say, is not taken for one)."""
+    if namespace is None or not namespace.startswith(ANONYMOUS_NAMESPACE_PREFIX):
+        return False
+    tail = namespace[len(ANONYMOUS_NAMESPACE_PREFIX) :]
+    return len(tail) == 32 and all(c in "0123456789abcdef" for c in tail)
 
 
 _current: Runtime | None = None

@@ -100,4 +100,5 @@ class ActorHost(ActorRegistry, CallPath, DurableCalls, ReplyBatching, LeaderFoll
         runtime.call_handler = self._on_calls
         runtime.before_block = self._step_down
         runtime.running_actor = self._running_actor_id
+        runtime.running_namespace = self._running_namespace
         runtime.hold_reader_role()

@@ -47,6 +47,7 @@ class HostedActor:
         "actor_id",
         "class_name",
         "name",
+        "job_namespace",
         "methods",
         "method_names",
         "instance",
@@ -95,6 +96,9 @@ class HostedActor:
         self.credit_count = 0
         self.class_name = class_name
         self.name = name
+        #: The namespace of the job that created the actor (not the actor's own, which
+        #: may be explicit): what names mean in its calls, as in Ray.
+        self.job_namespace: str | None = None
         self.methods: list = []
         self.method_names: tuple = ()
         self.instance: Any = None

@@ -174,6 +174,10 @@ class ActorRegistry:
         actor = getattr(self._local, "actor", None)
         return None if actor is None else actor.actor_id
 
+    def _running_namespace(self) -> str | None:
+        actor = getattr(self._local, "actor", None)
+        return None if actor is None else actor.job_namespace
+
     def current_actor(self) -> HostedActor | None:
         """The actor whose call this thread is running, if any."""
         return getattr(self._local, "actor", None)

@@ -55,6 +55,10 @@ class WorkerService:
         :func:`execution_of`). The head hears ``actor_started`` once the
         constructor has run; calls that arrive before then wait.
 
+        ``spec["job_namespace"]`` is the namespace of the job that created the
+        actor: names its constructor and methods create or look up without a
+        namespace go there (see ``Runtime.default_namespace``).
+
         ``spec["checkpoint"]`` (a store or URL), ``checkpoint_every``,
         ``checkpoint_key`` and ``incarnation`` make the actor durable: it may be
         restored from its checkpoint instead of constructed (see
@@ -68,6 +72,9 @@ class WorkerService:
             # Not reported as ended: the head is bringing this very actor back.
             host.end(old, f"actor {old} was replaced by incarnation {spec.get('incarnation')}")
         actor = host.reserve(actor_id, spec.get("class_name", "?"), spec.get("name"))
+        # Set before the constructor runs: one that creates or looks up named actors
+        # does so in its creator's job namespace too.
+        actor.job_namespace = spec.get("job_namespace")
         info = dict(spec, actor_id=actor_id, address=host.runtime.address)
         actor.handle = handle_from_info(info, counted=False)  # must not keep itself alive
         started = functools.partial(self._started, actor_id)
