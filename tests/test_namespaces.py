@@ -22,6 +22,7 @@ from scenario import run_scenario
 
 import zactor
 from zactor.caller.handle import head_handle
+from zactor.cli import format_status
 from zactor.endpoint import runtime as runtime_mod
 from zactor.endpoint.runtime import anonymous_namespace, is_anonymous_namespace
 
@@ -340,3 +341,27 @@ def test_live_actors_in_two_anonymous_namespaces_never_share_a_checkpoint_key(
         assert store.exists(f"{team}:{name}")
     finally:
         zactor.kill(mine)
+
+
+# -- zactor status ------------------------------------------------------------------------------
+
+
+def test_status_shows_each_named_actors_namespace():
+    anonymous = anonymous_namespace()
+    report = {
+        "head": {"pid": 1, "address": "ipc:///h.sock", "started_at": None},
+        "cluster": {"cluster_file": "/c.json"},
+        "nodes": [],
+        "workers": [],
+        "drivers": [],
+        "actors": [
+            {"actor_id": 1, "name": "Pinger", "namespace": anonymous, "class_name": "Pinger"},
+            {"actor_id": 2, "name": "Pinger", "namespace": "team", "class_name": "Pinger"},
+            {"actor_id": 3, "name": None, "namespace": anonymous, "class_name": "Pinger"},
+        ],
+    }
+    rows = {line.split()[0]: line.split() for line in format_status(report).splitlines()[-4:]}
+    assert rows["ID"][:3] == ["ID", "NAME", "NAMESPACE"]
+    assert rows["1"][1:3] == ["Pinger", anonymous[: len("anonymous-") + 8]]
+    assert rows["2"][1:3] == ["Pinger", "team"]
+    assert rows["3"][1:3] == ["-", "-"]

@@ -232,6 +232,7 @@ def format_status(report: dict) -> str:
             [
                 "ID",
                 "NAME",
+                "NAMESPACE",
                 "CLASS",
                 "KIND",
                 "CONC",
@@ -247,6 +248,7 @@ def format_status(report: dict) -> str:
                 [
                     a["actor_id"],
                     a.get("name"),
+                    _namespace_cell(a),
                     a.get("class_name"),
                     a.get("kind"),
                     a.get("max_concurrency"),
@@ -264,6 +266,20 @@ def format_status(report: dict) -> str:
     else:
         lines.append("no actors")
     return "\n".join(lines)
+
+
+def _namespace_cell(actor: dict) -> str | None:
+    """A named actor's namespace for the table: an anonymous one (a driver that gave
+    none) cut to its first 8 hex digits, which tell drivers apart; ``--json`` has it
+    whole. None (``-``) for an unnamed actor, which no name look-up finds."""
+    from zactor.endpoint.runtime import ANONYMOUS_NAMESPACE_PREFIX, is_anonymous_namespace
+
+    namespace = actor.get("namespace")
+    if actor.get("name") is None:
+        return None
+    if is_anonymous_namespace(namespace):
+        return namespace[: len(ANONYMOUS_NAMESPACE_PREFIX) + 8]
+    return namespace
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
