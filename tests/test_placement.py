@@ -107,3 +107,15 @@ def test_placement_rules():
     assert p.nodes["n0"]["free"]["GPU"] == 2.0
     p.remove_worker(w)
     assert 1 not in p.reserved and 2 not in p.reserved
+
+
+def test_what_a_worker_about_to_join_could_take():
+    p = Placement()
+    assert p.fits_new_worker("n0", {"GPU": 1}, 1.0, {"GPU": 1})  # no worker yet: the totals
+    p.add_worker("w0", "n0", {"GPU": 1})
+    p.reserve(1, "w0", 1.0, {"GPU": 1})
+    assert p.fits_new_worker("n0", {"GPU": 1}, 1.0, {})  # its own whole CPU
+    assert not p.fits_new_worker("n0", {"GPU": 1}, 0, {"GPU": 1})  # the node's GPU is taken
+    assert not p.fits_new_worker("n0", {"GPU": 1}, 0, {"TPU": 1})  # no node has one
+    p.remove_worker("w0")  # its actor's reservations go with it
+    assert p.fits_new_worker("n0", {"GPU": 1}, 0, {"GPU": 1})

@@ -70,8 +70,23 @@ class Placement:
             if self._fits(info, num_cpus, resources)
         ]
         if not fits:
-            raise ClusterError(self._explain(class_name, num_cpus, resources))
+            raise ClusterError(self.explain(class_name, num_cpus, resources))
         return min(fits)[1]
+
+    def fits_new_worker(
+        self, node_id: str, node_resources: dict, num_cpus: float, resources: dict
+    ) -> bool:
+        """Whether a worker about to join node ``node_id`` could take this demand.
+
+        A new worker has its whole CPU free; custom resources are the node's,
+        so they must be free on the node now (``node_resources`` are its
+        totals, for a node none of whose workers registered yet).
+        """
+        node = self.nodes.get(node_id)
+        free = node["free"] if node is not None else node_resources or {}
+        return num_cpus <= 1 + EPSILON and all(
+            free.get(key, 0.0) + EPSILON >= amount for key, amount in resources.items()
+        )
 
     def reserve(self, actor_id: int, worker_id: str, num_cpus: float, resources: dict) -> None:
         """Record that ``actor_id`` lives on ``worker_id`` with these reservations."""
@@ -108,7 +123,8 @@ class Placement:
         free = self.nodes[worker["node_id"]]["free"]
         return all(free.get(key, 0.0) + EPSILON >= amount for key, amount in resources.items())
 
-    def _explain(self, class_name: str, num_cpus: float, resources: dict) -> str:
+    def explain(self, class_name: str, num_cpus: float, resources: dict) -> str:
+        """Why no worker can take this demand now (what is free where), and what to do."""
         asked = [f"num_cpus={num_cpus:g}"] + [f"{k}={v:g}" for k, v in resources.items()]
         seen = []
         for node_id, node in sorted(self.nodes.items()):
