@@ -97,7 +97,7 @@ class Head:
             "resources": resources,
         }
         if self._supervisor is not None:
-            self._supervisor.replacing.discard(worker_id)
+            self._supervisor.replacing.pop(worker_id, None)
         waiting, self._awaiting_worker = self._awaiting_worker, []
         for actor_id in waiting:  # restarts that had no worker to go to
             self._restart(actor_id)

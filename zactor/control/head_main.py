@@ -57,8 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     set_current(runtime)
     host = ActorHost(runtime)
     signal.signal(signal.SIGTERM, lambda *_: host.stop())
+    # A standing cluster's head (and so its workers) writes to the log beside its
+    # cluster file (zactor.control.cluster.start_head); an embedded one's, to its driver's.
+    log_path = None
+    if args.cluster_file:
+        log_path = os.path.join(os.path.dirname(args.cluster_file), cluster.LOG_FILE)
     supervisor = Supervisor(
-        args.session_dir, runtime.address, worker_host=cluster.worker_host(runtime.address)
+        args.session_dir,
+        runtime.address,
+        worker_host=cluster.worker_host(runtime.address),
+        log_path=log_path,
     )
     head = Head(supervisor)
     head._host = host

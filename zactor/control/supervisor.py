@@ -3,7 +3,10 @@
 The :class:`Supervisor` lives in the head process. It starts the workers, and
 its watch thread reports to the head (through the head's own inbox, so the
 registry stays the head thread's alone) a worker process that exited and a
-driver on this machine whose process is gone.
+driver on this machine whose process is gone. It gives up on a replacement
+worker that does not register within :data:`WORKER_START_TIMEOUT_S`: it kills
+it, so the head hears of it as of any worker that exited, and the creations and
+restarts waiting for it fail with an error naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ DRIVER_CHECK_S = 0.5
 #: How often the head looks whether its worker processes still run (seconds): a
 #: worker's death must be noticed well within a second.
 WORKER_CHECK_S = 0.1
+#: How long a replacement worker may take to start and register with the head
+#: (seconds): as long as ``zactor start`` waits for its workers. Creations and
+#: restarts waiting for it wait that long at most; then it is killed and they fail.
+WORKER_START_TIMEOUT_S = cluster.START_TIMEOUT_S
 
 
 def describe_exit(returncode: int) -> str:
@@ -48,7 +55,9 @@ class Supervisor:
 
     Workers listen on socket files in ``session_dir``, or, given
     ``worker_host``, on tcp ports of that host (so that drivers on other
-    machines reach them).
+    machines reach them). Their output goes where the head's goes:
+    ``log_path`` for a standing cluster, else the standard error of the
+    process that started the cluster.
     """
 
     def __init__(
@@ -57,16 +66,21 @@ class Supervisor:
         head_address: str,
         node_id: str = "node-0",
         worker_host: str | None = None,
+        log_path: str | None = None,
     ) -> None:
         self.session_dir = session_dir
         self.head_address = head_address
         self.node_id = node_id
         self.worker_host = worker_host
+        self.log_path = log_path
         self.started_at = time.time()
         self.processes: dict[str, subprocess.Popen] = {}
         self.resources: dict = {}
-        #: Replacement workers started and not yet registered with the head.
-        self.replacing: set[str] = set()
+        #: Replacement workers started and not yet registered with the head, with
+        #: when each started (``time.monotonic()``).
+        self.replacing: dict[str, float] = {}
+        #: Why the supervisor killed a worker (it did not register in time), by worker id.
+        self._gave_up: dict[str, str] = {}
         self._next_worker = 0
         self._watch_stop = threading.Event()
         self._watch: threading.Thread | None = None
@@ -81,7 +95,50 @@ class Supervisor:
         """Start a new worker for one that died (a new id and address: nothing sent to
         the dead one's address can reach the new one)."""
         self.processes.pop(worker_id, None)
-        self.replacing.add(self._start_worker())
+        self.replacing[self._start_worker()] = time.monotonic()
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Stop tracking a worker whose exit the head has dealt with and does not replace."""
+        self.processes.pop(worker_id, None)
+        self.replacing.pop(worker_id, None)
+
+    def exit_cause(self, worker_id: str) -> str | None:
+        """How worker ``worker_id``'s process ended ("exited with code 1"), or None while
+        it runs (or if this supervisor did not start it).
+
+        The head asks before it places an actor on a worker, so that an actor
+        created just after a worker died does not go to it in the moment
+        before the watch thread reports the death.
+        """
+        proc = self.processes.get(worker_id)
+        if proc is None or proc.poll() is None:
+            return None
+        return self._gave_up.get(worker_id) or describe_exit(proc.returncode)
+
+    def output_hint(self) -> str:
+        """Where the workers' output (the traceback of one that failed to start) went."""
+        if self.log_path is not None:
+            return f"is in the cluster's log, {self.log_path}"
+        return "went to the standard error of the process that started the cluster"
+
+    def _give_up_on_late_starts(self, now: float) -> None:
+        """Kill the replacement workers not registered within :data:`WORKER_START_TIMEOUT_S`
+        of their start, as of ``now`` (``time.monotonic()``).
+
+        Killed, such a worker is reported as one that exited, with the cause
+        recorded here: the creations and restarts waiting for it fail rather
+        than wait for ever, and it cannot register late with a head that gave
+        up on it.
+        """
+        for worker_id, started in dict(self.replacing).items():  # one C-level copy
+            proc = self.processes.get(worker_id)
+            if now - started <= WORKER_START_TIMEOUT_S or worker_id in self._gave_up or not proc:
+                continue
+            self._gave_up[worker_id] = (
+                f"did not register with the head within {WORKER_START_TIMEOUT_S:.0f} s of "
+                "its start, so the head killed it"
+            )
+            proc.kill()
 
     def _start_worker(self) -> str:
         worker_id = f"worker-{self._next_worker}"
@@ -132,19 +189,29 @@ class Supervisor:
     def _watch_processes(self, head: Head, runtime: Runtime) -> None:
         # The registry belongs to the thread running the head's calls, so a death is
         # reported through the head's own inbox rather than by touching it here.
+        # The head thread may find a worker's exit first (exit_cause) and forgets the
+        # process once it has dealt with it; this thread remembers what it reported,
+        # and the head ignores a second report of the same exit.
         to_head = head_handle(runtime)
         reported: set[str] = set()
+        exits: set[str] = set()
         looks = 0
         while not self._watch_stop.wait(WORKER_CHECK_S):
-            for worker_id, proc in list(self.processes.items()):
-                if proc.poll() is not None and self.processes.pop(worker_id, None) is not None:
-                    # Stamped after poll() reaped it: calls sent later never reached it.
-                    died_at = clock_stamp()
-                    try:
-                        to_head.worker_died.tell(worker_id, describe_exit(proc.returncode), died_at)
-                        runtime.flush()
-                    except Exception:  # the head is closing: nobody left to tell
-                        return
+            self._give_up_on_late_starts(time.monotonic())
+            processes = dict(self.processes)  # one C-level copy: safe beside the head's thread
+            exits &= processes.keys()
+            for worker_id in processes.keys() - exits:
+                cause = self.exit_cause(worker_id)
+                if cause is None:
+                    continue
+                exits.add(worker_id)
+                # Stamped once the exit is seen: calls sent later never reached it.
+                died_at = clock_stamp()
+                try:
+                    to_head.worker_died.tell(worker_id, cause, died_at)
+                    runtime.flush()
+                except Exception:  # the head is closing: nobody left to tell
+                    return
             looks += 1
             if looks % round(DRIVER_CHECK_S / WORKER_CHECK_S):
                 continue
