@@ -60,6 +60,16 @@ class ClusterError(ZactorError):
     """The cluster could not be started, reached, or asked to do something."""
 
 
+class WorkerStartingError(ClusterError):
+    """No live worker can take a new actor now, but a replacement worker that could is starting.
+
+    The head answers a placement with it while a dead worker's replacement has
+    not registered yet; creating an actor (``.remote()``) catches it and asks
+    again, so user code does not see it. If the replacement never registers,
+    the head answers with a plain :class:`ClusterError` naming it instead.
+    """
+
+
 class CheckpointError(ZactorError):
     """An actor's checkpoint could not be restored or first saved, so the actor did not start.
 

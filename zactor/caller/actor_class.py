@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import time
 from typing import Any
 
 import cloudpickle
@@ -32,6 +33,7 @@ from zactor.caller.options import (
     check_options,
 )
 from zactor.endpoint import runtime as _runtime_mod
+from zactor.errors import ClusterError, WorkerStartingError
 from zactor.wire.protocol import actor_method_table, method_names
 
 #: Where :func:`method` leaves a method's options, on the function.
@@ -234,7 +236,7 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
         "owner": runtime.address,
     }
     head = head_handle(runtime)
-    info = head.place.remote(spec).result(timeout=CONTROL_TIMEOUT_S)
+    info = _place(head, spec)
     handle = handle_from_info(info)
     if info.get("existing"):
         return handle
@@ -254,3 +256,34 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
         head.remember_creation.tell(info["actor_id"], blob, creation)  # to re-create it
     runtime.flush()
     return handle
+
+
+#: How long creating an actor waits, in all, for a dead worker's replacement
+#: (seconds). Longer than the head's own limit on a replacement's start
+#: (``zactor.control.supervisor.WORKER_START_TIMEOUT_S``), so that the head's
+#: error, which names the worker, comes first; this one holds if workers keep dying.
+PLACE_WAIT_S = 90.0
+
+
+def _place(head: ActorHandle, spec: dict) -> dict:
+    """The head's placement of a new actor (``Head.place``), asked again while the
+    head answers that no live worker can take it but a replacement that could is
+    starting (a worker died a moment ago): creating the actor waits for it."""
+    # The head cannot hold its answer back (it runs one call at a time, and the
+    # replacement's registration is one of them), so the caller asks again, soon at
+    # first: a worker starts in a fraction of a second.
+    deadline = time.monotonic() + PLACE_WAIT_S
+    pause = 0.005
+    while True:
+        try:
+            return head.place.remote(spec).result(timeout=CONTROL_TIMEOUT_S)
+        except WorkerStartingError as exc:
+            if time.monotonic() + pause > deadline:
+                raise ClusterError(
+                    f"actor {spec['class_name']} could not be placed within "
+                    f"{PLACE_WAIT_S:.0f} s, as workers kept dying and being replaced "
+                    f"({exc.args[0] if exc.args else exc}); the cluster's output says why "
+                    "its workers die"
+                ) from None
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)

@@ -21,8 +21,9 @@ from zactor.caller.handle import ActorHandle, worker_service_handle
 from zactor.control import cluster
 from zactor.control.ledger import RefLedger
 from zactor.control.placement import Placement
+from zactor.endpoint.recovery import clock_stamp
 from zactor.endpoint.runtime import is_anonymous_namespace
-from zactor.errors import ClusterError
+from zactor.errors import ClusterError, WorkerStartingError
 from zactor.wire.protocol import DRIVER_TABLE
 from zactor.worker.host import ActorHost
 
@@ -79,6 +80,8 @@ class Head:
         #: actor id -> (blob, creation spec) of actors that may restart.
         self.creations: dict[int, tuple] = {}
         self._awaiting_worker: list[int] = []  # restarts waiting for a replacement worker
+        #: What became of the latest replacement worker that did not start, if one did not.
+        self._failed_start: str | None = None
         self._stopping = False
         #: Tells apart unnamed actors' checkpoints of different clusters sharing a store.
         self.cluster_id = uuid.uuid4().hex[:12]
@@ -88,6 +91,10 @@ class Head:
         self, worker_id: str, address: str, pid: int, node_id: str, resources: dict
     ) -> None:
         """A worker process announces itself, with its node's ``resources``."""
+        if self._supervisor is not None:
+            if self._supervisor.exit_cause(worker_id) is not None:
+                return  # it died since: the report of its exit, on its way, deals with it
+            self._supervisor.replacing.pop(worker_id, None)
         self.placement.add_worker(worker_id, node_id, resources)
         self.workers[worker_id] = {
             "worker_id": worker_id,
@@ -96,11 +103,7 @@ class Head:
             "node_id": node_id,
             "resources": resources,
         }
-        if self._supervisor is not None:
-            self._supervisor.replacing.pop(worker_id, None)
-        waiting, self._awaiting_worker = self._awaiting_worker, []
-        for actor_id in waiting:  # restarts that had no worker to go to
-            self._restart(actor_id)
+        self._retry_awaiting()
 
     def cluster_info(self) -> dict:
         """Workers known to the head (with how many actors each hosts), and the actor count."""
@@ -115,7 +118,11 @@ class Head:
 
         Raises ``ValueError`` when the name is taken (unless ``get_if_exists``),
         or when the actor has a checkpoint and another live actor saves under its
-        key (same name in two anonymous namespaces: see :func:`checkpoint_key`).
+        key (same name in two anonymous namespaces: see :func:`checkpoint_key`);
+        ``ClusterError`` when no worker can take the actor, and
+        :class:`WorkerStartingError` when none can now but a dead worker's
+        replacement that could is starting: the caller asks again (see
+        :meth:`_choose`). Nothing is reserved unless it returns.
         """
         name, namespace = spec.get("name"), spec.get("namespace")
         if name is not None:
@@ -133,7 +140,7 @@ class Head:
         if durable and key in self.durable_keys:
             self._refuse_shared_key(key, name, namespace)
         num_cpus, resources = spec.get("num_cpus") or 0.0, spec.get("resources") or {}
-        worker = self.workers[self.placement.choose(spec["class_name"], num_cpus, resources)]
+        worker = self.workers[self._choose(spec["class_name"], num_cpus, resources)]
         actor_id = self._next_actor_id
         self._next_actor_id += 1
         self.placement.reserve(actor_id, worker["worker_id"], num_cpus, resources)
@@ -295,8 +302,19 @@ class Head:
 
         Every process is told which actors died there and whether each restarts;
         restartable ones are re-created on a live worker, and a replacement
-        worker is started so the cluster keeps its size.
+        worker is started so the cluster keeps its size. A replacement that
+        exits before it registers is not replaced again (see :meth:`_start_failed`).
         """
+        if worker_id in self.workers:
+            self._worker_gone(worker_id, cause, died_at)
+        elif self._supervisor is not None and worker_id in self._supervisor.replacing:
+            if not self._stopping:
+                self._start_failed(worker_id, cause)
+        # Else the head dealt with this exit already: _choose found it first.
+
+    def _worker_gone(self, worker_id: str, cause: str, died_at=None) -> None:
+        """Worker ``worker_id``, registered, exited (``cause``; gone by ``died_at``): see
+        :meth:`worker_died`."""
         worker = self.workers.pop(worker_id, None)
         if worker is None or self._stopping:
             return
@@ -320,6 +338,32 @@ class Head:
             self._supervisor.replace_worker(worker_id)
         for actor_id in restarts:
             self._restart(actor_id)
+
+    def _start_failed(self, worker_id: str, cause: str) -> None:
+        """Replacement worker ``worker_id`` exited (``cause``: how) before it registered.
+
+        It is not replaced in turn: a worker that cannot start would fail the
+        same way again and again. Creations waiting for it now fail, with what
+        happened and where the worker's output went; so do the restarts waiting
+        for it, unless another worker can take them.
+        """
+        supervisor = self._supervisor
+        proc = supervisor.processes.get(worker_id)
+        pid = proc.pid if proc is not None else "?"
+        log.warning(
+            "zactor head: replacement worker %s (pid %s) did not start: it %s",
+            worker_id,
+            pid,
+            cause,
+        )
+        self._failed_start = (
+            f"Replacement worker {worker_id} (pid {pid}) did not start: it {cause}; its "
+            f"output {supervisor.output_hint()}. Fix what stops a worker from starting, then "
+            "start the cluster again (zactor.shutdown() then zactor.init(), or `zactor stop` "
+            "then `zactor start --head`)"
+        )
+        supervisor.forget_worker(worker_id)
+        self._retry_awaiting()
 
     def kill_actor(self, actor_id: int, no_restart: bool = True) -> bool:
         """End an actor now (``zactor.kill``); with ``no_restart=False`` a restartable one
@@ -398,13 +442,12 @@ class Head:
         if info is None:
             return
         try:
-            worker_id = self.placement.choose(
-                info["class_name"], info["num_cpus"], info["resources"]
-            )
+            worker_id = self._choose(info["class_name"], info["num_cpus"], info["resources"])
+        except WorkerStartingError:
+            # Tried again when a replacement registers, or fails to start.
+            self._awaiting_worker.append(actor_id)
+            return
         except ClusterError as exc:
-            if self._supervisor is not None and self._supervisor.replacing:
-                self._awaiting_worker.append(actor_id)  # tried again when one registers
-                return
             reason = self._death_reason(info, f"it could not be placed again ({exc})", False)
             self._forget_actor(actor_id)
             self._notify_all("actor_died", info["address"], [[actor_id, reason, False]], False)
@@ -417,6 +460,63 @@ class Head:
         blob, creation = self.creations[actor_id]
         creation = dict(creation, incarnation=info["incarnation"])
         worker_service_handle(worker["address"]).recreate.tell(actor_id, blob, creation)
+
+    def _retry_awaiting(self) -> None:
+        """Try again the restarts that waited for a replacement worker."""
+        waiting, self._awaiting_worker = self._awaiting_worker, []
+        for actor_id in waiting:
+            self._restart(actor_id)
+
+    def _choose(self, class_name: str, num_cpus: float, resources: dict) -> str:
+        """A live worker for an actor asking for ``num_cpus`` and ``resources``
+        (:meth:`Placement.choose`).
+
+        A worker whose process has exited, though the supervisor's watch thread
+        has not reported it yet, is dealt with as dead first: an actor created
+        just after a worker died must not go to it. Raises
+        :class:`WorkerStartingError` when no live worker can take the actor but
+        a replacement worker that could is starting, else ``ClusterError``
+        when none can.
+        """
+        supervisor = self._supervisor
+        while True:
+            try:
+                worker_id = self.placement.choose(class_name, num_cpus, resources)
+            except ClusterError as exc:
+                raise self._unplaceable(exc, class_name, num_cpus, resources) from None
+            cause = supervisor.exit_cause(worker_id) if supervisor is not None else None
+            if cause is None:
+                return worker_id
+            self._worker_gone(worker_id, cause, clock_stamp())
+
+    def _unplaceable(
+        self, exc: ClusterError, class_name: str, num_cpus: float, resources: dict
+    ) -> ClusterError:
+        """The error for an actor no live worker can take now (``exc``, placement's).
+
+        A demand a replacement worker could meet once it registers is told to
+        wait (:class:`WorkerStartingError`); one it could not (a resource that
+        is taken, or that no node has) fails now, as it would without deaths.
+        """
+        supervisor = self._supervisor
+        if supervisor is None or not supervisor.replacing:
+            if not self.workers and self._failed_start is not None:
+                return ClusterError(f"{exc}. {self._failed_start}")
+            return exc
+        if not self.placement.fits_new_worker(
+            supervisor.node_id, supervisor.resources, num_cpus, resources
+        ):
+            # Say what it asks for and what the node has: "no live worker" would
+            # suggest that waiting for the replacement helps.
+            return ClusterError(self.placement.explain(class_name, num_cpus, resources))
+        now = time.monotonic()
+        starting = ", ".join(
+            f"{worker_id} (started {now - started:.1f} s ago)"
+            for worker_id, started in sorted(supervisor.replacing.items())
+        )
+        return WorkerStartingError(
+            f"{exc}; a replacement worker is starting, waiting for it: {starting}"
+        )
 
     def _notify_all(self, method: str, *args) -> None:
         """Tell every worker, every driver and this process's own calls (see Recovery)."""

@@ -15,7 +15,10 @@ The model, chosen to be simple to reason about:
 * A demand that no worker can meet *now* fails at creation with a
   :class:`~zactor.errors.ClusterError` that says what was asked, what is free
   and what to do. zactor does not queue actor creations: a creation that
-  would wait silently is harder to debug than one that fails.
+  would wait silently is harder to debug than one that fails. The one
+  exception is a worker that died a moment ago: while its replacement starts,
+  a creation it could take waits for it (see :meth:`Placement.fits_new_worker`
+  and ``Head.place``).
 """
 
 from __future__ import annotations
