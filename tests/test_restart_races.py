@@ -133,10 +133,14 @@ def test_creations_and_restarts_wait_while_the_replacement_starts(tmp_path):
         tmp_path,
         f"""
         again = Ok.options(max_restarts=1, max_task_retries=-1).remote()
-        zactor.get(again.ping.remote(), timeout=60)
+        dropped = Ok.options(max_restarts=1).remote()
+        zactor.get([again.ping.remote(), dropped.ping.remote()], timeout=60)
         replacements({HOLD.format(gate=gate)!r})
         kill_only_worker()
         poll(lambda: state_of(again) == "restarting", timeout=60)  # the head saw the death
+        # Its last handle goes while its restart waits: once restarted, it retires.
+        dropped_id, dropped = dropped._actor_id, None
+        poll(lambda: state_of_id(dropped_id) == "retire-when-started", timeout=60)
         made = {{}}
 
         def create():
@@ -158,6 +162,7 @@ def test_creations_and_restarts_wait_while_the_replacement_starts(tmp_path):
         restarting = state_of(again)
         open({gate!r}, "w").close()
         creating.join(60)
+        poll(lambda: state_of_id(dropped_id) is None, timeout=60)  # restarted, then ended
         report(waiting=waiting, error=made.get("error"), refused=refused,
                restarting=restarting, call=outcome(call),
                ping=zactor.get(made["handle"].ping.remote(), timeout=60),

@@ -454,7 +454,9 @@ class Head:
             return
         self.placement.reserve(actor_id, worker_id, info["num_cpus"], info["resources"])
         worker = self.workers[worker_id]
-        info.update(address=worker["address"], worker_id=worker_id, state="starting")
+        # Retired while it waited for a worker: it retires once started, as any would.
+        state = "retire-when-started" if info["state"] == "retire-when-started" else "starting"
+        info.update(address=worker["address"], worker_id=worker_id, state=state)
         info["restarts"] += 1
         info["incarnation"] += 1
         blob, creation = self.creations[actor_id]
