@@ -295,7 +295,9 @@ class CallPath:
         and tells every process, whose calls are then retried (``max_task_retries``)
         or fail."""
         cause = f"its method {_method_name(actor, record[2])} called sys.exit({exc.code!r})"
-        reason = AnnouncedDeath(f"actor {actor} died: {cause}")
+        reason = AnnouncedDeath(
+            f"actor {actor} died: {cause}; it comes back if its max_restarts allow"
+        )
         if record[0] == _CALL:
             if actor.durable is not None:  # not recorded: a retry runs it again
                 actor.durable.forget_running(identity, record[3])
