@@ -12,8 +12,10 @@ import gc
 import os
 import sys
 import textwrap
+import threading
 import time
 
+import cloudpickle
 import pytest
 from gates import alive, poll, wait_for_file
 from scenario import run_scenario
@@ -105,6 +107,16 @@ class Slow:
 
     def quit(self) -> None:
         sys.exit(0)
+
+    def hold_then_quit(self, marker: str, gate: str) -> None:
+        self.hold(marker, gate)
+        sys.exit(0)
+
+    def where(self) -> int:
+        return os.getpid()
+
+    def ping(self, payload=None) -> str:
+        return "pong"
 
     def __zactor_exit__(self) -> None:
         if self.marks is not None:
@@ -282,6 +294,65 @@ def test_kill_that_restarts_fails_calls_without_retries(cluster, gate, tmp_path)
     assert zactor.get(a.inc.remote(), timeout=30) == 1
 
 
+def test_calls_made_while_a_restarting_kill_is_handled_all_resolve(cluster):
+    """A thread keeps calling while kill(no_restart=False) is handled: every call either
+    runs (it was made after the notice, or was sent again) or fails with ActorDiedError
+    (it was in flight, without retries). None may wait for a notice already handled."""
+    big = list(range(100_000))  # serializing takes a while: remote() spans the notice
+    for _ in range(4):
+        a = Slow.options(max_restarts=-1).remote()
+        assert zactor.get(a.ping.remote(), timeout=30) == "pong"
+        futures: list = []
+        stop = threading.Event()
+
+        def call(actor=a, made=futures, done=stop):
+            while not done.is_set():
+                made.append(actor.ping.remote(big))
+
+        def made_at_least(n: int, made=futures) -> bool:
+            return len(made) >= n
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        poll(lambda: made_at_least(3), timeout=30)
+        zactor.kill(a, no_restart=False)
+        later = len(futures) + 3
+        poll(lambda n=later: made_at_least(n), timeout=30)
+        stop.set()
+        caller.join(timeout=30)
+        for f in futures:
+            error = f.exception(timeout=60)  # GetTimeoutError here: a call never resolved
+            assert error is None or isinstance(error, zactor.ActorDiedError), error
+        assert zactor.get(a.ping.remote(), timeout=30) == "pong"
+        zactor.kill(a)
+
+
+def test_a_handle_sent_after_a_restart_reaches_the_new_incarnation(cluster):
+    """A handle pickled after its actor restarted elsewhere carries the new address; a
+    driver that joined after the restart (so it never heard of it) can call it."""
+    from zactor.endpoint import runtime as runtime_mod
+
+    a = Slow.options(max_restarts=-1).remote()
+    assert zactor.get(a.inc.remote(), timeout=30) == 1
+    zactor.kill(a, no_restart=False)
+    assert zactor.get(a.inc.remote(), timeout=30) == 1  # a fresh incarnation
+    blob = cloudpickle.dumps(a)
+    head = runtime_mod.current().head_address
+    out = run_scenario(
+        textwrap.dedent(
+            f"""
+            import json, cloudpickle, zactor
+            zactor.init(address={head!r})
+            h = cloudpickle.loads({blob!r})
+            value = zactor.get(h.inc.remote(), timeout=60)
+            zactor.shutdown()
+            print("RESULT " + json.dumps(value))
+            """
+        )
+    )
+    assert out == 2
+
+
 PRELUDE = """
 import json, os, signal, time
 import zactor
@@ -353,6 +424,25 @@ def test_terminate_finishes_the_calls_sent_before_then_ends(cluster, gate, tmp_p
     assert zactor.get(bye, timeout=30) is None  # resolves once the actor is gone
     with pytest.raises(zactor.ActorDiedError, match="__zactor_terminate__"):
         zactor.get(a.inc.remote(), timeout=30)
+
+
+def test_sys_exit_beside_a_terminate_does_not_bring_the_actor_back(cluster, gate, tmp_path):
+    a = ThreadedSlow.options(max_restarts=-1).remote()
+    marker = str(tmp_path / "running")
+    exiting = a.hold_then_quit.remote(marker, gate.path)
+    wait_for_file(marker)
+    bye = a.__zactor_terminate__.remote()
+
+    def terminating() -> bool:  # new calls are refused once the terminate has run
+        error = a.ping.remote().exception(timeout=30)
+        return isinstance(error, zactor.ActorDiedError) and "terminate" in str(error)
+
+    poll(terminating, timeout=30)
+    gate.open()
+    assert isinstance(exiting.exception(timeout=30), zactor.ActorDiedError)
+    assert zactor.get(bye, timeout=30) is None
+    with pytest.raises(zactor.ActorDiedError, match="will not restart"):
+        zactor.get(a.ping.remote(), timeout=30)
 
 
 def test_terminate_an_async_actor(cluster):

@@ -42,7 +42,16 @@ class Resend:
     (``max_task_retries``, or a call its dead process never received), or after
     its method raised one of ``retry_exceptions``."""
 
-    __slots__ = ("method", "payload", "buffers", "left", "retry_on", "call_id", "sent_at")
+    __slots__ = (
+        "method",
+        "payload",
+        "buffers",
+        "left",
+        "retry_on",
+        "call_id",
+        "sent_at",
+        "handled",
+    )
 
     def __init__(self, method, payload, buffers, left, retry_on, call_id, sent_at) -> None:
         self.method = method  # index in the actor's method table
@@ -52,6 +61,9 @@ class Resend:
         self.retry_on = retry_on  # None, True (any Exception) or a tuple of types
         self.call_id = call_id  # the id it is pending under now
         self.sent_at = sent_at  # time.monotonic() when first sent
+        #: The last incarnation whose death this call was held or sent again for, so
+        #: that the head's notice and the dead incarnation's reply act on it once.
+        self.handled = -1
 
     def retries(self, exc: BaseException) -> bool:
         """True if the method's exception ``exc`` is one to send the call again for."""
@@ -132,8 +144,11 @@ class Future:
                 return
             if kind == wire.ERROR:
                 self._value = remote_exception(serialization.loads(payload, buffers))
-            else:
-                self._value = ActorDiedError(str(serialization.loads(payload, buffers)))
+            else:  # the reason, or [reason, incarnation] of a death the head announces
+                reason = serialization.loads(payload, buffers)
+                if type(reason) is list and reason:
+                    reason = reason[0]
+                self._value = ActorDiedError(str(reason))
         except Exception as exc:  # undecodable reply: report it on this future only
             self._value = exc
         self._state = _RAISED

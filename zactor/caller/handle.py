@@ -181,7 +181,7 @@ class ActorHandle:
             _unpickle_handle,
             (
                 self._actor_id,
-                self._address,
+                self._target.address,  # where it lives now, if it restarted elsewhere
                 self._class_name,
                 self._methods,
                 self._name,
@@ -322,9 +322,23 @@ class ActorMethod:
         """
         retry = future._retry
         runtime = future._runtime
+        target = self._target
         if flags & _NOTICE_FOLLOWS:
-            runtime.pending.restore(retry.call_id, future)
-            return True
+            try:
+                reason, incarnation = serialization.loads(payload, buffers)
+            except Exception:  # not [reason, incarnation]: the future reports what it is
+                return False
+            recovery = runtime.recovery
+            verdict = recovery.announced_death(future, target, str(reason), incarnation)
+            if verdict is None:  # this process has not heard the head on it yet: ask
+                head = head_handle(runtime)
+                head.list_actors.remote().add_done_callback(
+                    lambda answer: recovery.head_answered(
+                        target.actor_id, incarnation, _answer(answer)
+                    )
+                )
+                return True
+            return verdict
         if kind != _ERROR or retry.retry_on is None or retry.left == 0:
             return False
         try:
@@ -333,7 +347,6 @@ class ActorMethod:
             return False
         if not retry.retries(exc):
             return False
-        target = self._target
         try:
             runtime, box = target.box()
         except ActorDiedError:  # gone for good meanwhile: the error stands
@@ -341,6 +354,7 @@ class ActorMethod:
         if retry.left > 0:
             retry.left -= 1
         retry.call_id = call_id = runtime.pending.add(future)
+        retry.sent_at = _monotonic()
         if box is None:  # restarting: sent once it is back
             runtime.recovery.hold(
                 target.actor_id, _CALL, retry.method, call_id, retry.payload, retry.buffers
@@ -396,6 +410,14 @@ class ActorMethod:
         return f"{self._target.class_name}(id={self._target.actor_id}).{self._name}"
 
     __repr__ = __str__
+
+
+def _answer(future: Future):
+    """A resolved future's value, or None if it raised (the head is gone or closing)."""
+    try:
+        return future.result(timeout=0)
+    except Exception:
+        return None
 
 
 # -- handles the runtime makes ------------------------------------------------------------

@@ -23,7 +23,7 @@ from zactor.control.ledger import RefLedger
 from zactor.control.placement import Placement
 from zactor.endpoint.recovery import clock_stamp
 from zactor.endpoint.runtime import is_anonymous_namespace
-from zactor.errors import ClusterError, WorkerStartingError
+from zactor.errors import ClusterError, GetTimeoutError, WorkerStartingError
 from zactor.wire.protocol import DRIVER_TABLE
 from zactor.worker.host import ActorHost
 
@@ -326,7 +326,8 @@ class Head:
                 continue
             restarting = self._may_restart(info)
             where = f"its worker process {worker_id} (pid {worker['pid']}) {cause}"
-            entries.append([actor_id, self._death_reason(info, where, restarting), restarting])
+            reason = self._death_reason(info, where, restarting)
+            entries.append([actor_id, reason, restarting, info["incarnation"]])
             if restarting:
                 info["state"] = "restarting"
                 restarts.append(actor_id)
@@ -377,27 +378,44 @@ class Head:
             # Its worker's report of this end may arrive after the restart began (the
             # reply below can overtake it): it is not the end of the actor.
             info["state"], info["ending"] = "restarting", True
-        worker = worker_service_handle(info["address"])
-        if not worker.kill.remote(actor_id, reason, restarting).result(timeout=STATUS_TIMEOUT_S):
-            info.pop("ending", None)  # it was not there: no report will come
+        if info["worker_id"] in self.workers:
+            worker = worker_service_handle(info["address"])
+            try:
+                here = worker.kill.remote(actor_id, reason, restarting).result(
+                    timeout=STATUS_TIMEOUT_S
+                )
+            except GetTimeoutError:  # busy (a long __zactor_exit__?): the kill is on its way
+                log.warning(
+                    "zactor head: worker %s is slow to kill actor %s", info["worker_id"], actor_id
+                )
+                here = True
+            if not here:
+                info.pop("ending", None)  # it was not there: no report will come
+        else:  # its worker died and its restart waits for a replacement worker
+            info.pop("ending", None)
+            if actor_id in self._awaiting_worker:
+                self._awaiting_worker.remove(actor_id)
+            if not restarting:
+                self._forget_actor(actor_id)
         # Every process fails its calls in flight to the actor now, as ray.kill does,
         # rather than when the worker's answers come (a running call may take long).
-        self._notify_all("actor_died", info["address"], [[actor_id, reason, restarting]], False)
+        entry = [actor_id, reason, restarting, info["incarnation"]]
+        self._notify_all("actor_died", info["address"], [entry], False)
         if restarting:
             self.placement.release(actor_id)
             self._restart(actor_id)
         return True
 
-    def actor_failed(self, actor_id: int, cause: str) -> None:
-        """A worker reports that an actor ended without choosing to (``sys.exit()`` in a
-        method; ``cause`` says how): it restarts as after its process's death if
-        ``max_restarts`` allows, and every process hears of it (see Recovery)."""
+    def actor_failed(self, actor_id: int, cause: str, incarnation: int) -> None:
+        """A worker reports that incarnation ``incarnation`` of an actor ended without
+        choosing to (``sys.exit()`` in a method; ``cause`` says how): it restarts as
+        after its process's death if ``max_restarts`` allows, and every process hears
+        of it (see Recovery). A report on an incarnation already replaced (a kill
+        that restarted it came first) changes nothing."""
         info = self.actors.get(actor_id)
-        if info is None or info["state"] in ("retiring", "retire-when-started"):
-            if info is not None:  # it was ending anyway: now it has
-                self._forget_actor(actor_id)
+        if info is None or info["incarnation"] != incarnation:
             return
-        restarting = self._may_restart(info)
+        restarting = self._may_restart(info)  # not if it was being retired
         reason = self._death_reason(info, cause, restarting)
         if restarting:
             info["state"] = "restarting"
@@ -410,7 +428,8 @@ class Head:
                 worker.kill.remote(actor_id, reason, False).result(timeout=STATUS_TIMEOUT_S)
             except Exception as exc:  # its worker died meanwhile: worker_died tells all
                 log.warning("zactor head: could not settle the end of actor %s: %s", actor_id, exc)
-        self._notify_all("actor_died", info["address"], [[actor_id, reason, restarting]], False)
+        entry = [actor_id, reason, restarting, incarnation]
+        self._notify_all("actor_died", info["address"], [entry], False)
         if restarting:
             self.placement.release(actor_id)
             self._restart(actor_id)
@@ -450,7 +469,8 @@ class Head:
         except ClusterError as exc:
             reason = self._death_reason(info, f"it could not be placed again ({exc})", False)
             self._forget_actor(actor_id)
-            self._notify_all("actor_died", info["address"], [[actor_id, reason, False]], False)
+            entry = [actor_id, reason, False, info["incarnation"]]
+            self._notify_all("actor_died", info["address"], [entry], False)
             return
         self.placement.reserve(actor_id, worker_id, info["num_cpus"], info["resources"])
         worker = self.workers[worker_id]

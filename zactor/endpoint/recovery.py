@@ -78,6 +78,10 @@ class Recovery:
         #: Call ids failed here while their actor's process lives on (zactor.kill): its
         #: answers to them still come, and are dropped without a warning.
         self.voided: set[int] = set()
+        #: actor id -> the latest incarnation whose death the head told this process of.
+        self.died_incarnation: dict[int, int] = {}
+        #: actor id -> (incarnation, reason): calls wait for the head's word on that death.
+        self._awaiting: dict[int, tuple] = {}
 
     def track(self, target) -> str:
         """Remember ``target`` so a restart can re-route it; returns the actor's address now."""
@@ -117,12 +121,17 @@ class Recovery:
         dead = {}
         held_tells: dict = {}  # gate -> tells held for a restart (no credit yet)
         with self._lock:
-            for actor_id, reason, restarting in entries:
-                dead[actor_id] = (reason, bool(restarting))
+            for actor_id, reason, restarting, *incarnation in entries:
+                dead[actor_id] = (reason, bool(restarting), incarnation[0] if incarnation else None)
+                if incarnation:
+                    seen = self.died_incarnation.get(actor_id, -1)
+                    self.died_incarnation[actor_id] = max(seen, incarnation[0])
+                    if self._awaiting.get(actor_id, (None,))[0] == incarnation[0]:
+                        del self._awaiting[actor_id]
                 if process_died or restarting or actor_id in self.down:
                     # Remembered, so new calls wait or fail here. An actor killed for
                     # good in a live process is not: its tombstone there answers them.
-                    self.down[actor_id] = dead[actor_id]
+                    self.down[actor_id] = dead[actor_id][:2]
                     self._reroute(actor_id)
             held_ids = {
                 e[2] for actor_id in dead for e in self.held.get(actor_id, ()) if e[0] == _CALL
@@ -147,12 +156,16 @@ class Recovery:
                 continue
             actor_id = target.actor_id
             if actor_id in dead:
-                reason, restarting = dead[actor_id]
+                reason, restarting, incarnation = dead[actor_id]
             elif process_died and actor_id == wire.SYSTEM_ACTOR_ID and target.address == address:
-                reason, restarting = f"the process at {address} died", False
+                reason, restarting, incarnation = f"the process at {address} died", False, None
             else:
                 continue
             retry = future._retry
+            if retry is not None and not self._claim(retry, incarnation):
+                if restarting:  # its DIED reply came first and held it: still counted
+                    kept[future._gate] = kept.get(future._gate, 0) + 1
+                continue
             if restarting and retry is not None:
                 unsent = process_died and _sent_after(retry.sent_at, died_at)
                 if unsent or retry.left != 0:
@@ -178,7 +191,7 @@ class Recovery:
             for actor_id, calls in retried.items():
                 # In flight before the death, so before every call held since.
                 self.held[actor_id] = calls + self.held.get(actor_id, [])
-            for actor_id, (_, restarting) in dead.items():
+            for actor_id, (_, restarting, _) in dead.items():
                 if not restarting and actor_id in self.held:  # held while it restarted
                     failed.extend(self._take_held_calls(actor_id))
         for future, reason in failed:
@@ -190,6 +203,76 @@ class Recovery:
                 gates = [t.gate for actor_id in dead for t in self._targets.get(actor_id, ())]
             for gate in gates:
                 gate.inflight = kept.get(gate, 0) + held_tells.get(gate, 0)
+
+    def announced_death(self, future, target, reason: str, incarnation: int) -> bool | None:
+        """A call that may be sent again got a DIED reply from incarnation ``incarnation``
+        of its actor, whose death the head announces (DIED_NOTICE_FOLLOWS).
+
+        If the head's notice on that death came already, the call follows it now:
+        held for the restart or sent to the actor where it is back (if
+        ``max_task_retries`` allows; returns True), or it fails on the reply
+        (False). If not, it waits for the notice (None: the caller also asks the
+        head, in case this process missed it, see :meth:`head_answered`).
+        """
+        runtime = self._runtime
+        actor_id = target.actor_id
+        retry = future._retry
+        with self._lock:
+            if self.died_incarnation.get(actor_id, -1) < incarnation:
+                runtime.pending.restore(retry.call_id, future)  # actor_died takes it
+                asked = actor_id in self._awaiting
+                self._awaiting[actor_id] = (incarnation, reason)
+                return True if asked else None
+            if retry.handled >= incarnation:  # the notice held it already: wait for that
+                runtime.pending.restore(retry.call_id, future)
+                return True
+            retry.handled = incarnation
+            down = self.down.get(actor_id)
+            address = self.routes.get(actor_id)
+        restarting = down is not None and down[1]
+        if not (restarting or (down is None and address is not None)) or retry.left == 0:
+            return False
+        if retry.left > 0:
+            retry.left -= 1
+        runtime.pending.restore(retry.call_id, future)
+        self.hold(actor_id, _CALL, retry.method, retry.call_id, retry.payload, retry.buffers)
+        runtime.flush()
+        return True
+
+    def _claim(self, retry, incarnation: int | None) -> bool:
+        """True if the death of ``incarnation`` is this call's to act on now; False if its
+        DIED reply acted on it already (:meth:`announced_death`)."""
+        if incarnation is None:
+            return True
+        with self._lock:
+            if retry.handled >= incarnation:
+                return False
+            retry.handled = incarnation
+            return True
+
+    def head_answered(self, actor_id: int, incarnation: int, actors: list | None) -> None:
+        """The head's ``list_actors``, asked because a call waits for its notice on the
+        death of ``incarnation`` of ``actor_id`` (:meth:`announced_death`).
+
+        A process that joined after that notice went out, or that holds a handle
+        older than the actor's restart, never gets it: if the head has moved on
+        (the actor is gone, or a later incarnation runs or starts), this process
+        takes the notice it missed from the answer. Otherwise the notice is on
+        its way. ``actors`` is None if the head did not answer.
+        """
+        if actors is None:
+            return
+        with self._lock:
+            awaited = self._awaiting.get(actor_id)
+            if awaited is None or awaited[0] != incarnation:
+                return  # the notice came meanwhile
+        info = next((a for a in actors if a.get("actor_id") == actor_id), None)
+        if info is not None and info.get("incarnation", 0) <= incarnation:
+            return  # the head has not dealt with the death yet: its notice will come
+        restarting = info is not None
+        self.actor_died("", [[actor_id, awaited[1], restarting, incarnation]], False)
+        if restarting and info.get("state") == "alive":
+            self.actor_restarted(actor_id, info["address"], info["incarnation"])
 
     def _void(self, call_id: int) -> None:
         if len(self.voided) >= VOIDED_MAX:  # answers that never came: forget the oldest half

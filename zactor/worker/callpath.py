@@ -285,8 +285,9 @@ class CallPath:
             "sent to it before; it will not restart"
         )
         if not self.retire(actor, reason):  # it ended meanwhile (killed): answer now
-            if record[0] == _CALL:
-                actor.farewells.remove((identity, record[3]))
+            farewell = (identity, record[3])
+            if record[0] == _CALL and farewell in actor.farewells:  # else its end answered
+                actor.farewells.remove(farewell)
                 self._reply_died(identity, record, actor.dead or reason)
 
     def _crashed(self, actor: HostedActor, identity: bytes, record: tuple, exc: SystemExit):
@@ -295,16 +296,23 @@ class CallPath:
         and tells every process, whose calls are then retried (``max_task_retries``)
         or fail."""
         cause = f"its method {_method_name(actor, record[2])} called sys.exit({exc.code!r})"
-        reason = AnnouncedDeath(
-            f"actor {actor} died: {cause}; it comes back if its max_restarts allow"
-        )
+        retiring = actor.retiring is not None  # ending anyway (terminate, lifetime): no restart
+        if retiring:
+            reason = f"actor {actor} died: {cause}, while it was ending; it will not restart"
+        else:
+            reason = AnnouncedDeath(
+                f"actor {actor} died: {cause}; it comes back if its max_restarts allow",
+                actor.incarnation,
+            )
         if record[0] == _CALL:
             if actor.durable is not None:  # not recorded: a retry runs it again
                 actor.durable.forget_running(identity, record[3])
             self._reply_died(identity, record, reason)
         if self.end(actor, reason):
             hook = getattr(self, "on_actor_failed", None)
-            if hook is not None:
+            if retiring or hook is None:
+                self._notify_ended(actor)
+            else:
                 hook(actor, cause)
 
     def _reply_init_error(self, actor: HostedActor, identity: bytes, record: tuple) -> None:

@@ -29,15 +29,19 @@ RETIRE_MARK = (None, (-1, 0, 0, 0, -1, None, 0, 0), ())
 
 
 class AnnouncedDeath(str):
-    """The reason an actor died, when the head tells every process about that death
-    (a kill that restarts it, a ``sys.exit()`` in one of its methods).
+    """The reason an incarnation of an actor died, when the head tells every process
+    about that death (a kill that restarts it, a ``sys.exit()`` in one of its methods).
 
-    The DIED replies of its calls carry :data:`~zactor.wire.records.DIED_NOTICE_FOLLOWS`,
-    so a caller that may send a call again waits for the head's verdict (restart or
-    not) instead of failing the call on the reply.
+    The DIED replies of its calls carry :data:`~zactor.wire.records.DIED_NOTICE_FOLLOWS`
+    and ``[reason, incarnation]``, so a caller that may send a call again follows the
+    head's verdict on that incarnation (restart or not) instead of failing the call
+    on the reply (see ``Recovery.announced_death``).
     """
 
-    __slots__ = ()
+    def __new__(cls, reason: str, incarnation: int) -> AnnouncedDeath:
+        self = super().__new__(cls, reason)
+        self.incarnation = incarnation
+        return self
 
 
 class HostedActor:
@@ -73,6 +77,7 @@ class HostedActor:
         "credit_token",
         "credit_count",
         "farewells",
+        "incarnation",
     )
 
     def __init__(
@@ -126,6 +131,7 @@ class HostedActor:
         self.slow = False
         #: (identity, call_id) of the ``__zactor_terminate__`` calls answered when it ends.
         self.farewells: list = []
+        self.incarnation = 0  # 0 at creation, k at the k-th restart (the head counts)
 
     def bind(self, instance: Any, names: tuple) -> None:
         """Bind the class's methods to ``instance``, looked up on the class.

@@ -93,12 +93,14 @@ class ActorRegistry:
         runner = actor.runner
         if runner is not None:
             runner.stop(reason)
+        # Its callers hear of the end before the clean-up hook runs, however long that takes.
+        self._send_replies()
+        self._send_credits()
         actor.run_exit_hook(self)
-        # Its __zactor_terminate__ calls resolve now that it is gone.
+        # Its __zactor_terminate__ calls resolve now that it is gone and cleaned up.
         for identity, call_id in actor.farewells:
             self._reply(identity, wire.RESULT, call_id, actor.actor_id, None)
         actor.farewells.clear()
-        self._send_credits()
 
     def retire(self, actor: HostedActor, reason: str) -> bool:
         """End ``actor`` gracefully: the calls it already received run and get their

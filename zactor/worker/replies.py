@@ -77,8 +77,12 @@ class ReplyBatching:
         if record[0] != _CALL:
             self._credit(identity, record[3])  # a tell: no reply, but its credit
             return
-        payload, buffers = _dumps(str(reason))
-        flags = _NOTICE_FOLLOWS if type(reason) is AnnouncedDeath else 0
+        if type(reason) is AnnouncedDeath:  # the caller follows the head's verdict on it
+            payload, buffers = _dumps([str(reason), reason.incarnation])
+            flags = _NOTICE_FOLLOWS
+        else:
+            payload, buffers = _dumps(str(reason))
+            flags = 0
         self._queue_reply(identity, _DIED, record[3], record[4], payload, buffers, flags)
 
     # -- credits for tells -----------------------------------------------------------------

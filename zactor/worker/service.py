@@ -75,6 +75,7 @@ class WorkerService:
         # Set before the constructor runs: one that creates or looks up named actors
         # does so in its creator's job namespace too.
         actor.job_namespace = spec.get("job_namespace")
+        actor.incarnation = spec.get("incarnation") or 0
         info = dict(spec, actor_id=actor_id, address=host.runtime.address)
         actor.handle = handle_from_info(info, counted=False)  # must not keep itself alive
         started = functools.partial(self._started, actor_id)
@@ -122,13 +123,13 @@ class WorkerService:
         """
         host = self._host
         actor = host.actors.get(actor_id) or host._retiring.get(actor_id)
-        if restarting:
-            reason = AnnouncedDeath(reason)
         if actor is None:
             with host._mu:
                 if actor_id in host.tombstones:
                     host.tombstones[actor_id] = reason
             return False
+        if restarting:
+            reason = AnnouncedDeath(reason, actor.incarnation)
         if host.end(actor, reason):
             host.interrupt(actor)
             self._ended(actor)
@@ -158,7 +159,7 @@ class WorkerService:
 
     def _failed(self, actor: HostedActor, cause: str) -> None:
         # Not an end the actor chose: the head decides whether it restarts.
-        self._head.actor_failed.tell(actor.actor_id, cause)
+        self._head.actor_failed.tell(actor.actor_id, cause, actor.incarnation)
 
     def stats(self) -> dict:
         """Per-actor counters for ``zactor status``.
