@@ -21,7 +21,6 @@ from zactor.caller.handle import ActorHandle, worker_service_handle
 from zactor.control import cluster
 from zactor.control.ledger import RefLedger
 from zactor.control.placement import Placement
-from zactor.endpoint.recovery import clock_stamp
 from zactor.endpoint.runtime import is_anonymous_namespace
 from zactor.errors import ClusterError, GetTimeoutError, WorkerStartingError
 from zactor.wire.protocol import DRIVER_TABLE
@@ -509,7 +508,7 @@ class Head:
             cause = supervisor.exit_cause(worker_id) if supervisor is not None else None
             if cause is None:
                 return worker_id
-            self._worker_gone(worker_id, cause, clock_stamp())
+            self._worker_gone(worker_id, cause, supervisor.died_at(worker_id))
 
     def _unplaceable(
         self, exc: ClusterError, class_name: str, num_cpus: float, resources: dict

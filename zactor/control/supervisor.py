@@ -11,6 +11,7 @@ restarts waiting for it fail with an error naming it.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -81,6 +82,8 @@ class Supervisor:
         self.replacing: dict[str, float] = {}
         #: Why the supervisor killed a worker (it did not register in time), by worker id.
         self._gave_up: dict[str, str] = {}
+        #: worker id -> when it was seen to have exited (see :meth:`_reap`).
+        self._died_at: dict[str, list | None] = {}
         self._next_worker = 0
         self._watch_stop = threading.Event()
         self._watch: threading.Thread | None = None
@@ -111,9 +114,33 @@ class Supervisor:
         before the watch thread reports the death.
         """
         proc = self.processes.get(worker_id)
-        if proc is None or proc.poll() is None:
+        if proc is None or not self._reap(worker_id, proc):
             return None
         return self._gave_up.get(worker_id) or describe_exit(proc.returncode)
+
+    def died_at(self, worker_id: str) -> list | None:
+        """The :func:`~zactor.endpoint.recovery.clock_stamp` taken when worker
+        ``worker_id`` was seen to have exited, before its pid was freed."""
+        return self._died_at.get(worker_id)
+
+    def _reap(self, worker_id: str, proc: subprocess.Popen) -> bool:
+        """True once ``proc`` has exited, reaping it; stamps the moment first.
+
+        The stamp is taken while the exited process still holds its pid (a
+        zombie), then it is reaped: anyone who saw the pid gone, and called the
+        actor after, sent the call after the stamp, which is what lets the call
+        wait for the restart (``Recovery.actor_died``'s ``died_at``).
+        """
+        if proc.returncode is not None:
+            return True
+        try:
+            exited = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped by another thread's poll() meanwhile
+            exited = True
+        if exited is None:
+            return False
+        self._died_at.setdefault(worker_id, clock_stamp())
+        return proc.poll() is not None
 
     def output_hint(self) -> str:
         """Where the workers' output (the traceback of one that failed to start) went."""
@@ -205,8 +232,7 @@ class Supervisor:
                 if cause is None:
                     continue
                 exits.add(worker_id)
-                # Stamped once the exit is seen: calls sent later never reached it.
-                died_at = clock_stamp()
+                died_at = self.died_at(worker_id)
                 try:
                     to_head.worker_died.tell(worker_id, cause, died_at)
                     runtime.flush()
