@@ -149,6 +149,7 @@ class CallPath:
                 started = _perf_counter()
                 result = actor.methods[method](*args, **kwargs)
                 actor.samples.append(_perf_counter() - started)
+                actor.sampled += 1
                 actor.next_sample = calls + (1 if calls < SAMPLE_WARMUP else SAMPLE_EVERY)
         except BaseException as exc:
             self._raised(actor, identity, record, exc)

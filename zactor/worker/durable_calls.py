@@ -58,6 +58,7 @@ class DurableCalls:
             return
         self._returned(actor, identity, record, result)
         actor.samples.append(_perf_counter() - started)  # a save is part of the service
+        actor.sampled += 1
 
     def _complete_durable(
         self, actor: HostedActor, identity: bytes, record: tuple, ok: bool, value: Any

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from zactor.worker.checkpointer import Checkpointer
     from zactor.worker.host import ActorHost
     from zactor.worker.runners import AsyncRunner, ThreadedRunner
+    from zactor.worker.stats import ServiceHistogram
 
 log = logging.getLogger("zactor")
 
@@ -68,7 +69,10 @@ class HostedActor:
         "runner",
         "retiring",
         "samples",
+        "sampled",
+        "service",
         "next_sample",
+        "incarnation",
         "durable",
         "slow",
         "execute",
@@ -122,7 +126,13 @@ class HostedActor:
         self.runner: ThreadedRunner | AsyncRunner | None = None
         self.retiring: str | None = None  # the reason, while it finishes its queued calls
         self.samples: deque = deque(maxlen=SAMPLE_RING)  # service times (s), for stats()
+        self.sampled = 0  # calls timed so far: tells stats() how many samples are new
+        #: The service-time histogram stats() folds the new samples into (stats.py).
+        self.service: ServiceHistogram | None = None
         self.next_sample = 0  # the value of ``calls`` at which the next call is timed
+        #: 0 at creation, k at the k-th restart: tells apart the counters of two
+        #: incarnations of one actor id in stats().
+        self.incarnation = 0
         # A Checkpointer when the actor has a checkpoint store; its calls then take
         # ActorHost._execute_durable (this attribute is the hot path's one check).
         self.durable: Checkpointer | None = None

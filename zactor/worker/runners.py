@@ -345,6 +345,7 @@ class AsyncRunner:
         # Recorded and saved (when due) on the loop, before any other coroutine runs.
         host._returned(actor, identity, record, result)
         actor.samples.append(_perf_counter() - started)
+        actor.sampled += 1
 
     def _flush_soon(self) -> None:
         """Send the replies queued on this thread once the loop's current round is done,

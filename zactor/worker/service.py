@@ -19,7 +19,7 @@ from zactor.worker.checkpointer import Checkpointer
 from zactor.worker.host import ActorHost
 from zactor.worker.hosted import RETIRE_MARK, AnnouncedDeath, HostedActor
 from zactor.worker.runners import AsyncRunner, ThreadedRunner, execution_of
-from zactor.worker.stats import _actor_stats
+from zactor.worker.stats import _actor_stats, process_figures
 
 
 class WorkerService:
@@ -72,6 +72,7 @@ class WorkerService:
             # Not reported as ended: the head is bringing this very actor back.
             host.end(old, f"actor {old} was replaced by incarnation {spec.get('incarnation')}")
         actor = host.reserve(actor_id, spec.get("class_name", "?"), spec.get("name"))
+        actor.incarnation = spec.get("incarnation") or 0
         # Set before the constructor runs: one that creates or looks up named actors
         # does so in its creator's job namespace too.
         actor.job_namespace = spec.get("job_namespace")
@@ -180,6 +181,13 @@ class WorkerService:
         state included; None before the first) and
         ``replayed`` (retried calls answered from the record of applied calls
         without running again).
+
+        For the head's metrics (docs/observability.md): ``incarnation`` (0, or
+        k after the k-th restart) and ``service``, the histogram of the timed
+        calls' service times (:class:`~zactor.worker.stats.ServiceHistogram`:
+        ``counts`` per bucket of ``SERVICE_BUCKETS``, ``sum`` in seconds,
+        ``count``); and for the worker, ``cpu_seconds`` and ``rss_bytes``
+        (:func:`~zactor.worker.stats.process_figures`).
         """
         host = self._host
         with host._mu:  # the mailboxes' lengths, without a retire mark
@@ -193,6 +201,7 @@ class WorkerService:
             "pid": os.getpid(),
             "dropped": dict(host.runtime.dropped),
             "actors": [_actor_stats(actor, count) for actor, count in queued],
+            **process_figures(),
         }
 
     def ping(self) -> str:
