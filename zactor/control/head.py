@@ -85,6 +85,15 @@ class Head:
         #: Tells apart unnamed actors' checkpoints of different clusters sharing a store.
         self.cluster_id = uuid.uuid4().hex[:12]
         self._next_actor_id = 1
+        # Events the metrics count (zactor.control.metrics reads them from its own thread).
+        #: Actors placed (creations; not the handles ``get_if_exists`` found).
+        self.created = 0
+        #: Worker processes that exited while the cluster ran (replacements that did not start too).
+        self.worker_deaths = 0
+        #: Restarts by actor class, of the actors gone too.
+        self.class_restarts: dict[str, int] = {}
+        #: Where the head serves metrics and the status page, when it does.
+        self.metrics_url: str | None = None
 
     def register_worker(
         self, worker_id: str, address: str, pid: int, node_id: str, resources: dict
@@ -110,7 +119,7 @@ class Head:
             dict(info, actors=self.placement.workers[worker_id]["actors"])
             for worker_id, info in self.workers.items()
         ]
-        return {"workers": workers, "num_actors": len(self.actors)}
+        return {"workers": workers, "num_actors": len(self.actors), "metrics_url": self.metrics_url}
 
     def place(self, spec: dict) -> dict:
         """Choose a worker for a new actor and reserve its id (and name).
@@ -166,6 +175,7 @@ class Head:
             "state": "starting",
         }
         self.actors[actor_id] = info
+        self.created += 1
         if name is not None:
             self.names[(namespace, name)] = actor_id
         if durable:
@@ -318,6 +328,7 @@ class Head:
         if worker is None or self._stopping:
             return
         log.warning("zactor head: worker %s (pid %s) %s", worker_id, worker["pid"], cause)
+        self.worker_deaths += 1
         self.placement.remove_worker(worker_id)
         entries, restarts = [], []
         for actor_id, info in list(self.actors.items()):
@@ -350,6 +361,7 @@ class Head:
         supervisor = self._supervisor
         proc = supervisor.processes.get(worker_id)
         pid = proc.pid if proc is not None else "?"
+        self.worker_deaths += 1
         log.warning(
             "zactor head: replacement worker %s (pid %s) did not start: it %s",
             worker_id,
@@ -478,6 +490,7 @@ class Head:
         info.update(address=worker["address"], worker_id=worker_id, state=state)
         info["restarts"] += 1
         info["incarnation"] += 1
+        self.class_restarts[info["class_name"]] = self.class_restarts.get(info["class_name"], 0) + 1
         blob, creation = self.creations[actor_id]
         creation = dict(creation, incarnation=info["incarnation"])
         worker_service_handle(worker["address"]).recreate.tell(actor_id, blob, creation)
@@ -581,89 +594,150 @@ class Head:
     def status(self) -> dict:
         """The cluster as ``zactor status`` shows it: head, nodes, workers, drivers, actors.
 
-        Each actor row joins the registry (name, class, worker, state) with its
-        worker's counters from ``WorkerService.stats()`` (calls, errors, queue
-        depth, and service-time percentiles where the worker reports them). A
-        worker that does not answer within :data:`STATUS_TIMEOUT_S` is shown
-        with ``"error"`` and its actors without counters.
+        Each actor row joins the registry (name, class, worker, state, restarts)
+        with its worker's counters from ``WorkerService.stats()`` (calls,
+        errors, queue depth, and service-time percentiles where the worker
+        reports them). A worker that does not answer within
+        :data:`STATUS_TIMEOUT_S` is shown with ``"error"`` and its actors
+        without counters. See :func:`compose_status`.
         """
-        workers = sorted(self.cluster_info()["workers"], key=lambda w: w["worker_id"])
-        asked = {}
-        for worker in workers:
-            try:
-                asked[worker["worker_id"]] = worker_service_handle(worker["address"]).stats.remote()
-            except Exception as exc:  # reported in the worker's row
-                asked[worker["worker_id"]] = exc
-        deadline = time.monotonic() + STATUS_TIMEOUT_S
-        stats: dict[str, dict] = {}
-        for worker_id, future in asked.items():
-            try:
-                if isinstance(future, Exception):
-                    raise future
-                stats[worker_id] = future.result(timeout=max(0.01, deadline - time.monotonic()))
-            except Exception as exc:  # a stuck or dead worker: say so in its row
-                stats[worker_id] = {"error": f"{type(exc).__name__}: {exc}"}
-        counters = {
-            row["actor_id"]: row
-            for worker_stats in stats.values()
-            for row in worker_stats.get("actors", ())
-        }
-        actors = []
-        for actor_id, info in sorted(self.actors.items()):
-            row = {
-                "actor_id": actor_id,
-                "name": info.get("name"),
-                "namespace": info.get("namespace"),
-                "class_name": info.get("class_name"),
-                "worker_id": info.get("worker_id"),
-                "state": info.get("state"),
-                "lifetime": info.get("lifetime"),
-                "owner": info.get("owner"),
-            }
-            for key, value in counters.get(actor_id, {}).items():
-                row.setdefault(key, value)
-            actors.append(row)
-        worker_rows = []
-        for worker in workers:
-            worker_stats = stats.get(worker["worker_id"], {})
-            row = dict(worker)
-            row["dropped"] = worker_stats.get("dropped", {})
-            if "error" in worker_stats:
-                row["error"] = worker_stats["error"]
-            worker_rows.append(row)
-        drivers = [
-            {k: v for k, v in info.items() if k != "start_time"} for info in self.drivers.values()
-        ]
-        head_node = self._node_id()
-        node_ids = [head_node]
-        for row in worker_rows + drivers:
-            if row["node_id"] not in node_ids:
-                node_ids.append(row["node_id"])
-        nodes = [
-            {
-                "node_id": node_id,
-                "host": socket.gethostname() if node_id == head_node else None,
-                "head": node_id == head_node,
-                "workers": sum(1 for w in worker_rows if w["node_id"] == node_id),
-                "drivers": sum(1 for d in drivers if d["node_id"] == node_id),
-            }
-            for node_id in node_ids
-        ]
-        runtime = self._host.runtime if self._host is not None else None
-        supervisor = self._supervisor
-        return {
-            "head": {
-                "address": runtime.address if runtime is not None else None,
-                "pid": os.getpid(),
-                "node_id": head_node,
-                "session_dir": supervisor.session_dir if supervisor is not None else None,
-                "started_at": supervisor.started_at if supervisor is not None else None,
-            },
-            "nodes": nodes,
-            "workers": worker_rows,
-            "drivers": drivers,
-            "actors": actors,
-        }
+        registry = registry_snapshot(self)
+        return compose_status(registry, ask_workers(registry["workers"], STATUS_TIMEOUT_S))
 
     def _node_id(self) -> str:
         return self._supervisor.node_id if self._supervisor is not None else "node-0"
+
+
+# -- reading the registry off the head's thread -----------------------------------------------
+
+
+def registry_snapshot(head: Head) -> dict:
+    """The head's registry now, as copies: what :func:`compose_status` joins.
+
+    Safe from any thread of the head process (the metrics server's): the
+    thread running the head's calls changes the registry meanwhile, so every
+    dict is copied in one step (a C-level copy, atomic under the GIL, as the
+    supervisor's watch thread does) and only the copies are read.
+    ``{"head", "workers", "actors", "drivers"}`` plus the event counts
+    ``created``, ``worker_deaths`` and ``class_restarts``.
+    """
+    placed = dict(head.placement.workers)
+    workers = []
+    for worker_id, info in dict(head.workers).items():
+        row = dict(info)
+        slot = placed.get(worker_id)
+        row["actors"] = slot["actors"] if slot is not None else 0
+        workers.append(row)
+    workers.sort(key=lambda w: w["worker_id"])
+    runtime = head._host.runtime if head._host is not None else None
+    supervisor = head._supervisor
+    return {
+        "head": {
+            "address": runtime.address if runtime is not None else None,
+            "pid": os.getpid(),
+            "node_id": head._node_id(),
+            "session_dir": supervisor.session_dir if supervisor is not None else None,
+            "started_at": supervisor.started_at if supervisor is not None else None,
+            "metrics_url": head.metrics_url,
+        },
+        "workers": workers,
+        "actors": {actor_id: dict(info) for actor_id, info in dict(head.actors).items()},
+        "drivers": [dict(info) for info in dict(head.drivers).values()],
+        "created": head.created,
+        "worker_deaths": head.worker_deaths,
+        "class_restarts": dict(head.class_restarts),
+    }
+
+
+def ask_workers(workers: list[dict], timeout: float) -> dict[str, dict]:
+    """Each worker's ``WorkerService.stats()``, by worker id, asked of all at once.
+
+    A worker that does not answer within ``timeout`` seconds (stuck, dead,
+    unreachable) gets ``{"error": "what went wrong"}`` instead. Callable from
+    any thread of a process with a runtime.
+    """
+    asked: dict = {}
+    for worker in workers:
+        try:
+            asked[worker["worker_id"]] = worker_service_handle(worker["address"]).stats.remote()
+        except Exception as exc:  # reported in the worker's row
+            asked[worker["worker_id"]] = exc
+    deadline = time.monotonic() + timeout
+    stats: dict[str, dict] = {}
+    for worker_id, future in asked.items():
+        try:
+            if isinstance(future, Exception):
+                raise future
+            stats[worker_id] = future.result(timeout=max(0.01, deadline - time.monotonic()))
+        except Exception as exc:  # a stuck or dead worker: say so in its row
+            stats[worker_id] = {"error": f"{type(exc).__name__}: {exc}"}
+    return stats
+
+
+#: What a worker's row takes from its ``stats()``, beside the registry's fields.
+_WORKER_FIGURES = ("cpu_seconds", "rss_bytes")
+
+
+def compose_status(registry: dict, stats: dict[str, dict]) -> dict:
+    """:meth:`Head.status`'s report from a :func:`registry_snapshot` and the workers'
+    :func:`ask_workers` answers: ``{"head", "nodes", "workers", "drivers", "actors"}``.
+
+    An actor row is its registry fields with its worker's counters added; a
+    worker row has ``dropped``, ``cpu_seconds`` and ``rss_bytes`` from its
+    stats, or ``error`` when it did not answer.
+    """
+    counters = {
+        row["actor_id"]: row
+        for worker_stats in stats.values()
+        for row in worker_stats.get("actors", ())
+    }
+    actors = []
+    for actor_id, info in sorted(registry["actors"].items()):
+        row = {
+            "actor_id": actor_id,
+            "name": info.get("name"),
+            "namespace": info.get("namespace"),
+            "class_name": info.get("class_name"),
+            "worker_id": info.get("worker_id"),
+            "state": info.get("state"),
+            "lifetime": info.get("lifetime"),
+            "owner": info.get("owner"),
+            "restarts": info.get("restarts", 0),
+        }
+        for key, value in counters.get(actor_id, {}).items():
+            row.setdefault(key, value)
+        actors.append(row)
+    worker_rows = []
+    for worker in registry["workers"]:
+        worker_stats = stats.get(worker["worker_id"], {})
+        row = dict(worker)
+        row["dropped"] = worker_stats.get("dropped", {})
+        for key in _WORKER_FIGURES:
+            row[key] = worker_stats.get(key)
+        if "error" in worker_stats:
+            row["error"] = worker_stats["error"]
+        worker_rows.append(row)
+    drivers = [{k: v for k, v in info.items() if k != "start_time"} for info in registry["drivers"]]
+    head = registry["head"]
+    head_node = head["node_id"]
+    node_ids = [head_node]
+    for row in worker_rows + drivers:
+        if row["node_id"] not in node_ids:
+            node_ids.append(row["node_id"])
+    nodes = [
+        {
+            "node_id": node_id,
+            "host": socket.gethostname() if node_id == head_node else None,
+            "head": node_id == head_node,
+            "workers": sum(1 for w in worker_rows if w["node_id"] == node_id),
+            "drivers": sum(1 for d in drivers if d["node_id"] == node_id),
+        }
+        for node_id in node_ids
+    ]
+    return {
+        "head": dict(head),
+        "nodes": nodes,
+        "workers": worker_rows,
+        "drivers": drivers,
+        "actors": actors,
+    }
