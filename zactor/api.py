@@ -66,6 +66,7 @@ def init(
     namespace: str | None = None,
     ignore_reinit_error: bool = False,
     max_message_bytes: int | None = None,
+    metrics_port: int | None = None,
 ) -> dict:
     """Start an embedded cluster, or join a running one; returns its workers.
 
@@ -91,6 +92,12 @@ def init(
     would not fit raises ``ValueError`` before it is sent. Give every process
     of a cluster the same value (see docs/limits.md).
 
+    ``metrics_port``: the embedded cluster's head serves Prometheus metrics
+    (``/metrics``) and a live status page (``/``) over HTTP on that port of
+    127.0.0.1 (0: any free port); the returned dict's ``metrics_url`` says
+    where (see docs/observability.md). A standing cluster gets them from
+    ``zactor start --head --metrics-port P``.
+
     A joined cluster keeps running after :func:`shutdown`, which only
     disconnects (and ends the actors this process owned that are not
     detached). Calling ``init`` twice raises ``RuntimeError`` unless
@@ -112,13 +119,19 @@ def init(
                 num_workers = os.cpu_count() or 1
             if num_workers < 1:
                 raise ValueError(f"num_workers must be at least 1, got {num_workers}")
-            _start_embedded(num_workers, resources)
-        else:
-            if num_workers is not None or resources is not None:
+            if metrics_port is not None and not 0 <= metrics_port <= 65535:
                 raise ValueError(
-                    "num_workers and resources only apply to a cluster that init() starts; "
-                    f"the cluster at {address!r} has its own (see `zactor start --head "
-                    "--num-workers N --resources JSON`): leave them out to join it"
+                    f"metrics_port must be between 0 and 65535 (0: any free port), "
+                    f"got {metrics_port}"
+                )
+            _start_embedded(num_workers, resources, metrics_port)
+        else:
+            if num_workers is not None or resources is not None or metrics_port is not None:
+                raise ValueError(
+                    "num_workers, resources and metrics_port only apply to a cluster that "
+                    f"init() starts; the cluster at {address!r} has its own (see `zactor "
+                    "start --head --num-workers N --resources JSON --metrics-port P`): leave "
+                    "them out to join it"
                 )
             head_address = cluster.resolve_address(address)
             cluster.probe_head(head_address)
@@ -141,12 +154,17 @@ def init(
     return info
 
 
-def _start_embedded(num_workers: int, resources: dict | None) -> None:
+def _start_embedded(num_workers: int, resources: dict | None, metrics_port: int | None) -> None:
     """Start the head of an embedded cluster (it starts the workers); connect to it."""
     session_dir = make_session_dir()
     head_address = ipc_address(session_dir, "head.sock")
     head_process = spawn.start_head(
-        session_dir, head_address, num_workers, resources, watch_parent=True
+        session_dir,
+        head_address,
+        num_workers,
+        resources,
+        watch_parent=True,
+        metrics_port=metrics_port,
     )
     runtime = Runtime(
         ipc_address(session_dir, f"driver-{os.getpid()}.sock"),
@@ -196,7 +214,8 @@ def _wait_for_workers(count: int) -> dict:
         time.monotonic() + STARTUP_TIMEOUT_S,
         exited=lambda: ClusterError(
             f"the zactor head process exited with code {process.returncode} "
-            "during start-up; run with ZACTOR_LOG_LEVEL=INFO to see why"
+            "during start-up: its message on this process's standard error says why "
+            "(ZACTOR_LOG_LEVEL=INFO makes it say more)"
         ),
         late=lambda: ClusterError(
             f"only part of the {count} zactor workers started within {STARTUP_TIMEOUT_S} s"

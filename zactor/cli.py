@@ -2,9 +2,11 @@
 
 Subcommands:
 
-- ``zactor start --head [--port P] [--host H] [--num-workers N] [--resources JSON]``:
-  start a standing cluster on this machine, as a daemon that outlives the
-  terminal; drivers join it with ``zactor.init(address="auto")``.
+- ``zactor start --head [--port P] [--host H] [--num-workers N] [--resources JSON]
+  [--metrics-port P [--metrics-max-actors N]]``: start a standing cluster on
+  this machine, as a daemon that outlives the terminal; drivers join it with
+  ``zactor.init(address="auto")``. With ``--metrics-port`` the head serves
+  Prometheus metrics and a status page over HTTP (docs/observability.md).
 - ``zactor status``: its nodes, workers, drivers and actors (calls served,
   queue depth, service-time percentiles).
 - ``zactor stop``: end it and everything it started.
@@ -75,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="{}",
         help="custom resources this node offers to actors (shared by its workers), as a "
         "JSON object, e.g. '{\"GPU\": 1}'",
+    )
+    start.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics (/metrics) and a live status page (/) over HTTP on "
+        "this port of HOST (0: any free port); default: no HTTP server",
+    )
+    start.add_argument(
+        "--metrics-max-actors",
+        type=int,
+        metavar="N",
+        help="with --metrics-port: give per-actor series to at most N actors, the first to "
+        "come (default 100); the others count in their class's series",
     )
     start.add_argument("--json", action="store_true", help="print the cluster file as JSON")
     start.set_defaults(handler=_start)
@@ -153,8 +168,18 @@ def _start(args: argparse.Namespace) -> int:
             f"--resources must be a JSON object of names to numbers, such as "
             f"'{{\"GPU\": 1}}'; got {args.resources!r}"
         )
+    if args.metrics_max_actors is not None and args.metrics_port is None:
+        raise CommandError(
+            "--metrics-max-actors needs --metrics-port: e.g. "
+            "`zactor start --head --metrics-port 9100 --metrics-max-actors 500`"
+        )
     record = cluster.start_head(
-        port=args.port, host=args.host, num_workers=args.num_workers, resources=resources
+        port=args.port,
+        host=args.host,
+        num_workers=args.num_workers,
+        resources=resources,
+        metrics_port=args.metrics_port,
+        metrics_max_actors=args.metrics_max_actors,
     )
     if args.json:
         _print_json(record)
@@ -166,6 +191,8 @@ def _start(args: argparse.Namespace) -> int:
     )
     print(f"  cluster file: {record['cluster_file']}")
     print(f"  log:          {record['log']}")
+    if record.get("metrics_url"):
+        print(f"  status page:  {record['metrics_url']}  (metrics: {record['metrics_url']}metrics)")
     print(f'  join it from Python with zactor.init(address="{joined_by}")')
     print("  see it with `zactor status`; stop it with `zactor stop`")
     return 0
@@ -194,8 +221,12 @@ def format_status(report: dict) -> str:
         f"up {_duration(time.time() - (head.get('started_at') or time.time()))}",
         f"cluster file: {info['cluster_file']}",
         f"log:          {info.get('log', '-')}",
-        "",
     ]
+    if head.get("metrics_url"):
+        lines.append(
+            f"status page:  {head['metrics_url']}  (metrics: {head['metrics_url']}metrics)"
+        )
+    lines.append("")
     lines += _table(
         ["NODE", "HOST", "WORKERS", "DRIVERS"],
         [

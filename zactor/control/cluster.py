@@ -454,6 +454,8 @@ def start_head(
     host: str | None = None,
     num_workers: int | None = None,
     resources: dict | None = None,
+    metrics_port: int | None = None,
+    metrics_max_actors: int | None = None,
     timeout: float = START_TIMEOUT_S,
 ) -> dict:
     """Start a standing cluster on this machine as a daemon; return its cluster file.
@@ -461,8 +463,12 @@ def start_head(
     ``port`` makes the head listen on ``tcp://HOST:port`` (``host`` defaults to
     127.0.0.1, loopback only); with neither, it listens on a socket file. A
     non-loopback ``host`` puts the workers on tcp on that host too, so drivers
-    on other machines can reach them. Returns once every worker registered.
-    Raises :class:`ClusterRunningError` if a cluster already runs here.
+    on other machines can reach them. ``metrics_port`` makes the head serve
+    Prometheus metrics and the status page over HTTP on that port of the same
+    host (0: any free port; the record's ``metrics_url`` says where), with
+    per-actor series for at most ``metrics_max_actors`` actors
+    (docs/observability.md). Returns once every worker registered. Raises
+    :class:`ClusterRunningError` if a cluster already runs here.
     """
     if num_workers is None:
         num_workers = os.cpu_count() or 1
@@ -470,6 +476,10 @@ def start_head(
         raise ValueError(f"--num-workers must be at least 1, got {num_workers}")
     if port is not None and not 0 <= port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {port}")
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise ValueError(f"--metrics-port must be between 0 and 65535, got {metrics_port}")
+    if metrics_max_actors is not None and metrics_max_actors < 0:
+        raise ValueError(f"--metrics-max-actors must be 0 or more, got {metrics_max_actors}")
     if host is not None and host in ("0.0.0.0", "::", "*"):
         raise ValueError(
             f"--host {host} would listen on every interface but give drivers and workers no "
@@ -501,6 +511,9 @@ def start_head(
                 resources,
                 cluster_file=os.path.join(directory, CLUSTER_FILE),
                 address_file=address_file,
+                metrics_port=metrics_port,
+                metrics_host=host or "127.0.0.1",
+                metrics_max_actors=metrics_max_actors,
                 stdout=log,
                 stderr=log,
                 detach=True,
@@ -508,7 +521,7 @@ def start_head(
         try:
             deadline = time.monotonic() + timeout
             head_address = _wait_for_address(proc, address_file, log_path, deadline)
-            _wait_for_workers(proc, head_address, num_workers, log_path, deadline)
+            info = _wait_for_workers(proc, head_address, num_workers, log_path, deadline)
             record = {
                 "address": head_address,
                 "pid": proc.pid,
@@ -519,6 +532,7 @@ def start_head(
                 "resources": resources or {},
                 "node": node_identity(),
                 "started_at": time.time(),
+                "metrics_url": info.get("metrics_url"),
             }
             write_json_atomically(os.path.join(directory, CLUSTER_FILE), record)
         except BaseException:
@@ -574,7 +588,7 @@ def wait_for_workers(head, proc, count: int, deadline: float, exited, late) -> d
         time.sleep(0.005)
 
 
-def _wait_for_workers(proc, head_address: str, count: int, log_path: str, deadline: float):
+def _wait_for_workers(proc, head_address: str, count: int, log_path: str, deadline: float) -> dict:
     with connect(head_address) as head:
         return wait_for_workers(
             head,

@@ -16,6 +16,8 @@ import sys
 
 from zactor.control import cluster
 from zactor.control.head import Head
+from zactor.control.metrics import MAX_ACTOR_SERIES, ClusterMetrics
+from zactor.control.status_page import StatusServer
 from zactor.control.supervisor import Supervisor
 from zactor.endpoint.runtime import Runtime, set_current
 from zactor.transport import TransportError
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--address-file", help="write the address the head bound here, once it listens"
     )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve metrics and the status page on this port"
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="... on this address")
+    parser.add_argument("--metrics-max-actors", type=int, default=MAX_ACTOR_SERIES)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("ZACTOR_LOG_LEVEL", "WARNING"))
     parent = os.getppid() if args.watch_parent else None
@@ -71,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     head = Head(supervisor)
     head._host = host
     host.add_system_actor(head, HEAD_TABLE)
+    server = None
+    if args.metrics_port is not None:
+        server = _serve_metrics(head, args, runtime)
     supervisor.start_workers(args.num_workers, json.loads(args.resources))
     supervisor.watch(head, runtime)
     if args.address_file:
@@ -80,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         host.serve(parent_pid=parent)
     finally:
+        if server is not None:
+            server.close()
         supervisor.stop_watching()
         supervisor.stop_workers(head)
         runtime.close()
@@ -88,6 +100,28 @@ def main(argv: list[str] | None = None) -> None:
             cluster.remove_cluster_file(args.cluster_file, os.getpid())
             print(f"zactor head pid {os.getpid()} stopped", flush=True)
     os._exit(0)
+
+
+def _serve_metrics(head: Head, args: argparse.Namespace, runtime: Runtime) -> StatusServer:
+    """Start the HTTP server of metrics and the status page, before any worker: a port
+    that is taken ends the head at once, with a message saying so."""
+    metrics = ClusterMetrics(head, max_actor_series=args.metrics_max_actors)
+    try:
+        server = StatusServer(metrics, args.metrics_host, args.metrics_port)
+    except OSError as exc:
+        print(
+            f"zactor head: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
+            f"{exc.strerror or exc}; choose another metrics port (0 takes any free one), or "
+            "stop what listens there",
+            file=sys.stderr,
+            flush=True,
+        )
+        runtime.close()
+        shutil.rmtree(args.session_dir, ignore_errors=True)
+        os._exit(1)
+    server.start()
+    head.metrics_url = server.url
+    return server
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ def start_head(
     watch_parent: bool = False,
     cluster_file: str | None = None,
     address_file: str | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+    metrics_max_actors: int | None = None,
     stdout=None,
     stderr=None,
     detach: bool = False,
@@ -78,6 +81,9 @@ def start_head(
     ``watch_parent``: the cluster ends with this process (an embedded cluster).
     ``cluster_file``: a standing cluster's file, removed when the head exits.
     ``address_file``: where the head writes the address it bound, once it listens.
+    ``metrics_port``: serve metrics and the status page on ``metrics_host`` at
+    that port (0: any free one), with per-actor series for at most
+    ``metrics_max_actors`` actors (see :mod:`zactor.control.metrics`).
     """
     args = [
         "--session-dir",
@@ -95,6 +101,10 @@ def start_head(
         args += ["--cluster-file", cluster_file]
     if address_file is not None:
         args += ["--address-file", address_file]
+    if metrics_port is not None:
+        args += ["--metrics-port", str(metrics_port), "--metrics-host", metrics_host]
+        if metrics_max_actors is not None:
+            args += ["--metrics-max-actors", str(metrics_max_actors)]
     return start("zactor.control.head_main", args, stdout=stdout, stderr=stderr, detach=detach)
 
 
