@@ -146,8 +146,12 @@ class Browser:
         return result["result"].get("value")
 
     def screenshot(self, path: str) -> None:
-        """Write what the page shows now to ``path`` (PNG)."""
-        data = self.command("Page.captureScreenshot", format="png")["data"]
+        """Write the whole page as it shows now to ``path`` (PNG), below the fold too."""
+        size = self.command("Page.getLayoutMetrics")["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        data = self.command(
+            "Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True
+        )["data"]
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
 

@@ -19,7 +19,8 @@
   }
   function micros(us) {
     if (us === null || us === undefined) return DASH;
-    if (us >= 10000) return (us / 1000).toFixed(1) + " ms";
+    if (us >= 1e6) return (us / 1e6).toFixed(2) + " s";
+    if (us >= 1000) return (us / 1000).toFixed(us >= 10000 ? 1 : 2) + " ms";
     return us >= 10 ? us.toFixed(0) + " \u00b5s" : us.toFixed(1) + " \u00b5s";
   }
   function bytes(n) {
