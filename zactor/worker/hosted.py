@@ -81,7 +81,6 @@ class HostedActor:
         "credit_token",
         "credit_count",
         "farewells",
-        "incarnation",
     )
 
     def __init__(
@@ -130,8 +129,8 @@ class HostedActor:
         #: The service-time histogram stats() folds the new samples into (stats.py).
         self.service: ServiceHistogram | None = None
         self.next_sample = 0  # the value of ``calls`` at which the next call is timed
-        #: 0 at creation, k at the k-th restart: tells apart the counters of two
-        #: incarnations of one actor id in stats().
+        #: 0 at creation, k at the k-th restart (the head counts): tells apart the
+        #: counters of two incarnations in stats(), and which one a death was of.
         self.incarnation = 0
         # A Checkpointer when the actor has a checkpoint store; its calls then take
         # ActorHost._execute_durable (this attribute is the hot path's one check).
@@ -141,7 +140,6 @@ class HostedActor:
         self.slow = False
         #: (identity, call_id) of the ``__zactor_terminate__`` calls answered when it ends.
         self.farewells: list = []
-        self.incarnation = 0  # 0 at creation, k at the k-th restart (the head counts)
 
     def bind(self, instance: Any, names: tuple) -> None:
         """Bind the class's methods to ``instance``, looked up on the class.

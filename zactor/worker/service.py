@@ -76,7 +76,6 @@ class WorkerService:
         # Set before the constructor runs: one that creates or looks up named actors
         # does so in its creator's job namespace too.
         actor.job_namespace = spec.get("job_namespace")
-        actor.incarnation = spec.get("incarnation") or 0
         info = dict(spec, actor_id=actor_id, address=host.runtime.address)
         actor.handle = handle_from_info(info, counted=False)  # must not keep itself alive
         started = functools.partial(self._started, actor_id)
