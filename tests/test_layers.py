@@ -12,7 +12,8 @@ test runs. The layers, lowest first (docs/internals.md explains each):
 6. ``control``: the head, supervision, placement, spawning, the cluster file.
 7. the public API: ``zactor/__init__.py``, ``api``, ``pool`` (and the ``actor``
    module of pickle aliases, which nothing may import).
-8. the tools: ``cli``, ``__main__``, ``benchmark``; they alone may import
+8. ``compat``: the Ray and Dask shims, built on the public API.
+9. the tools: ``cli``, ``__main__``, ``benchmark``; they alone may import
    lazily, inside functions, to keep ``zactor --help`` quick.
 
 Imports under ``if TYPE_CHECKING:`` are annotations only and do not count.
@@ -36,6 +37,7 @@ LAYERS = [
     ("worker", ["zactor.worker"]),
     ("control", ["zactor.control"]),
     ("api", ["zactor", "zactor.api", "zactor.pool", "zactor.actor"]),
+    ("compat", ["zactor.compat"]),
     ("tools", ["zactor.cli", "zactor.__main__", "zactor.benchmark"]),
 ]
 TOOLS = LAYERS.index(("tools", ["zactor.cli", "zactor.__main__", "zactor.benchmark"]))

@@ -177,21 +177,39 @@ class ActorHandle:
         token = None
         if self._actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
             token = runtime.refs.sent(self._actor_id)
-        return (
-            _unpickle_handle,
-            (
-                self._actor_id,
-                self._target.address,  # where it lives now, if it restarted elsewhere
-                self._class_name,
-                self._methods,
-                self._name,
-                self._namespace,
-                self._gate.limit,
-                token,
-                self._target.retries,
-                self._target.restartable,
-                self._method_options,
-            ),
+        args = (
+            self._actor_id,
+            self._target.address,  # where it lives now, if it restarted elsewhere
+            self._class_name,
+            self._methods,
+            self._name,
+            self._namespace,
+            self._gate.limit,
+            token,
+            self._target.retries,
+            self._target.restartable,
+            self._method_options,
+        )
+        if type(self) is not ActorHandle:  # a subclass (zactor.compat's) arrives as itself
+            args += (type(self),)
+        return (_unpickle_handle, args)
+
+    def _retyped(self, cls: type) -> ActorHandle:
+        """A handle of ``cls`` (a subclass, such as zactor.compat.ray's) to the same
+        actor, keeping it alive exactly when this one does."""
+        target = self._target
+        return cls(
+            self._actor_id,
+            target.address,
+            self._class_name,
+            self._methods,
+            self._name,
+            self._namespace,
+            self._gate.limit,
+            target.refs is not None,
+            target.retries,
+            int(target.restartable),
+            self._method_options,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -217,8 +235,9 @@ def _unpickle_handle(
     retries=0,
     restartable=False,
     method_options=None,
+    cls=None,
 ):
-    handle = ActorHandle(
+    handle = (cls or ActorHandle)(
         actor_id,
         address,
         class_name,
