@@ -17,8 +17,9 @@ import Client``::
 * ``actor.method(...)`` sends the call and returns a :class:`zactor.Future`
   at once (Dask's ``ActorFuture``: ``.result()``, ``await``).
 * ``actor.attribute`` reads the attribute in the actor, blocking; with an
-  asynchronous client (``Client(asynchronous=True)``), or inside a coroutine
-  in an actor, it returns an awaitable instead, as Dask's does.
+  asynchronous client (``Client(asynchronous=True)``), or in an ``async def``
+  method of an actor the proxy was passed to, it returns an awaitable
+  instead, as Dask's does.
 * ``client.submit(function, ...)`` runs a zactor task (``zactor.remote(fn)``).
 
 What maps and what differs: docs/migrating.md.
@@ -26,7 +27,8 @@ What maps and what differs: docs/migrating.md.
 
 from __future__ import annotations
 
-import asyncio
+import inspect
+import sys
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -79,12 +81,13 @@ def _actor_class(cls: type) -> ActorClass:
 # -- the caller side: the proxy ---------------------------------------------------------------
 
 
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+def _read_by_coroutine() -> bool:
+    """True when the code reading an attribute (the caller of ``Actor.__getattr__``) is a
+    coroutine: it can ``await`` the read. Dask decides by thread (a worker's event loop
+    thread runs only its actors' coroutines); in a zactor async actor plain methods run
+    on the loop's thread too, and they must get the value, so the reading code decides.
+    """
+    return bool(sys._getframe(2).f_code.co_flags & inspect.CO_COROUTINE)
 
 
 class Actor:
@@ -109,8 +112,8 @@ class Actor:
         self._key = key
         self._methods = methods  # the class's public methods
         self._names = names  # every public name of the class, for dir()
-        # True/False: the client's mode; None (an unpickled proxy): asynchronous when
-        # used inside a running event loop, as Dask's proxies on a worker are.
+        # True/False: the client's mode; None (an unpickled proxy, in an actor or a
+        # task): attribute reads in a coroutine are awaitable, elsewhere they block.
         self._asynchronous = asynchronous
 
     @property
@@ -134,7 +137,7 @@ class Actor:
         future = handle._dask_getattr.remote(name)
         asynchronous = self._asynchronous
         if asynchronous is None:
-            asynchronous = _in_event_loop()
+            asynchronous = _read_by_coroutine()
         return future if asynchronous else future.result()
 
     def __dir__(self) -> list:
