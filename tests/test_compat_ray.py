@@ -8,16 +8,18 @@ file (``gate`` fixture), never on time.
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from gates import wait_for_file
+from gates import poll, wait_for_file
 
 import zactor
 import zactor.compat.ray as ray
+from zactor.caller.handle import head_handle
 from zactor.compat.ray import _options
 from zactor.compat.ray.util import ActorPool, list_named_actors
 
@@ -80,6 +82,11 @@ class Counter:
 
     def leave(self):
         ray.actor.exit_actor()
+
+    def keep_self(self):
+        """Keeps a Ray handle to itself, which must not keep the actor alive."""
+        self.me = ray.get_runtime_context().current_actor
+        return self.me._actor_id
 
 
 class Plain:
@@ -152,6 +159,22 @@ def test_handles_travel_as_ray_handles(cluster):
     module, value = ray.get(a.call_other.remote(b))
     assert module == "zactor.compat.ray._handles"
     assert value == 6
+
+
+def test_lifetime_follows_the_handles(cluster):
+    """Ray handles count as zactor's do: dropping the last ends the actor, and an
+    actor's handle to itself (``current_actor``) does not count."""
+    c = Counter.remote()
+    actor_id = c._actor_id
+    assert ray.get(c.keep_self.remote()) == actor_id
+    del c
+    gc.collect()
+
+    def ended() -> bool:
+        live = head_handle().list_actors.remote().result(timeout=30)
+        return all(info["actor_id"] != actor_id for info in live)
+
+    poll(ended, timeout=30)
 
 
 def test_runtime_context_inside_and_outside_an_actor(cluster):
