@@ -353,8 +353,8 @@ def test_translations():
         _options.init_options(None, {"local_mode": True})
     with pytest.raises(ValueError, match="whole number"):
         _options.init_options(None, {"num_cpus": 1.5})
-    with pytest.raises(NotImplementedError, match="retry_exceptions=True"):
-        _options.task_options({"retry_exceptions": True})
+    with pytest.raises(NotImplementedError, match="max_calls=5"):
+        _options.task_options({"max_calls": 5})
     assert _options.task_options({"num_gpus": 1, "name": "t", "max_retries": 2}) == {
         "resources": {"GPU": 1},
         "max_retries": 2,

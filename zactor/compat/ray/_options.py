@@ -76,12 +76,6 @@ _TASK_ABSENT: _Absent = {
     "placement_group_capture_child_tasks": ((None, False), _PLACEMENT),
     "label_selector": ((None, {}), _PLACEMENT),
     "accelerator_type": ((None,), "zactor knows no accelerator types: use resources={...}"),
-    "retry_exceptions": (
-        (None, False),
-        "zactor's tasks retry only when their worker dies (max_retries); catch and "
-        "retry inside the function, or make it an actor method with "
-        "@ray.method(retry_exceptions=...)",
-    ),
     "max_calls": ((None, 0), "zactor reuses its worker processes for every task"),
     "_generator_backpressure_num_objects": ((None, -1), _GENERATORS),
     "_metadata": ((None, {}), "zactor has no option metadata"),
