@@ -11,26 +11,16 @@ calling an actor class or a remote function directly.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import zactor
 from zactor.caller.actor_class import ActorClass as _ZactorActorClass
-from zactor.caller.actor_class import _import_actor_class as _import
-from zactor.caller.actor_class import _lookup
 from zactor.caller.future import Future
 from zactor.caller.handle import ActorHandle as _ZactorHandle
 from zactor.compat.ray import _options
 from zactor.compat.ray._cluster import ensure_initialized
 from zactor.compat.ray._refs import resolve
 from zactor.wire.protocol import TERMINATE_METHOD
-
-
-def _by_reference(obj: Any) -> bool:
-    """True when ``obj`` is what its module names at its qualname (so a worker can import it)."""
-    module = sys.modules.get(obj.__module__)
-    return obj.__module__ != "__main__" and _lookup(module, obj.__qualname__) is obj
-
 
 # -- actors ---------------------------------------------------------------------------------
 
@@ -128,8 +118,8 @@ class ActorClass:
         )
 
     def __reduce__(self):
-        if _by_reference(self):
-            return (_import, (self.__module__, self.__qualname__))
+        # By value: the class travels with its Ray options (actors are created from
+        # zactor's own actor class, so this happens only when one is passed as an argument).
         return (ActorClass, (self._zactor._cls, self._ray_options))
 
     def __repr__(self) -> str:
@@ -201,8 +191,6 @@ class RemoteFunction:
         )
 
     def __reduce__(self):
-        if _by_reference(self):
-            return (_import, (self.__module__, self.__qualname__))
         return (RemoteFunction, (self._function, self._ray_options))
 
     def __repr__(self) -> str:
