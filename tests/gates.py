@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+import zactor
+
 
 def wait_for_file(path: str, limit: float = 30.0) -> None:
     """Block until ``path`` exists (a gate a test opens); TimeoutError after ``limit`` s."""
@@ -52,3 +54,20 @@ def first_report(proc: subprocess.Popen, mark: str) -> dict:
         out, err = proc.communicate()
         pytest.fail(f"driver did not report: {line}{out}\n--- stderr\n{err}")
     return json.loads(line[len(mark) :])
+
+
+def tasks_available() -> bool:
+    """Whether this build runs stateless tasks (``zactor.remote`` on a function)."""
+    try:
+        zactor.remote(lambda: None)
+    except NotImplementedError:
+        return False
+    return True
+
+
+#: Skips a test that runs a task while ``zactor.remote(fn)`` raises NotImplementedError.
+needs_tasks = pytest.mark.skipif(
+    not tasks_available(),
+    reason="zactor.remote(fn) (stateless tasks) is not in this build: it raises "
+    "NotImplementedError, so this test's task cannot run",
+)

@@ -15,27 +15,11 @@ import sys
 import textwrap
 
 import pytest
-from gates import wait_for_file
+from gates import needs_tasks, wait_for_file
 
 import zactor
 from zactor.compat.dask import Actor, ActorFuture, Client
 from zactor.compat.dask.distributed import Future
-
-
-def tasks_available() -> bool:
-    """Whether zactor runs stateless tasks (``zactor.remote(fn)``), which submit(fn) needs."""
-    try:
-        zactor.remote(lambda: None)
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_tasks = pytest.mark.skipif(
-    not tasks_available(),
-    reason="zactor.remote(fn) (stateless tasks) is not in this build: it raises "
-    "NotImplementedError, so client.submit(function) cannot run",
-)
 
 
 class Counter:

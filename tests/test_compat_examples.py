@@ -10,24 +10,7 @@ from __future__ import annotations
 
 import pytest
 from examples_runner import script_lines
-
-import zactor
-
-
-def tasks_available() -> bool:
-    """Whether zactor runs stateless tasks (``zactor.remote(fn)``), which two examples need."""
-    try:
-        zactor.remote(lambda: None)
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_tasks = pytest.mark.skipif(
-    not tasks_available(),
-    reason="zactor.remote(fn) (stateless tasks) is not in this build: it raises "
-    "NotImplementedError, and this seed example runs a task",
-)
+from gates import needs_tasks
 
 
 def run(name: str) -> list[str]:

@@ -15,29 +15,13 @@ import sys
 import textwrap
 
 import pytest
-from gates import poll, wait_for_file
+from gates import needs_tasks, poll, wait_for_file
 
 import zactor
 import zactor.compat.ray as ray
 from zactor.caller.handle import head_handle
 from zactor.compat.ray import _options
 from zactor.compat.ray.util import ActorPool, list_named_actors
-
-
-def tasks_available() -> bool:
-    """Whether zactor runs stateless tasks (``zactor.remote(fn)``), which ray's functions need."""
-    try:
-        zactor.remote(lambda: None)
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_tasks = pytest.mark.skipif(
-    not tasks_available(),
-    reason="zactor.remote(fn) (stateless tasks) is not in this build: it raises "
-    "NotImplementedError, so @ray.remote on a function cannot run",
-)
 
 
 @ray.remote
