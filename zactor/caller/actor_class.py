@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 import time
@@ -25,22 +24,21 @@ from typing import Any
 
 import cloudpickle
 
-from zactor.caller.handle import ActorHandle, handle_from_info, head_handle, worker_service_handle
-from zactor.caller.options import (
-    DEFAULT_MAX_PENDING_CALLS,
-    check_demand,
-    check_method_options,
-    check_options,
+from zactor.caller.creation import (
+    CONTROL_TIMEOUT_S,
+    creation_spec,
+    import_by_name,
+    lookup,
+    start_actor,
 )
+from zactor.caller.handle import ActorHandle, handle_from_info, head_handle
+from zactor.caller.options import check_method_options, check_options
 from zactor.endpoint import runtime as _runtime_mod
 from zactor.errors import ClusterError, WorkerStartingError
 from zactor.wire.protocol import actor_method_table, method_names
 
 #: Where :func:`method` leaves a method's options, on the function.
 _METHOD_OPTIONS_ATTR = "__zactor_method_options__"
-
-#: How long creating an actor may wait for the head to place it (seconds).
-CONTROL_TIMEOUT_S = 60.0
 
 
 class ActorClass:
@@ -118,21 +116,14 @@ class ActorClass:
         # module level): the worker imports it, so every actor shares one class and
         # tracebacks show real source lines. Else by value (``__main__``, closures).
         module = sys.modules.get(self.__module__)
-        if self.__module__ != "__main__" and _lookup(module, self.__qualname__) is self:
+        if self.__module__ != "__main__" and lookup(module, self.__qualname__) is self:
             return (_import_actor_class, (self.__module__, self.__qualname__))
         return (ActorClass, (self._cls, self._options))
 
 
-def _lookup(module, qualname: str):
-    obj = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    return obj
-
-
 def _import_actor_class(module: str, qualname: str) -> ActorClass:
     """Unpickle an :class:`ActorClass` shipped by reference."""
-    return _lookup(importlib.import_module(module), qualname)
+    return import_by_name(module, qualname)
 
 
 class ActorOptions:
@@ -212,48 +203,19 @@ def remote(*args: Any, **options: Any):
 def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -> ActorHandle:
     runtime = _runtime_mod.current()
     actor_class._check_arguments(args, kwargs)
-    cls = actor_class._cls
-    num_cpus, resources = check_demand(options.get("num_cpus"), options.get("resources"))
-    spec = {
-        "class_name": cls.__qualname__,
-        "methods": list(actor_class._methods),
-        "name": options.get("name"),
-        "namespace": options.get("namespace") or runtime.default_namespace(),
-        "job_namespace": runtime.default_namespace(),  # names in its calls mean this one
-        "get_if_exists": bool(options.get("get_if_exists", False)),
-        "lifetime": options.get("lifetime"),
-        "num_cpus": num_cpus,
-        "resources": resources,
-        "max_concurrency": options.get("max_concurrency"),
-        "max_pending_calls": options.get("max_pending_calls") or DEFAULT_MAX_PENDING_CALLS,
-        "max_restarts": options.get("max_restarts") or 0,
-        "max_task_retries": options.get("max_task_retries") or 0,
-        # Pickled: the head keeps it for handles without importing the user's classes.
-        "method_options": (
-            cloudpickle.dumps(actor_class._method_options) if actor_class._method_options else None
-        ),
-        "checkpoint": options.get("checkpoint") is not None,
-        "owner": runtime.address,
-    }
+    spec = creation_spec(
+        actor_class._cls.__qualname__,
+        actor_class._methods,
+        options,
+        runtime,
+        actor_class._method_options,
+    )
     head = head_handle(runtime)
     info = _place(head, spec)
     handle = handle_from_info(info)
     if info.get("existing"):
         return handle
-    blob = cloudpickle.dumps((actor_class, args, kwargs))
-    creation = dict(
-        spec,
-        checkpoint=options.get("checkpoint"),
-        checkpoint_every=options.get("checkpoint_every") or 1,
-        checkpoint_key=info["checkpoint_key"],
-        incarnation=0,
-    )
-    # Same outbox as the calls that follow, so the worker sees the creation first;
-    # sent now, not batched, so it is on its way before the handle can reach
-    # another process whose calls would otherwise overtake it.
-    worker_service_handle(info["address"]).create.tell(info["actor_id"], blob, creation)
-    if spec["max_restarts"]:
-        head.remember_creation.tell(info["actor_id"], blob, creation)  # to re-create it
+    start_actor(head, info, cloudpickle.dumps((actor_class, args, kwargs)), spec, options)
     runtime.flush()
     return handle
 
