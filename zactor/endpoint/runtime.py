@@ -20,6 +20,7 @@ library; what a frame means comes from :mod:`zactor.wire`.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import os
@@ -181,6 +182,9 @@ class Runtime:
         #: Set by an actor host: the namespace of the job whose actor's call this thread
         #: runs (None outside an actor's call). See :meth:`default_namespace`.
         self.running_namespace: Callable[[], str | None] | None = None
+        #: ``(when, seq, fn)`` heap of :meth:`call_later`'s functions (``self.lock``).
+        self._timers: list = []
+        self._timer_seq = itertools.count()
         self._background = threading.Thread(
             target=self._background_loop, name="zactor-background", daemon=True
         )
@@ -501,8 +505,38 @@ class Runtime:
         with self.lock:
             self._watched -= 1
 
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the background thread ``delay`` seconds from now, or a little
+        later (up to :data:`POLL_SLICE_MS` while it reads for futures with callbacks).
+
+        ``fn`` must not block: it may send calls and add done-callbacks to their
+        futures, not wait for them. Functions still waiting when the runtime closes
+        never run.
+        """
+        with self.lock:
+            heapq.heappush(self._timers, (_monotonic() + delay, next(self._timer_seq), fn))
+            self._bg_cv.notify()
+
+    def _timer_due(self) -> bool:
+        """True if a :meth:`call_later` function is due (read by the background thread)."""
+        timers = self._timers
+        return bool(timers) and timers[0][0] <= _monotonic()
+
+    def _run_timers(self) -> None:
+        """Run the :meth:`call_later` functions that are due (background thread)."""
+        while True:
+            with self.lock:
+                if not self._timer_due() or self._closed:
+                    return
+                _when, _seq, fn = heapq.heappop(self._timers)
+            try:
+                fn()
+            except Exception:  # a timer must not take the background thread down
+                log.exception("zactor: a function scheduled with call_later raised")
+
     def _background_loop(self) -> None:
-        """Flush batches nobody flushed, report handle counts, read for futures with callbacks."""
+        """Flush batches nobody flushed, report handle counts, read for futures with
+        callbacks, run :meth:`call_later` functions."""
         refs = self.refs
         while True:
             with self.lock:
@@ -511,9 +545,13 @@ class Runtime:
                     or self._armed
                     or (self._watched and not self._reading)
                     or refs.pending()
+                    or self._timer_due()
                 ):
                     # Handles cannot wake us (their __del__ must not lock): look now and then.
-                    self._bg_cv.wait(REF_REPORT_S)
+                    wait = REF_REPORT_S
+                    if self._timers:
+                        wait = min(wait, max(0.0, self._timers[0][0] - _monotonic()))
+                    self._bg_cv.wait(wait)
                 if self._closed:
                     return
                 armed = self._armed
@@ -523,6 +561,7 @@ class Runtime:
                 self.flush()
                 if refs.pending():
                     self._report_refs()
+                self._run_timers()
             except TransportError:
                 if self._closed:
                     return
@@ -530,7 +569,13 @@ class Runtime:
             if self._watched and self.call_handler is None:
                 try:
                     self.wait_until(
-                        lambda: not self._watched or self._armed or self._closed or refs.pending(),
+                        lambda: (
+                            not self._watched
+                            or self._armed
+                            or self._closed
+                            or refs.pending()
+                            or self._timer_due()
+                        ),
                         None,
                     )
                 except ClusterError:
