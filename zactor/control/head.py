@@ -114,12 +114,26 @@ class Head:
         self._retry_awaiting()
 
     def cluster_info(self) -> dict:
-        """Workers known to the head (with how many actors each hosts), and the actor count."""
+        """Workers known to the head (with how many actors each hosts and the CPU
+        their actors leave free), the actor count, and the workers being started to
+        replace dead ones (``starting``: their ids)."""
         workers = [
-            dict(info, actors=self.placement.workers[worker_id]["actors"])
+            dict(
+                info,
+                actors=self.placement.workers[worker_id]["actors"],
+                cpu_free=self.placement.workers[worker_id]["cpu_free"],
+            )
             for worker_id, info in self.workers.items()
         ]
-        return {"workers": workers, "num_actors": len(self.actors), "metrics_url": self.metrics_url}
+        supervisor = self._supervisor
+        # dict(): one C-level copy, as the supervisor's watch thread changes it.
+        starting = sorted(dict(supervisor.replacing)) if supervisor is not None else []
+        return {
+            "workers": workers,
+            "num_actors": len(self.actors),
+            "starting": starting,
+            "metrics_url": self.metrics_url,
+        }
 
     def place(self, spec: dict) -> dict:
         """Choose a worker for a new actor and reserve its id (and name).
@@ -131,6 +145,12 @@ class Head:
         :class:`WorkerStartingError` when none can now but a dead worker's
         replacement that could is starting: the caller asks again (see
         :meth:`_choose`). Nothing is reserved unless it returns.
+
+        ``spec["worker_id"]`` places the actor on that worker (``ClusterError`` if
+        it is gone). ``spec["task_runner"]`` marks a caller's task runner
+        (:mod:`zactor.caller.task`): it reserves nothing, and placement does not
+        count it among the worker's actors, so a worker running tasks can still
+        take an actor that wants a worker of its own.
         """
         name, namespace = spec.get("name"), spec.get("namespace")
         if name is not None:
@@ -148,10 +168,16 @@ class Head:
         if durable and key in self.durable_keys:
             self._refuse_shared_key(key, name, namespace)
         num_cpus, resources = spec.get("num_cpus") or 0.0, spec.get("resources") or {}
-        worker = self.workers[self._choose(spec["class_name"], num_cpus, resources)]
+        pinned = spec.get("worker_id")
+        if pinned is not None:
+            worker = self.workers[self._live_worker(pinned)]
+        else:
+            worker = self.workers[self._choose(spec["class_name"], num_cpus, resources)]
         actor_id = self._next_actor_id
         self._next_actor_id += 1
-        self.placement.reserve(actor_id, worker["worker_id"], num_cpus, resources)
+        task_runner = bool(spec.get("task_runner"))
+        if not task_runner:
+            self.placement.reserve(actor_id, worker["worker_id"], num_cpus, resources)
         detached = spec.get("lifetime") == "detached"
         info = {
             "actor_id": actor_id,
@@ -173,6 +199,7 @@ class Head:
             "incarnation": 0,
             "checkpoint_key": key,
             "state": "starting",
+            "task_runner": task_runner,
         }
         self.actors[actor_id] = info
         self.created += 1
@@ -522,6 +549,21 @@ class Head:
             if cause is None:
                 return worker_id
             self._worker_gone(worker_id, cause, supervisor.died_at(worker_id))
+
+    def _live_worker(self, worker_id: str) -> str:
+        """``worker_id`` if it is a live worker, else ``ClusterError``; one whose process
+        has exited, unreported yet, is dealt with as dead first (as in :meth:`_choose`)."""
+        if worker_id in self.workers:
+            supervisor = self._supervisor
+            cause = supervisor.exit_cause(worker_id) if supervisor is not None else None
+            if cause is None:
+                return worker_id
+            self._worker_gone(worker_id, cause, supervisor.died_at(worker_id))
+        raise ClusterError(
+            f"worker {worker_id} is not a live worker of this cluster (it died, or never "
+            "joined): ask the head's cluster_info for the workers there are, and place the "
+            "actor on one of them"
+        )
 
     def _unplaceable(
         self, exc: ClusterError, class_name: str, num_cpus: float, resources: dict
