@@ -2,6 +2,7 @@
 
 Decorate a plain class, get a handle, and call its methods from any process;
 calls travel as compact frames straight to the process hosting the actor.
+Decorate a function to run it as a stateless task on any worker.
 
 Example::
 
@@ -39,6 +40,7 @@ from zactor.api import (
 from zactor.caller.actor_class import ActorClass, method, remote
 from zactor.caller.future import Future, as_completed, get, wait
 from zactor.caller.handle import ActorHandle, ActorMethod
+from zactor.caller.task import RemoteFunction
 from zactor.checkpoint import FileStore, SQLiteStore, open_store
 from zactor.errors import (
     ActorDiedError,
@@ -48,6 +50,7 @@ from zactor.errors import (
     ClusterError,
     FrameError,
     GetTimeoutError,
+    WorkerCrashedError,
     ZactorError,
 )
 from zactor.pool import ActorPool, HashPool
@@ -71,8 +74,10 @@ __all__ = [
     "Future",
     "GetTimeoutError",
     "HashPool",
+    "RemoteFunction",
     "RuntimeContext",
     "SQLiteStore",
+    "WorkerCrashedError",
     "ZactorError",
     "as_completed",
     "available_resources",

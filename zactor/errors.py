@@ -37,6 +37,15 @@ class ActorDiedError(ZactorError):
     """
 
 
+class WorkerCrashedError(ActorDiedError):
+    """A task's worker died while it ran (or before it started), and ``max_retries``
+    allowed no further attempt (as Ray's ``WorkerCrashedError``).
+
+    The message names the task, how its worker died the last time, and how many
+    times it was tried.
+    """
+
+
 class GetTimeoutError(ZactorError, TimeoutError):
     """``zactor.get`` / ``Future.result`` gave up waiting (subclasses ``TimeoutError``)."""
 

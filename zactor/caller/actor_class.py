@@ -32,7 +32,13 @@ from zactor.caller.creation import (
     start_actor,
 )
 from zactor.caller.handle import ActorHandle, handle_from_info, head_handle
-from zactor.caller.options import check_method_options, check_options
+from zactor.caller.options import (
+    ACTOR_OPTIONS,
+    TASK_OPTIONS,
+    check_method_options,
+    check_options,
+)
+from zactor.caller.task import RemoteFunction
 from zactor.endpoint import runtime as _runtime_mod
 from zactor.errors import ClusterError, WorkerStartingError
 from zactor.wire.protocol import actor_method_table, method_names
@@ -174,27 +180,44 @@ def _method_options(cls: type) -> dict:
 
 
 def remote(*args: Any, **options: Any):
-    """Make a class an actor class: ``@zactor.remote``, ``@zactor.remote(**options)``
-    or ``zactor.remote(PlainClass)``.
+    """Make a class an actor class, or a function a task: ``@zactor.remote``,
+    ``@zactor.remote(**options)``, ``zactor.remote(PlainClass)`` or
+    ``zactor.remote(function)``.
+
+    A class takes actor options (see :meth:`ActorClass.options`), a function task
+    options (see :class:`~zactor.caller.task.RemoteFunction`).
 
     Example::
 
         Account = zactor.remote(Account)
         a = Account.options(name="acct").remote(100.0)
+
+        @zactor.remote(max_retries=1)
+        def square(x):
+            return x * x
     """
     if len(args) == 1 and not options:
-        target = args[0]
-        if isinstance(target, type):
-            return ActorClass(target, {})
-        if callable(target):
-            raise NotImplementedError(
-                "zactor.remote on a function (a stateless task) is not supported yet: "
-                "decorate a class to make an actor"
-            )
+        return _make_remote(args[0], {})
     if args:
         raise TypeError("use @zactor.remote or @zactor.remote(option=value, ...)")
-    check_options(options)
-    return lambda cls: ActorClass(cls, options)
+    unknown = set(options) - ACTOR_OPTIONS - TASK_OPTIONS
+    if unknown:  # fails now, before the decorator meets its class or function
+        raise TypeError(
+            f"unknown option(s) {sorted(unknown)}; valid options are {sorted(ACTOR_OPTIONS)} "
+            f"for an actor class, {sorted(TASK_OPTIONS)} for a task function"
+        )
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target: Any, options: dict) -> ActorClass | RemoteFunction:
+    if isinstance(target, type):
+        return ActorClass(target, options)
+    if callable(target):
+        return RemoteFunction(target, options)
+    raise TypeError(
+        f"zactor.remote makes an actor class of a class, or a task of a function; "
+        f"got {type(target).__name__} {target!r}"
+    )
 
 
 # -- creating actors -----------------------------------------------------------------------

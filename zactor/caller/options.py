@@ -1,8 +1,9 @@
-"""Actor options: which ones exist, and checking them before anything is sent.
+"""Actor and task options: which ones exist, and checking them before anything is sent.
 
 ``@zactor.remote(**options)``, ``Cls.options(**options)`` and the pools pass
-their options through :func:`check_options`, so a bad value fails at once, in
-the caller, with a message that says what to pass.
+their options through :func:`check_options`, a task's (``f.options(**options)``)
+through :func:`check_task_options`, so a bad value fails at once, in the
+caller, with a message that says what to pass.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ ACTOR_OPTIONS = frozenset(
 )
 #: Options of one method (``@zactor.method(...)``) or one call (``h.m.options(...)``).
 METHOD_OPTIONS = frozenset({"max_task_retries", "retry_exceptions"})
+#: Options of a task (``@zactor.remote`` on a function, ``f.options(...)``).
+TASK_OPTIONS = frozenset({"num_cpus", "resources", "max_retries", "retry_exceptions"})
+#: Times a task is sent again when its worker dies while it runs (Ray's default).
+DEFAULT_MAX_RETRIES = 3
+#: A task's share of its worker's CPU when not given (Ray's default: one CPU).
+DEFAULT_TASK_NUM_CPUS = 1.0
 #: Calls one handle may have awaiting replies before ``remote()`` blocks.
 DEFAULT_MAX_PENDING_CALLS = 10_000
 
@@ -109,16 +116,52 @@ def _exception_types(value) -> tuple | bool | None:
     return types
 
 
-def check_demand(num_cpus, resources) -> tuple[float, dict]:
-    """Validate an actor's ``num_cpus`` and ``resources`` options; return them normalised."""
+def check_task_options(options: dict) -> dict:
+    """Validate a task's options; return them normalised (``num_cpus`` a float,
+    ``resources`` a dict, ``retry_exceptions`` None, True or a tuple of classes)."""
+    unknown = set(options) - TASK_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unknown task option(s) {sorted(unknown)}; valid options are {sorted(TASK_OPTIONS)}"
+        )
+    out = dict(options)
+    if "num_cpus" in options or "resources" in options:
+        num_cpus = options.get("num_cpus")
+        num_cpus, resources = check_demand(
+            DEFAULT_TASK_NUM_CPUS if num_cpus is None else num_cpus,
+            options.get("resources"),
+            "task",
+        )
+        if "num_cpus" in options:
+            out["num_cpus"] = num_cpus
+        if "resources" in options:
+            out["resources"] = resources
+    retries = options.get("max_retries")
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or retries < -1
+    ):
+        raise ValueError(f"max_retries must be an int >= 0, or -1 for no limit; got {retries!r}")
+    if "retry_exceptions" in options:
+        out["retry_exceptions"] = _exception_types(options["retry_exceptions"])
+    return out
+
+
+def check_demand(num_cpus, resources, what: str = "actor") -> tuple[float, dict]:
+    """Validate the ``num_cpus`` and ``resources`` options of an actor (or, with
+    ``what="task"``, a task); return them normalised."""
     if num_cpus is None:
         num_cpus = 0.0
     if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
         raise ValueError(f"num_cpus must be a number from 0 to 1, got {num_cpus!r}")
     if num_cpus > 1:
+        use = (
+            "num_cpus=1 for a worker of its own"
+            if what == "actor"
+            else "num_cpus=1 for one such task at a time per worker"
+        )
         raise ValueError(
-            f"num_cpus={num_cpus!r}: an actor runs in one zactor worker process, which is one "
-            "CPU; use num_cpus=1 for a worker of its own (threads inside it may still use more)"
+            f"num_cpus={num_cpus!r}: each {what} runs in one zactor worker process, which is "
+            f"one CPU; use {use} (threads inside it may still use more)"
         )
     resources = resources or {}
     if not isinstance(resources, dict):

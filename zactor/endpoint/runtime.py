@@ -182,6 +182,8 @@ class Runtime:
         #: Set by an actor host: the namespace of the job whose actor's call this thread
         #: runs (None outside an actor's call). See :meth:`default_namespace`.
         self.running_namespace: Callable[[], str | None] | None = None
+        #: Set by :mod:`zactor.caller.task` on first use: this process's tasks and runners.
+        self.task_pool = None
         #: ``(when, seq, fn)`` heap of :meth:`call_later`'s functions (``self.lock``).
         self._timers: list = []
         self._timer_seq = itertools.count()

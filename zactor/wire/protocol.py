@@ -161,6 +161,15 @@ def actor_method_table(cls: type) -> tuple[str, ...]:
     return (*method_names(cls), TERMINATE_METHOD)
 
 
+#: The class that runs tasks on a worker (``zactor.worker.tasks.TaskRunner``), named here
+#: so that callers, which must not import the worker layer, can create it by name.
+TASK_RUNNER_CLASS = ("zactor.worker.tasks", "TaskRunner")
+#: Its method table on the wire (:func:`actor_method_table` of the class, which
+#: ``tests/test_tasks.py`` checks): an ordinary actor's, so declaring it here, not
+#: in :data:`TABLES`, keeps the system tables and their digest as they were.
+TASK_RUNNER_METHODS = ("define", "run", TERMINATE_METHOD)
+
+
 __all__ = [
     "DRIVER",
     "DRIVER_TABLE",
@@ -171,6 +180,8 @@ __all__ = [
     "ROLE_OF_FLAGS",
     "SystemTable",
     "TABLES",
+    "TASK_RUNNER_CLASS",
+    "TASK_RUNNER_METHODS",
     "TERMINATE_METHOD",
     "WORKER",
     "WORKER_TABLE",
