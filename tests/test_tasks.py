@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 
 import numpy as np
@@ -85,6 +86,21 @@ def flaky(path, failures):
     if attempt <= failures:
         raise ConnectionError(f"attempt {attempt} fails")
     return attempt
+
+
+@zactor.remote
+def exits_once(path):
+    """Call sys.exit() the first time (its runner ends as its worker would), then return."""
+    if not os.path.exists(path):
+        with open(path, "w"):
+            pass
+        sys.exit(3)
+    return "second run"
+
+
+@zactor.remote
+def exits_actor():
+    zactor.exit_actor()
 
 
 @zactor.remote
@@ -299,6 +315,19 @@ def test_retry_exceptions_sends_a_task_again_under_max_retries(cluster, tmp_path
     path = str(tmp_path / "attempts-3")
     with pytest.raises(ConnectionError, match="attempt 1"):  # not named: not retried
         zactor.get(flaky.options(retry_exceptions=[KeyError]).remote(path, 5), timeout=30)
+
+
+def test_a_task_that_calls_sys_exit_is_retried_on_a_new_runner(cluster, tmp_path):
+    path = str(tmp_path / "exited")
+    assert zactor.get(exits_once.remote(path), timeout=30) == "second run"
+    with pytest.raises(zactor.WorkerCrashedError, match=r"sys\.exit\(3\).*max_retries=0"):
+        zactor.get(exits_once.options(max_retries=0).remote(str(tmp_path / "again")), timeout=30)
+    assert zactor.get(square.remote(5), timeout=30) == 25
+
+
+def test_exit_actor_in_a_task_is_an_error(cluster):
+    with pytest.raises(RuntimeError, match="a task is not one"):
+        zactor.get(exits_actor.remote(), timeout=30)
 
 
 def test_call_later_runs_a_function_on_the_background_thread(cluster):

@@ -1,4 +1,5 @@
-"""Actor classes: ``@zactor.remote`` and creating actors.
+"""Actor classes: ``@zactor.remote`` and creating actors (on a function, ``remote``
+makes a task instead: see :mod:`zactor.caller.task`).
 
 Example::
 
