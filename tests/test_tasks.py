@@ -236,8 +236,9 @@ def test_num_cpus_is_the_share_of_a_worker_a_task_holds_while_it_runs(cluster, m
     gate = make_gate()
     halves = [held.options(num_cpus=0.5).remote(str(started), i, gate.path) for i in range(4)]
     poll(lambda: len(running(started)) == 4, timeout=30)
+    assert len({name.split("-")[1] for name in running(started)}) == 2
     gate.open()
-    assert sorted(out["beside"] for out in zactor.get(halves, timeout=30)) == [1, 1, 2, 2]
+    zactor.get(halves, timeout=30)
     # num_cpus=1 (the default): one at a time on each worker; the rest wait in the driver.
     gates = [make_gate() for _ in range(4)]
     wholes = [held.remote(str(started), 10 + i, gates[i].path) for i in range(4)]
@@ -268,10 +269,15 @@ def test_a_function_is_shipped_once_per_runner(cluster):
 
     before = runner_calls()
     assert zactor.get([fresh.remote(i) for i in range(30)], timeout=30) == list(range(1, 31))
-    after = runner_calls()
-    grown = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
-    # Each runner that ran it had one definition, then only calls by digest.
-    assert grown and sum(grown.values()) == 30 + len(grown)
+
+    def shipped_once() -> bool:
+        # Each runner that ran it had one definition, then only calls by digest. (A
+        # definition is counted once it returns, which may follow the calls' replies.)
+        after = runner_calls()
+        grown = [n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)]
+        return bool(grown) and sum(grown) == 30 + len(grown)
+
+    poll(shipped_once, timeout=10)
 
 
 def test_tasks_called_from_tasks_do_not_wait_behind_their_caller(cluster):
