@@ -343,7 +343,7 @@ def test_call_later_runs_a_function_on_the_background_thread(cluster):
 
 
 KILL_PRELUDE = """
-import json, os, signal, time
+import atexit, json, os, shutil, signal, tempfile, time
 import zactor
 
 zactor.init(num_workers={workers})
@@ -377,8 +377,11 @@ def outcome(future):
     except zactor.WorkerCrashedError as e:
         return ["crashed", str(e), isinstance(e, zactor.ActorDiedError)]
 
+ROOT = tempfile.mkdtemp(prefix="zactor-test-tasks-")
+atexit.register(shutil.rmtree, ROOT, True)  # also if the scenario fails
+
 def fresh_dir(name):
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"zt-{{os.getpid()}}-{{name}}")
+    path = os.path.join(ROOT, name)
     os.makedirs(path)
     return path
 """
@@ -389,7 +392,6 @@ def test_a_task_whose_worker_dies_is_retried_then_fails_clearly():
     out = run_scenario(
         KILL_PRELUDE.format(workers=2)
         + """
-import shutil
 never = fresh_dir("never")
 gate = os.path.join(never, "gate")
 
@@ -419,8 +421,6 @@ used_up = outcome(f)
 # Tasks still run afterwards.
 open(never + "-open", "w").close()
 later = zactor.get(attempt.remote(fresh_dir("later"), never + "-open"), timeout=60)
-for d in (never, d1, d2, d3):
-    shutil.rmtree(d, ignore_errors=True)
 zactor.shutdown()
 print("RESULT " + json.dumps(dict(first=first, second=second, retried=retried,
       no_retry=no_retry, used_up=used_up, later=later)))
