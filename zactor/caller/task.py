@@ -62,6 +62,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from zactor.caller.arguments import resolve_arguments
 from zactor.caller.creation import (
     CONTROL_TIMEOUT_S,
     ByName,
@@ -316,11 +317,7 @@ def _submit(function: RemoteFunction, args: tuple, kwargs: dict) -> Future:
 
 def _resolve(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """``args`` and ``kwargs`` with each future among them replaced by its value (waited for)."""
-    if any(isinstance(a, Future) for a in args):
-        args = tuple(a.result() if isinstance(a, Future) else a for a in args)
-    if kwargs and any(isinstance(v, Future) for v in kwargs.values()):
-        kwargs = {k: v.result() if isinstance(v, Future) else v for k, v in kwargs.items()}
-    return args, kwargs
+    return resolve_arguments(args, kwargs, (Future,), Future.result)
 
 
 # -- where tasks go ------------------------------------------------------------------------

@@ -34,9 +34,9 @@ from typing import Any, Callable, Iterable
 
 import zactor
 from zactor.caller.actor_class import ActorClass
+from zactor.caller.arguments import resolve_arguments
 from zactor.caller.future import Future as ActorFuture
 from zactor.caller.handle import ActorHandle
-from zactor.compat._arguments import resolve_arguments
 from zactor.endpoint import runtime as _runtime
 from zactor.errors import ClusterError
 from zactor.wire.protocol import method_names

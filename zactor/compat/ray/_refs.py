@@ -17,8 +17,8 @@ import abc
 from typing import Any
 
 import zactor
+from zactor.caller.arguments import resolve_arguments
 from zactor.caller.future import Future
-from zactor.compat._arguments import resolve_arguments
 
 
 class ObjectRef(abc.ABC):  # noqa: B024 (an ABC for isinstance checks only)

@@ -1,4 +1,5 @@
-"""Futures passed directly as arguments arrive as their values, as Ray and Dask do it."""
+"""Futures passed directly as arguments arrive as their values, as Ray and Dask do it
+(zactor's tasks and the compat shims)."""
 
 from __future__ import annotations
 
