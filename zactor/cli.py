@@ -10,9 +10,10 @@ Subcommands:
 - ``zactor status``: its nodes, workers, drivers and actors (calls served,
   queue depth, service-time percentiles).
 - ``zactor stop``: end it and everything it started.
-- ``zactor bench [--quick] [--json PATH] [--rounds N] [--workers N]``: latency
-  and throughput of zactor beside a raw pyzmq DEALER/ROUTER yardstick measured
-  in the same run (see :mod:`zactor.benchmark.runner`).
+- ``zactor bench [--quick] [--smoke] [--json PATH] [--plot PATH] [--rounds N] [--workers N]``:
+  latency and throughput of zactor beside a raw pyzmq DEALER/ROUTER yardstick
+  measured in the same run (see :mod:`zactor.benchmark.runner`); ``--plot``
+  draws them (:mod:`zactor.benchmark.plot`, ``pip install "zactor[plot]"``).
 
 ``start``, ``status`` and ``stop`` take ``--json`` for scripts: one JSON object
 on standard output, also on failure (``{"error": "..."}``, exit code 1). See
@@ -361,9 +362,13 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from zactor.benchmark import plot
     from zactor.benchmark import runner as bench
 
-    bench.run(args)
+    try:
+        bench.run(args)
+    except plot.PlotError as exc:  # raised before the bench ran: a usage error, no traceback
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -393,9 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (CommandError, ClusterError, ValueError) as exc:
-        if args.command == "bench":
+        if args.command == "bench" and not isinstance(exc, CommandError):
             raise  # the benchmark's own failures keep their traceback
-        if args.json:
+        if args.json and args.command != "bench":  # bench's --json is a file, not a format
             _print_json({"error": str(exc)})
         print(f"zactor {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERROR

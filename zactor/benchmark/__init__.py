@@ -2,5 +2,7 @@
 
 :mod:`~zactor.benchmark.runner` runs it (an embedded cluster beside a raw
 pyzmq yardstick); :mod:`~zactor.benchmark.durability` adds the checkpoint and
-failure-detection rows.
+failure-detection rows; :mod:`~zactor.benchmark.plot` draws a run
+(``--plot``, matplotlib optional); :mod:`~zactor.benchmark.progress` shows
+where a run is, on a terminal.
 """

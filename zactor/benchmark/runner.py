@@ -47,8 +47,13 @@ Rows:
 
 Run ``zactor bench --quick`` (under a minute), ``zactor bench`` (a few minutes),
 ``zactor bench --json out.json`` to keep every figure (per round and medians)
-with the run's metadata. ``ZACTOR_PURE_PYTHON=1 zactor bench`` measures the
-pure-Python hot path instead of the Cython one.
+with the run's metadata, ``zactor bench --plot out.png`` to draw the latency
+CDFs and the throughput bars (:mod:`zactor.benchmark.plot`; needs
+``pip install "zactor[plot]"``). ``zactor bench --smoke`` runs every row once
+with a few calls, in seconds: it checks that the bench works, and its figures
+mean nothing. ``ZACTOR_PURE_PYTHON=1 zactor bench`` measures the pure-Python
+hot path instead of the Cython one. On a terminal a progress line on standard
+error says where the run is (:mod:`zactor.benchmark.progress`).
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ import numpy as np
 import zmq
 
 from zactor.benchmark import durability as bench_durability
+from zactor.benchmark import plot as bench_plot
+from zactor.benchmark.progress import Progress
 from zactor.control import spawn
 
 #: Updates in flight at once in the numpy rows (both sides).
@@ -199,13 +206,34 @@ class BenchConfig:
     warmup_fraction: float = 0.2
 
 
-def make_config(quick: bool, rounds: int | None = None, workers: int | None = None) -> BenchConfig:
-    """The bench's work for ``--quick`` or a full run; ``rounds``/``workers`` override."""
+def make_config(
+    quick: bool, rounds: int | None = None, workers: int | None = None, smoke: bool = False
+) -> BenchConfig:
+    """The bench's work for ``--quick``, ``--smoke`` or a full run; ``rounds``/``workers`` override.
+
+    ``smoke`` (which implies ``quick``) does a few calls of each row, in one
+    round: enough to check that every part of the bench, ``--json`` and
+    ``--plot`` work (the tests use it), far too few for the figures to mean
+    anything.
+    """
     if rounds is not None and rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     workers = workers or os.cpu_count() or 1
+    if smoke:
+        return BenchConfig(
+            quick=True,
+            rounds=rounds or 1,
+            workers=workers,
+            latency_calls=2 * LATENCY_BLOCK,  # two blocks: raw and zactor still alternate
+            pipelined_calls=2_000,
+            tell_calls=10_000,
+            numpy_updates={1: 8, 16: 4},
+            isolation_sleep_s=0.2,
+            idle_pings=100,
+            startup_cycles=1,
+        )
     if quick:
         return BenchConfig(
             quick=True,
@@ -661,23 +689,48 @@ def _interleaved_latency(
     return np.concatenate(raw_parts), np.concatenate(zac_parts)
 
 
+def _stepper(progress: Progress | None) -> Callable[[str], None]:
+    """``progress.step``, or a function doing nothing when there is no progress line."""
+    return progress.step if progress is not None else lambda _text: None
+
+
 def _round(
-    r: int, cfg: BenchConfig, raw: RawYardstick, zac: ZactorSide, arrays: dict, scale: float = 1.0
+    r: int,
+    cfg: BenchConfig,
+    raw: RawYardstick,
+    zac: ZactorSide,
+    arrays: dict,
+    scale: float = 1.0,
+    samples: dict | None = None,
+    progress: Progress | None = None,
 ) -> dict:
-    """One round of every measurement; ``scale`` < 1 makes a shorter warm-up round."""
+    """One round of every measurement; ``scale`` < 1 makes a shorter warm-up round.
+
+    ``samples`` (``{"raw": [], "zactor": []}``) gets the round's latency
+    arrays (ns a call) appended, once they are measured; ``progress`` is told
+    each step as it starts.
+    """
 
     def n(count: int) -> int:
         return max(1, int(count * scale))
 
+    step = _stepper(progress)
     out: dict[str, Any] = {}
+    step("sync call latency")
     raw_lat, zac_lat = _interleaved_latency(r, n(cfg.latency_calls), raw.latency_ns, zac.latency_ns)
     out["latency"] = {"raw": _percentiles_us(raw_lat), "zactor": _percentiles_us(zac_lat)}
+    if samples is not None:
+        samples["raw"].append(raw_lat)
+        samples["zactor"].append(zac_lat)
+    step("pipelined calls")
     calls = n(cfg.pipelined_calls)
     raw_rate, zac_rate = _abba(
         r, lambda: raw.pipelined_rate(calls), lambda: zac.pipelined_rate(calls)
     )
     out["pipelined"] = {"raw": raw_rate, "zactor": zac_rate}
+    step("tell calls")
     out["tell"] = statistics.fmean(_timed(lambda: zac.tell_rate(n(cfg.tell_calls))) for _ in "ab")
+    step("numpy updates")
     out["numpy"] = {}
     for mib, count in cfg.numpy_updates.items():
         arr, half = arrays[mib], max(1, n(count) // 2)
@@ -716,8 +769,16 @@ POOL_ACTORS = 8
 PS_SHARDS, PS_WORKERS, PS_PULL_EVERY, PS_PARAM_MIB = 2, 2, 10, 4
 
 
-def pool_config(cfg: BenchConfig) -> dict:
+def pool_config(cfg: BenchConfig, smoke: bool = False) -> dict:
     """How much work the pool rows do (``--quick``: less of the slow pure-Python twin)."""
+    if smoke:
+        return {
+            "keys": 20_000,
+            "twin_keys": 2_000,
+            "routed_calls": cfg.pipelined_calls,
+            "ps_steps": PS_PULL_EVERY,
+            "workers": cfg.workers,
+        }
     return {
         "keys": 1_000_000,
         "twin_keys": 100_000 if cfg.quick else 300_000,
@@ -939,11 +1000,21 @@ def paired_ratio(routed: dict, name: str, base: str) -> float:
     return statistics.median(a / b for a, b in pairs)
 
 
-def pool_round(r: int, side: PoolSide, pcfg: dict, raw: RawYardstick | None = None) -> dict:
+def pool_round(
+    r: int,
+    side: PoolSide,
+    pcfg: dict,
+    raw: RawYardstick | None = None,
+    progress: Progress | None = None,
+) -> dict:
     """One round of the pool rows: hashing, routed calls (interleaved), parameter server."""
+    step = _stepper(progress)
+    step("hashing")
     out = {"hashing": hashing_round(pcfg)}
+    step("routed calls")
     out["routed"] = routed_round(r, side, raw)
     _pet()
+    step("parameter server")
     out["ps"] = side.ps_rate()
     _pet()
     return out
@@ -996,7 +1067,9 @@ def format_pools(pools: dict, pcfg: dict) -> str:
         f"pools (zactor only; medians over rounds; {POOL_ACTORS} shards):",
         f"  {'shard_of keys/s':<44}{'cython':>12}{'py twin':>12}{'crc32 % n':>12}",
     ]
-    for kind, label in (("int64", "1M numpy int64 keys"), ("str", "1M short str keys")):
+    keys = pcfg["keys"]
+    count = f"{keys // 1_000_000}M" if keys % 1_000_000 == 0 else f"{keys:,}"
+    for kind, label in (("int64", f"{count} numpy int64 keys"), ("str", f"{count} short str keys")):
         target = 20e6 if kind == "int64" else 3e6
         c = h[kind]["cython"]["median"]
         lines.append(
@@ -1282,12 +1355,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="fewer rounds and iterations (under a minute)"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every row once with a few calls, in seconds: checks that the bench, --json and "
+        "--plot work; its figures mean nothing",
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure and metadata to PATH")
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="draw the latency CDFs (zactor and raw pyzmq) and the throughput bars to PATH "
+        f"(.png, .svg, .pdf, ...); needs matplotlib: {bench_plot.INSTALL}",
+    )
     parser.add_argument(
         "--rounds",
         type=_positive_int,
         default=None,
-        help="rounds per figure (default 5, --quick 3)",
+        help="rounds per figure (default 5, --quick 3, --smoke 1)",
     )
     parser.add_argument(
         "--workers",
@@ -1299,21 +1384,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, out=None) -> dict:
-    """Run the bench as ``args`` say, print the table to ``out``; return every figure."""
+    """Run the bench as ``args`` say, print the table to ``out``; return every figure.
+
+    The returned report is what ``--json`` writes plus ``latency_samples``:
+    row 1's round trips (ns a call), ``{"zactor": [array per round], "raw":
+    [...]}``, which ``--plot`` draws and ``--json`` leaves out (megabytes of
+    numbers, and the JSON keeps its shape). ``--plot`` is checked before
+    anything runs (:func:`zactor.benchmark.plot.check`).
+    """
     import zactor
 
+    if args.plot:
+        bench_plot.check(args.plot)
     out = out or sys.stdout
-    cfg = make_config(args.quick, args.rounds, args.workers)
+    cfg = make_config(args.quick, args.rounds, args.workers, smoke=args.smoke)
     meta = metadata(cfg)
+    progress = Progress()
 
     def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
+        with progress.above():
+            print(text, file=out, flush=True)
 
     say(f"zactor bench: {meta['command_line']}")
     say(
         f"implementation: {meta['implementation']}   python {meta['python']}   "
         f"cpus: {meta['cpu_count']}   workers: {cfg.workers}   rounds: {cfg.rounds}"
-        f"{' (quick)' if cfg.quick else ''}   transport: ipc   pyzmq {meta['pyzmq']} "
+        f"{' (smoke: too few calls to mean anything)' if args.smoke else ''}"
+        f"{' (quick)' if cfg.quick and not args.smoke else ''}   transport: ipc   "
+        f"pyzmq {meta['pyzmq']} "
         f"(libzmq {meta['libzmq']})"
     )
     say(
@@ -1333,12 +1431,15 @@ def run(args: argparse.Namespace, out=None) -> dict:
     pool_rounds: list = []
     pcfg: dict = {}
     durable_rounds: list = []
+    calls = durable_calls(cfg, args.smoke)
     detection: dict = {}
     guard = _guard = _StallGuard(STALL_LIMIT_S)
     guard.cleanups.append(lambda: shutil.rmtree(directory, ignore_errors=True))
     guard.cleanups.append(_kill_cluster)
     restore = _terminate_on_sigterm()
+    samples: dict = {"zactor": [], "raw": []}
     try:
+        progress.phase("starting the raw yardstick and the cluster")
         raw = RawYardstick(directory)
         guard.cleanups.append(raw.process.kill)
         t0 = time.perf_counter()
@@ -1346,9 +1447,11 @@ def run(args: argparse.Namespace, out=None) -> dict:
         startup["init_s"]["cycles"].append(time.perf_counter() - t0)
         zac = ZactorSide(cfg)
         arrays = {mib: np.ones(mib * MIB // 4, np.float32) for mib in cfg.numpy_updates}
-        _round(1, cfg, raw, zac, arrays, scale=cfg.warmup_fraction)  # warm-up, not recorded
+        progress.phase("warm-up round")
+        _round(1, cfg, raw, zac, arrays, scale=cfg.warmup_fraction, progress=progress)
         for r in range(cfg.rounds):
-            res = _round(r, cfg, raw, zac, arrays)
+            progress.phase(f"round {r + 1}/{cfg.rounds}")
+            res = _round(r, cfg, raw, zac, arrays, samples=samples, progress=progress)
             per_round.append(res)
             _record(rec, res, cfg)
             say(
@@ -1362,7 +1465,8 @@ def run(args: argparse.Namespace, out=None) -> dict:
         say(f"  isolation: {cfg.rounds} rounds of a {cfg.isolation_sleep_s:g} s sleep ...")
         isolation["rounds_done"] = 0
         try:
-            for _ in range(cfg.rounds):
+            for i in range(cfg.rounds):
+                progress.phase(f"isolation {i + 1}/{cfg.rounds}")
                 _record_isolation(rec, _isolation_round(cfg, zac))
                 isolation["rounds_done"] += 1
         except zactor.GetTimeoutError as exc:
@@ -1373,20 +1477,28 @@ def run(args: argparse.Namespace, out=None) -> dict:
                 f"{isolation['rounds_done']} rounds before"
             )
             say(f"  isolation FAILED: {isolation['failed']}")
-        pcfg = pool_config(cfg)
+        pcfg = pool_config(cfg, smoke=args.smoke)
         say(f"  pools: {cfg.rounds} rounds of hashing, routed calls and a parameter server ...")
+        progress.phase("pools warm-up")
         pool_side = PoolSide(pcfg)
-        pool_round(1, pool_side, dict(pcfg, ps_steps=max(1, pcfg["ps_steps"] // 5)))  # warm-up
+        warm_up = dict(pcfg, ps_steps=max(1, pcfg["ps_steps"] // 5))
+        pool_round(1, pool_side, warm_up, progress=progress)
         for r in range(cfg.rounds):
-            pool_rounds.append(pool_round(r, pool_side, pcfg, raw))
+            progress.phase(f"pools {r + 1}/{cfg.rounds}")
+            pool_rounds.append(pool_round(r, pool_side, pcfg, raw, progress=progress))
         del pool_side
-        calls = DURABLE_CALLS_QUICK if cfg.quick else DURABLE_CALLS
         say(f"  durability: {cfg.rounds} rounds of checkpointed calls, then worker kills ...")
+        progress.phase("durability: checkpointed counters")
         counters = bench_durability.make_counters(directory)
         for r in range(cfg.rounds):
+            progress.phase(f"durability {r + 1}/{cfg.rounds}: checkpointed calls")
             durable_rounds.append(bench_durability.checkpoint_round(r, calls, raw, counters))
         del counters
-        detection = bench_durability.detection_trials(cfg.rounds, cfg.workers)  # changes it
+        progress.phase("failure detection: killing workers")
+        # The head logs each death on this terminal: let it write on a line of its own.
+        with progress.above():
+            detection = bench_durability.detection_trials(cfg.rounds, cfg.workers)  # changes it
+        progress.phase("cluster shutdown and start-up cycles")
         t0 = time.perf_counter()
         zactor.shutdown()
         startup["shutdown_s"]["cycles"].append(time.perf_counter() - t0)
@@ -1400,6 +1512,7 @@ def run(args: argparse.Namespace, out=None) -> dict:
             startup["shutdown_s"]["cycles"].append(time.perf_counter() - t0)
     finally:
         try:
+            progress.close()
             zactor.shutdown()
             if raw is not None:
                 raw.close()
@@ -1423,11 +1536,7 @@ def run(args: argparse.Namespace, out=None) -> dict:
     say(format_pools(pools, pcfg))
     checkpoints = bench_durability.summarize_checkpoints(durable_rounds)
     say()
-    say(
-        bench_durability.format_checkpoints(
-            checkpoints, DURABLE_CALLS_QUICK if cfg.quick else DURABLE_CALLS, cfg.rounds
-        )
-    )
+    say(bench_durability.format_checkpoints(checkpoints, calls, cfg.rounds))
     say(bench_durability.format_detection(detection))
     report = {
         "metadata": meta,
@@ -1443,12 +1552,25 @@ def run(args: argparse.Namespace, out=None) -> dict:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
         say(f"\nwrote {args.json}")
+    report["latency_samples"] = samples
+    if args.plot:
+        bench_plot.write(args.plot, report)
+        say(f"wrote {args.plot}" if args.json else f"\nwrote {args.plot}")
     return report
 
 
 #: Sync calls a round to each checkpointed counter (fsync'ed saves take milliseconds).
 DURABLE_CALLS = 1_000
 DURABLE_CALLS_QUICK = 200
+#: ``--smoke``: one block (``durability.BLOCK``) a round.
+DURABLE_CALLS_SMOKE = bench_durability.BLOCK
+
+
+def durable_calls(cfg: BenchConfig, smoke: bool) -> int:
+    """Sync calls a round to each checkpointed counter, for this run's size."""
+    if smoke:
+        return DURABLE_CALLS_SMOKE
+    return DURABLE_CALLS_QUICK if cfg.quick else DURABLE_CALLS
 
 
 def _kill_cluster() -> None:
@@ -1489,7 +1611,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = add_arguments(
         argparse.ArgumentParser(prog="zactor bench", description=__doc__.split("\n\n")[0])
     )
-    run(parser.parse_args(argv))
+    try:
+        run(parser.parse_args(argv))
+    except bench_plot.PlotError as exc:
+        print(f"zactor bench: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
