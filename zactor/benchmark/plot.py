@@ -44,7 +44,7 @@ def check(path: str) -> None:
 
     Raises :class:`PlotError` when matplotlib is not installed, when the
     extension names no image format matplotlib writes, or when the directory
-    does not exist.
+    does not exist or cannot be written.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -64,6 +64,8 @@ def check(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise PlotError(f"--plot {path}: directory {directory} does not exist; create it first")
+    if not os.access(directory, os.W_OK):
+        raise PlotError(f"--plot {path}: directory {directory} is not writable; choose another")
 
 
 def render(report: dict) -> Figure:
