@@ -25,6 +25,7 @@ from typing import Any
 
 import cloudpickle
 
+from zactor.caller.arguments import check_bindable
 from zactor.caller.creation import (
     CONTROL_TIMEOUT_S,
     creation_spec,
@@ -88,20 +89,7 @@ class ActorClass:
     def _check_arguments(self, args: tuple, kwargs: dict) -> None:
         """Raise ``TypeError`` now, at ``.remote()``, for arguments the constructor
         would refuse (as Ray does), not at the actor's first call."""
-        signature = self.__dict__.get("_signature")
-        if signature is None:
-            try:
-                signature = inspect.signature(self._cls)
-            except (TypeError, ValueError):  # no signature to check against (C classes)
-                return
-            self.__dict__["_signature"] = signature
-        try:
-            signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(
-                f"{self.__qualname__}.remote(): {exc}; its constructor takes "
-                f"{self.__qualname__}{signature}"
-            ) from None
+        check_bindable(self._cls, args, kwargs, self.__qualname__, "its constructor takes")
 
     def options(self, **options: Any) -> ActorOptions:
         """Per-actor options for the next ``.remote(...)`` (see DESIGN: name, lifetime, ...)."""

@@ -1,9 +1,36 @@
-"""Futures passed directly as arguments arrive as their values, as Ray and Dask do it
-(zactor's tasks and the compat shims)."""
+"""A call's arguments on the caller's side: checked against the signature at
+``.remote()``, as Ray does (actor constructors and tasks), and futures passed
+directly as arguments turned into their values, as Ray and Dask do it (tasks and
+the compat shims)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Callable
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_of(target: Callable) -> inspect.Signature | None:
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):  # nothing to check against (C classes, builtins)
+        return None
+
+
+def check_bindable(target: Callable, args: tuple, kwargs: dict, name: str, takes: str) -> None:
+    """Raise ``TypeError`` now if ``target`` would refuse ``args`` and ``kwargs``, naming
+    ``name`` and what it takes (``takes``: "its constructor takes", ...)."""
+    try:
+        signature = _signature_of(target)
+    except TypeError:  # unhashable: look it up uncached
+        signature = _signature_of.__wrapped__(target)
+    if signature is None:
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{name}.remote(): {exc}; {takes} {name}{signature}") from None
 
 
 def resolve_arguments(

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import logging
 import sys
 import threading
@@ -62,7 +61,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from zactor.caller.arguments import resolve_arguments
+from zactor.caller.arguments import check_bindable, resolve_arguments
 from zactor.caller.creation import (
     CONTROL_TIMEOUT_S,
     ByName,
@@ -179,7 +178,7 @@ class RemoteFunction:
 class _Shipment:
     """A task function as it travels: pickled once, named by the digest of its bytes."""
 
-    __slots__ = ("fn", "name", "lock", "blob", "digest", "signature")
+    __slots__ = ("fn", "name", "lock", "blob", "digest")
 
     def __init__(self, fn: Callable) -> None:
         self.fn = fn
@@ -187,7 +186,6 @@ class _Shipment:
         self.lock = threading.Lock()
         self.blob: bytes | None = None
         self.digest: bytes | None = None
-        self.signature: inspect.Signature | None = None
 
     def pack(self) -> bytes:
         """The function's digest, pickling it on first use."""
@@ -202,19 +200,8 @@ class _Shipment:
 
     def check(self, args: tuple, kwargs: dict) -> None:
         """Raise ``TypeError`` now for arguments the function would refuse (as Ray does)."""
-        signature = self.signature
-        if signature is None:
-            try:
-                signature = self.signature = inspect.signature(self.fn)
-            except (TypeError, ValueError):  # no signature to check against (builtins)
-                return
-        try:
-            signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            name = getattr(self.fn, "__name__", self.name)
-            raise TypeError(
-                f"{name}.remote(): {exc}; the function takes {name}{signature}"
-            ) from None
+        name = getattr(self.fn, "__name__", self.name)
+        check_bindable(self.fn, args, kwargs, name, "the function takes")
 
 
 class _Task:

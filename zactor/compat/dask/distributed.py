@@ -276,7 +276,28 @@ class _Done:
         yield
 
 
-class LocalCluster:
+class _ClosedOnExit:
+    """``with``/``async with`` close it, and ``await`` gives it back, as Dask's clusters
+    and clients do (``await Client(asynchronous=True)``). Subclasses define ``close``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __await__(self):
+        return self
+        yield
+
+
+class LocalCluster(_ClosedOnExit):
     """Dask's ``LocalCluster``: zactor's embedded cluster of ``n_workers`` worker processes.
 
     ``Client(cluster)`` connects to it; ``cluster.close()`` (or leaving a
@@ -297,24 +318,8 @@ class LocalCluster:
             zactor.shutdown()
         return _Done() if self.asynchronous else None
 
-    def __enter__(self) -> LocalCluster:
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    async def __aenter__(self) -> LocalCluster:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __await__(self):
-        return self
-        yield
-
-
-class Client:
+class Client(_ClosedOnExit):
     """Dask's ``Client`` over zactor.
 
     ``Client()`` starts an embedded zactor cluster (``n_workers`` worker
@@ -464,22 +469,6 @@ class Client:
         """Stop the cluster, whoever started it (Dask's ``Client.shutdown``)."""
         self._owns = True
         return self.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __await__(self):
-        return self
-        yield
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("asynchronous" if self.asynchronous else "running")

@@ -41,7 +41,8 @@ _NUM_RETURNS = (
 _GENERATORS = "zactor has no streaming generator calls: return a list instead"
 _OBJECT_STORE = "zactor has no object store: values travel with the calls that use them"
 
-_ACTOR_ABSENT: _Absent = {
+#: What an actor and a task both may ask for and zactor does not have.
+_SCHEDULING_ABSENT: _Absent = {
     "memory": ((None, 0), _MEMORY),
     "object_store_memory": ((None, 0), _OBJECT_STORE),
     "runtime_env": ((None, {}), _RUNTIME_ENV),
@@ -51,12 +52,15 @@ _ACTOR_ABSENT: _Absent = {
     "placement_group_capture_child_tasks": ((None, False), _PLACEMENT),
     "label_selector": ((None, {}), _PLACEMENT),
     "accelerator_type": ((None,), "zactor knows no accelerator types: use resources={...}"),
+    "_metadata": ((None, {}), "zactor has no option metadata"),
+}
+_ACTOR_ABSENT: _Absent = {
+    **_SCHEDULING_ABSENT,
     "concurrency_groups": ((None, {}, []), _CONCURRENCY_GROUPS),
     "allow_out_of_order_execution": (
         (None, False),
         "zactor runs one caller's calls to an actor in the order sent",
     ),
-    "_metadata": ((None, {}), "zactor has no option metadata"),
 }
 _METHOD_ABSENT: _Absent = {
     "num_returns": ((None, 1), _NUM_RETURNS),
@@ -66,19 +70,10 @@ _METHOD_ABSENT: _Absent = {
     "_metadata": ((None, {}), "zactor has no option metadata"),
 }
 _TASK_ABSENT: _Absent = {
+    **_SCHEDULING_ABSENT,
     "num_returns": ((None, 1), _NUM_RETURNS),
-    "memory": ((None, 0), _MEMORY),
-    "object_store_memory": ((None, 0), _OBJECT_STORE),
-    "runtime_env": ((None, {}), _RUNTIME_ENV),
-    "scheduling_strategy": ((None, "DEFAULT"), _PLACEMENT),
-    "placement_group": ((None, "default"), _PLACEMENT),
-    "placement_group_bundle_index": ((-1,), _PLACEMENT),
-    "placement_group_capture_child_tasks": ((None, False), _PLACEMENT),
-    "label_selector": ((None, {}), _PLACEMENT),
-    "accelerator_type": ((None,), "zactor knows no accelerator types: use resources={...}"),
     "max_calls": ((None, 0), "zactor reuses its worker processes for every task"),
     "_generator_backpressure_num_objects": ((None, -1), _GENERATORS),
-    "_metadata": ((None, {}), "zactor has no option metadata"),
 }
 _INIT_ABSENT: _Absent = {
     "object_store_memory": ((None,), _OBJECT_STORE),
