@@ -183,7 +183,7 @@ def _join(head_address: str) -> None:
     inbox_dir = make_session_dir()
     try:
         runtime = Runtime(
-            cluster.driver_inbox(head_address, inbox_dir),
+            cluster.inbox_for(head_address, inbox_dir, "driver"),
             role="driver",
             head_address=head_address,
         )

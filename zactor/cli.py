@@ -58,7 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     start.add_argument(
-        "--head", action="store_true", help="start the head of a new cluster (required)"
+        "--head", action="store_true", help="start the head of a new cluster on this machine"
+    )
+    start.add_argument(
+        "--address",
+        metavar="tcp://HOST:PORT",
+        help="join the cluster whose head listens there as a node: a node agent that starts "
+        "and supervises this machine's workers (docs/cluster.md)",
+    )
+    start.add_argument(
+        "--node-id",
+        help="with --address: this node's name in the cluster (default: host name and a "
+        "random suffix)",
+    )
+    start.add_argument(
+        "--node-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --head: declare a node dead after this long without a heartbeat (default 5)",
     )
     start.add_argument(
         "--port",
@@ -149,26 +166,23 @@ class CommandError(Exception):
 def _start(args: argparse.Namespace) -> int:
     from zactor.control import cluster
 
-    if not args.head:
+    if args.head == (args.address is not None):
         raise CommandError(
-            "pass --head to start a cluster whose head runs on this machine: "
-            "`zactor start --head` (see `zactor start --help`)"
+            "pass --head to start a cluster whose head runs on this machine "
+            "(`zactor start --head`), or --address to join one as a node "
+            "(`zactor start --address tcp://HOST:PORT`); see `zactor start --help`"
         )
+    if args.address is not None:
+        return _start_node(args)
+    if args.node_id is not None:
+        raise CommandError("--node-id names a node that joins: use it with --address")
     if args.host is not None and args.port is None:
         raise CommandError(
             "--host needs --port: e.g. `zactor start --head --host HOST --port 6380`"
         )
-    try:
-        resources = json.loads(args.resources)
-    except ValueError:
-        resources = None
-    if not isinstance(resources, dict) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in resources.values()
-    ):
-        raise CommandError(
-            f"--resources must be a JSON object of names to numbers, such as "
-            f"'{{\"GPU\": 1}}'; got {args.resources!r}"
-        )
+    resources = _resources(args)
+    if args.node_timeout is not None and not args.node_timeout > 0:
+        raise CommandError(f"--node-timeout must be more than 0 seconds, got {args.node_timeout}")
     if args.metrics_max_actors is not None and args.metrics_port is None:
         raise CommandError(
             "--metrics-max-actors needs --metrics-port: e.g. "
@@ -181,6 +195,7 @@ def _start(args: argparse.Namespace) -> int:
         resources=resources,
         metrics_port=args.metrics_port,
         metrics_max_actors=args.metrics_max_actors,
+        node_timeout=args.node_timeout,
     )
     if args.json:
         _print_json(record)
@@ -195,7 +210,53 @@ def _start(args: argparse.Namespace) -> int:
     if record.get("metrics_url"):
         print(f"  status page:  {record['metrics_url']}  (metrics: {record['metrics_url']}metrics)")
     print(f'  join it from Python with zactor.init(address="{joined_by}")')
+    if record["address"].startswith("tcp://"):
+        print(f"  add a machine to it with: zactor start --address {record['address']}")
     print("  see it with `zactor status`; stop it with `zactor stop`")
+    return 0
+
+
+def _resources(args: argparse.Namespace) -> dict:
+    try:
+        resources = json.loads(args.resources)
+    except ValueError:
+        resources = None
+    if not isinstance(resources, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in resources.values()
+    ):
+        raise CommandError(
+            f"--resources must be a JSON object of names to numbers, such as "
+            f"'{{\"GPU\": 1}}'; got {args.resources!r}"
+        )
+    return resources
+
+
+def _start_node(args: argparse.Namespace) -> int:
+    from zactor.control import cluster
+
+    for flag, value in (
+        ("--port", args.port),
+        ("--metrics-port", args.metrics_port),
+        ("--node-timeout", args.node_timeout),
+    ):
+        if value is not None:
+            raise CommandError(f"{flag} is the head's: a node (--address) does not take it")
+    record = cluster.start_node(
+        args.address,
+        num_workers=args.num_workers,
+        resources=_resources(args),
+        host=args.host,
+        node_id=args.node_id,
+    )
+    if args.json:
+        _print_json(record)
+        return 0
+    print(
+        f"started zactor node {record['node_id']}: agent pid {record['pid']} with "
+        f"{record['num_workers']} workers, joined the head at {record['head']}"
+    )
+    print(f"  log: {record['log']}")
+    print("  see the cluster with `zactor status`; stop this node with `zactor stop`")
     return 0
 
 
@@ -229,10 +290,18 @@ def format_status(report: dict) -> str:
         )
     lines.append("")
     lines += _table(
-        ["NODE", "HOST", "WORKERS", "DRIVERS"],
+        ["NODE", "HOST", "STATE", "WORKERS", "DRIVERS", "RESOURCES", "HEARTBEAT", "ADDRESS"],
         [
-            [n["node_id"] + (" (head)" if n.get("head") else ""), n.get("host"), n["workers"]]
-            + [n["drivers"]]
+            [
+                n["node_id"] + (" (head)" if n.get("head") else ""),
+                n.get("host"),
+                n.get("state", "alive"),
+                n["workers"],
+                n["drivers"],
+                json.dumps(n["resources"], sort_keys=True) if n.get("resources") else None,
+                f"{n['heartbeat_age_s']:.1f} s ago" if "heartbeat_age_s" in n else None,
+                n.get("address"),
+            ]
             for n in report["nodes"]
         ],
     )
@@ -346,6 +415,18 @@ def _duration(seconds: float) -> str:
 def _stop(args: argparse.Namespace) -> int:
     from zactor.control import cluster
 
+    if cluster.running_cluster() is None and cluster.running_nodes():
+        nodes = cluster.stop_nodes(timeout=args.timeout)
+        if args.json:
+            _print_json({"stopped": True, "nodes": nodes})
+            return 0
+        for node in nodes:
+            how = " (it had to be killed)" if node["forced"] else ""
+            print(
+                f"stopped zactor node {node['node_id']} of the cluster at {node['head']}: "
+                f"agent pid {node['pid']} and {len(node['worker_pids'])} workers{how}"
+            )
+        return 0
     result = cluster.stop(timeout=args.timeout)
     if args.json:
         _print_json(result)

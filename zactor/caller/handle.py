@@ -24,7 +24,7 @@ from zactor.endpoint import runtime as _runtime_mod
 from zactor.errors import ActorDiedError, remote_exception
 from zactor.wire import records as wire
 from zactor.wire import serialization
-from zactor.wire.protocol import HEAD_TABLE, WORKER_TABLE
+from zactor.wire.protocol import HEAD_TABLE, NODE_TABLE, WORKER_TABLE
 
 _dumps_call = serialization.dumps_call
 _CALL, _TELL, _ERROR = wire.CALL, wire.TELL, wire.ERROR
@@ -451,6 +451,11 @@ def head_handle(runtime=None) -> ActorHandle:
 def worker_service_handle(address: str) -> ActorHandle:
     """A handle to the service actor (actor 0) of the worker at ``address``."""
     return ActorHandle(wire.SYSTEM_ACTOR_ID, address, "WorkerService", WORKER_TABLE.names)
+
+
+def node_service_handle(address: str) -> ActorHandle:
+    """A handle to the service actor (actor 0) of the node agent at ``address``."""
+    return ActorHandle(wire.SYSTEM_ACTOR_ID, address, "NodeService", NODE_TABLE.names)
 
 
 def handle_from_info(info: dict, counted: bool = True) -> ActorHandle:

@@ -35,6 +35,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import uuid
 from typing import Iterator
 
 from zactor.caller.handle import head_handle
@@ -167,7 +168,7 @@ def running_cluster() -> dict | None:
     dead cluster's session directory.
     """
     record = read_cluster_file()
-    if record is None or _head_alive(record):
+    if record is None or _recorded_process_alive(record):
         return record
     with _locked():
         return _running_locked()  # re-read: a start may have replaced the file meanwhile
@@ -176,7 +177,7 @@ def running_cluster() -> dict | None:
 def _running_locked() -> dict | None:
     """:func:`running_cluster` for a caller that holds the lock (flock does not nest)."""
     record = read_cluster_file()
-    if record is None or _head_alive(record):
+    if record is None or _recorded_process_alive(record):
         return record
     _remove_stale(record)
     return None
@@ -198,7 +199,7 @@ def require_cluster() -> dict:
     raise NoClusterError(message)
 
 
-def _head_alive(record: dict) -> bool:
+def _recorded_process_alive(record: dict) -> bool:
     pid = record.get("pid")
     return isinstance(pid, int) and process_alive(pid, record.get("start_time"))
 
@@ -363,26 +364,36 @@ def resolve_address(address: str) -> str:
     return check_head_address(address)
 
 
-def driver_inbox(head_address: str, directory: str) -> str:
-    """An inbox address for a process that talks to the head at ``head_address``.
-
-    On the head's machine (an ``ipc://`` head, or tcp on loopback) the inbox
-    is a socket file in ``directory``; for a head on another machine it is a
-    tcp port on the interface that routes to that machine, which its workers
-    can reach.
-    """
+def local_host_for(head_address: str) -> str | None:
+    """This machine's address on the way to the head at ``head_address``, for inboxes
+    that the head's machine (and others) must reach: None when the head is on this
+    machine (an ``ipc://`` head, or tcp on loopback), where socket files serve."""
     if head_address.startswith("ipc://"):
-        return ipc_address(directory, f"driver-{os.getpid()}.sock")
+        return None
     host, port = _tcp_host_port(head_address)
     if is_loopback(host):
-        return ipc_address(directory, f"driver-{os.getpid()}.sock")
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_DGRAM)
     try:  # a UDP "connection" sends nothing: it only picks the route's local address
         probe.connect((host, port))
-        local = probe.getsockname()[0]
+        return probe.getsockname()[0]
     finally:
         probe.close()
-    return tcp_address(local, 0)
+
+
+def inbox_for(head_address: str, directory: str, role: str, host: str | None = None) -> str:
+    """An inbox address for a process of ``role`` (a driver, a node agent) that talks
+    to the head at ``head_address``.
+
+    On the head's machine the inbox is a socket file in ``directory``; for a
+    head on another machine it is a tcp port on ``host``, by default the
+    interface that routes to the head, which its workers can reach.
+    """
+    host = host or local_host_for(head_address)
+    if host is None:
+        return ipc_address(directory, f"{role}-{os.getpid()}.sock")
+    return tcp_address(host, 0)
 
 
 def worker_host(head_address: str) -> str | None:
@@ -412,7 +423,7 @@ def connect(head_address: str):
     inbox_dir = make_session_dir()
     try:
         runtime = Runtime(
-            driver_inbox(head_address, inbox_dir), role="driver", head_address=head_address
+            inbox_for(head_address, inbox_dir, "driver"), role="driver", head_address=head_address
         )
     except BaseException:
         shutil.rmtree(inbox_dir, ignore_errors=True)
@@ -437,11 +448,22 @@ def _ask(head, method: str, *args, timeout: float = REQUEST_TIMEOUT_S):
 
 
 def status() -> dict:
-    """What ``zactor status`` shows: the cluster file plus the head's :meth:`Head.status`."""
-    record = require_cluster()
+    """What ``zactor status`` shows: the cluster file plus the head's :meth:`Head.status`.
+
+    On a machine that runs a node agent but not the head, the head the node
+    joined is asked.
+    """
+    nodes = running_nodes() if read_cluster_file() is None else []
+    if nodes:
+        node = nodes[0]
+        record = {"address": node["head"], "log": node.get("log"), "node": node["node_id"]}
+        cluster_file = node["node_file"]
+    else:
+        record = require_cluster()
+        cluster_file = cluster_file_path()
     with connect(record["address"]) as head:
         report = _ask(head, "status")
-    report["cluster"] = dict(record, cluster_file=cluster_file_path())
+    report["cluster"] = dict(record, cluster_file=cluster_file)
     return report
 
 
@@ -456,6 +478,7 @@ def start_head(
     resources: dict | None = None,
     metrics_port: int | None = None,
     metrics_max_actors: int | None = None,
+    node_timeout: float | None = None,
     timeout: float = START_TIMEOUT_S,
 ) -> dict:
     """Start a standing cluster on this machine as a daemon; return its cluster file.
@@ -467,7 +490,10 @@ def start_head(
     Prometheus metrics and the status page over HTTP on that port of the same
     host (0: any free port; the record's ``metrics_url`` says where), with
     per-actor series for at most ``metrics_max_actors`` actors
-    (docs/observability.md). Returns once every worker registered. Raises
+    (docs/observability.md). ``node_timeout``: seconds without a heartbeat
+    after which a node that joined is declared dead (default
+    :data:`zactor.control.head.NODE_TIMEOUT_S`). Returns once every worker
+    registered. Raises
     :class:`ClusterRunningError` if a cluster already runs here.
     """
     if num_workers is None:
@@ -514,6 +540,7 @@ def start_head(
                 metrics_port=metrics_port,
                 metrics_host=host or "127.0.0.1",
                 metrics_max_actors=metrics_max_actors,
+                node_timeout=node_timeout,
                 stdout=log,
                 stderr=log,
                 detach=True,
@@ -542,7 +569,9 @@ def start_head(
     return dict(record, cluster_file=os.path.join(directory, CLUSTER_FILE))
 
 
-def _start_failed(proc: subprocess.Popen, log_path: str, what: str) -> ClusterError:
+def _start_failed(
+    proc: subprocess.Popen, log_path: str, what: str, what_failed: str = "head"
+) -> ClusterError:
     try:
         with open(log_path, errors="replace") as f:
             tail = "".join(f.readlines()[-15:]).rstrip()
@@ -551,7 +580,9 @@ def _start_failed(proc: subprocess.Popen, log_path: str, what: str) -> ClusterEr
     code = proc.poll()
     how = f"exited with code {code}" if code is not None else what
     detail = f":\n{tail}\n" if tail else ""
-    return ClusterError(f"the zactor head {how} during start-up{detail}(its log: {log_path})")
+    return ClusterError(
+        f"the zactor {what_failed} {how} during start-up{detail}(its log: {log_path})"
+    )
 
 
 def _wait_for_address(proc, address_file: str, log_path: str, deadline: float) -> str:
@@ -635,7 +666,10 @@ def stop(timeout: float = STOP_TIMEOUT_S) -> dict:
             with connect(record["address"]) as head:
                 with contextlib.suppress(TimeoutError):
                     info = head.cluster_info.remote().result(timeout=5.0)
-                    workers.update(w["pid"] for w in info["workers"])
+                    # Only this machine's: a pid of another node's means nothing here.
+                    workers.update(
+                        w["pid"] for w in info["workers"] if w["node_id"] == info["node_id"]
+                    )
                 head.shutdown.tell()
                 runtime_mod.current().flush()
                 asked = True
@@ -668,3 +702,149 @@ def stop(timeout: float = STOP_TIMEOUT_S) -> dict:
         "worker_pids": worker_pids,
         "forced": forced,
     }
+
+
+# -- nodes: machines that join a head elsewhere (zactor.control.node) -------------------------
+
+#: A node agent's record in the cluster directory: ``node-<node id>.json``.
+NODE_FILE = "node-{}.json"
+#: A node agent's (and its workers') log in the cluster directory.
+NODE_LOG = "node-{}.log"
+
+
+def default_node_id() -> str:
+    """A node id for this machine: its host name and six random hex digits."""
+    return f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:6]}"
+
+
+def running_nodes() -> list[dict]:
+    """The node agents started from this machine's cluster directory that still run
+    (the files of those that do not are removed on the way)."""
+    directory = cluster_dir()
+    records = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return records
+    for name in names:
+        if not (name.startswith("node-") and name.endswith(".json")):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue  # being written, or corrupt: not a node we can stop
+        if _recorded_process_alive(record):
+            records.append(dict(record, node_file=path))
+        else:
+            remove_cluster_file(path, record.get("pid"))
+    return records
+
+
+def start_node(
+    head_address: str,
+    *,
+    num_workers: int | None = None,
+    resources: dict | None = None,
+    host: str | None = None,
+    node_id: str | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> dict:
+    """Start a node agent on this machine, as a daemon, that joins the head at
+    ``head_address`` with ``num_workers`` workers sharing ``resources``; return its
+    record once every worker registered (``ClusterError`` with its log's tail if not).
+
+    ``host`` is the address this machine's workers listen on (default: this
+    machine's address on the route to the head). See :mod:`zactor.control.node`.
+    """
+    if num_workers is None:
+        num_workers = os.cpu_count() or 1
+    if num_workers < 1:
+        raise ValueError(f"--num-workers must be at least 1, got {num_workers}")
+    if parse_address(head_address).scheme != "tcp":
+        raise ValueError(
+            f"a node joins a head over tcp: pass the address `zactor start --head --port` "
+            f"printed, such as tcp://10.0.0.5:6380, not {head_address!r}"
+        )
+    probe_head(head_address)
+    node_id = node_id or default_node_id()
+    directory = cluster_dir(create=True)
+    node_file = os.path.join(directory, NODE_FILE.format(node_id))
+    log_path = os.path.join(directory, NODE_LOG.format(node_id))
+    session_dir = make_session_dir()
+    args = [
+        "--head",
+        head_address,
+        "--node-id",
+        node_id,
+        "--session-dir",
+        session_dir,
+        "--num-workers",
+        str(num_workers),
+        "--resources",
+        json.dumps(resources or {}),
+        "--node-file",
+        node_file,
+        "--log",
+        log_path,
+    ]
+    if host is not None:
+        args += ["--host", host]
+    with open(log_path, "ab") as log:
+        log.write(f"zactor start --address: {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        log.flush()
+        proc = spawn.start("zactor.control.node", args, stdout=log, stderr=log, detach=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            with open(node_file) as f:
+                record = json.load(f)
+            if record.get("pid") == proc.pid:
+                return dict(record, node_file=node_file)
+        if proc.poll() is not None:
+            shutil.rmtree(session_dir, ignore_errors=True)
+            raise _start_failed(proc, log_path, "exited", what_failed="node agent")
+        if time.monotonic() > deadline:
+            _end_child(proc)
+            shutil.rmtree(session_dir, ignore_errors=True)
+            raise _start_failed(
+                proc, log_path, "did not join the head in time", what_failed="node agent"
+            )
+        time.sleep(0.05)
+
+
+def stop_nodes(timeout: float = STOP_TIMEOUT_S) -> list[dict]:
+    """Stop every node agent of this machine's cluster directory (and their workers):
+    SIGTERM, then SIGKILL for one still running after ``timeout`` seconds. Returns
+    what was stopped; :class:`NoClusterError` if no node runs here."""
+    nodes = running_nodes()
+    if not nodes:
+        raise NoClusterError(
+            f"no zactor cluster or node is running on this machine: {START_HINT}, or join "
+            "one with `zactor start --address tcp://HEAD:PORT`"
+        )
+    pids = [node["pid"] for node in nodes]
+    times = {node["pid"]: node.get("start_time") for node in nodes}
+    workers = {pid: child_pids(pid) for pid in pids}
+    _signal_all(pids, signal.SIGTERM)
+    left = _wait_gone(pids, timeout, times)
+    _signal_all(left, signal.SIGKILL)
+    _wait_gone(left, 5.0, times)
+    orphans = _wait_gone([w for ws in workers.values() for w in ws], 5.0)
+    _signal_all(orphans, signal.SIGKILL)
+    stopped = []
+    for node in nodes:
+        if not process_alive(node["pid"], node.get("start_time")):
+            remove_cluster_file(node["node_file"], node["pid"])
+            shutil.rmtree(node.get("session_dir") or "", ignore_errors=True)
+        stopped.append(
+            {
+                "node_id": node["node_id"],
+                "pid": node["pid"],
+                "head": node["head"],
+                "worker_pids": workers[node["pid"]],
+                "forced": node["pid"] in left,
+            }
+        )
+    return stopped

@@ -17,7 +17,7 @@ import urllib.parse
 import uuid
 from typing import TYPE_CHECKING
 
-from zactor.caller.handle import ActorHandle, worker_service_handle
+from zactor.caller.handle import ActorHandle, node_service_handle, worker_service_handle
 from zactor.control import cluster
 from zactor.control.ledger import RefLedger
 from zactor.control.placement import Placement
@@ -33,6 +33,11 @@ log = logging.getLogger("zactor")
 
 #: How long ``Head.status()`` waits for the workers' counters (seconds).
 STATUS_TIMEOUT_S = 5.0
+#: How long a node agent may go without a heartbeat before the head declares its
+#: node dead (seconds; ``zactor start --head --node-timeout``). Nodes send one every
+#: :data:`HEARTBEATS_PER_TIMEOUT` th of it.
+NODE_TIMEOUT_S = 5.0
+HEARTBEATS_PER_TIMEOUT = 5
 
 
 def checkpoint_key(name: str | None, namespace: str | None, actor_id: int, cluster_id: str) -> str:
@@ -65,9 +70,14 @@ class Head:
     actor is never counted; it lives until killed or until the cluster stops.
     """
 
-    def __init__(self, supervisor: Supervisor | None = None) -> None:
+    def __init__(
+        self, supervisor: Supervisor | None = None, node_timeout_s: float = NODE_TIMEOUT_S
+    ) -> None:
         self._supervisor = supervisor
         self._host: ActorHost | None = None
+        #: Node agents (other machines) by node id; the supervisor's thread reads it.
+        self.nodes: dict[str, dict] = {}
+        self.node_timeout_s = node_timeout_s
         self.workers: dict[str, dict] = {}
         self.actors: dict[int, dict] = {}
         self.names: dict[tuple, int] = {}
@@ -99,6 +109,11 @@ class Head:
         self, worker_id: str, address: str, pid: int, node_id: str, resources: dict
     ) -> None:
         """A worker process announces itself, with its node's ``resources``."""
+        node = self.nodes.get(node_id)
+        if node is not None and node["state"] != "alive":
+            # Its node was declared dead or stopped: its actors live elsewhere now.
+            worker_service_handle(address).shutdown.tell()
+            return
         if self._supervisor is not None:
             if self._supervisor.exit_cause(worker_id) is not None:
                 return  # it died since: the report of its exit, on its way, deals with it
@@ -113,10 +128,93 @@ class Head:
         }
         self._retry_awaiting()
 
+    # -- nodes (zactor.control.node) ---------------------------------------------------------
+
+    def register_node(
+        self, node_id: str, address: str, pid: int, host: str, resources: dict, num_workers: int
+    ) -> dict:
+        """A node agent joins: the machine ``host`` whose agent listens at ``address``,
+        about to start ``num_workers`` workers that share ``resources``.
+
+        Returns how often to send heartbeats (``heartbeat_s``) and how long a
+        silence makes the node dead (``node_timeout_s``). A node id already in
+        use by a live node is refused (``ValueError``).
+        """
+        known = self.nodes.get(node_id)
+        if node_id == self._node_id() or (known is not None and known["state"] == "alive"):
+            raise ValueError(
+                f"a node named {node_id!r} is already part of this cluster: start the node "
+                "with another --node-id, or stop the one running (`zactor stop` on its machine)"
+            )
+        self.nodes[node_id] = {
+            "node_id": node_id,
+            "address": address,
+            "pid": pid,
+            "host": host,
+            "resources": dict(resources or {}),
+            "num_workers": num_workers,
+            "state": "alive",
+            "joined_at": time.time(),
+            "heartbeat_at": time.time(),
+            "last_heartbeat": time.monotonic(),
+        }
+        log.info("zactor head: node %s joined from %s (%s)", node_id, host, address)
+        return {
+            "node_id": node_id,
+            "heartbeat_s": self.node_timeout_s / HEARTBEATS_PER_TIMEOUT,
+            "node_timeout_s": self.node_timeout_s,
+        }
+
+    def node_heartbeat(self, node_id: str) -> str:
+        """A node agent is alive. Returns its node's state as the head sees it:
+        ``"alive"``, or ``"dead"`` (declared dead while it was silent: the agent
+        ends its workers, whose actors now run elsewhere or are gone), or
+        ``"unknown"`` (this head never heard of it)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return "unknown"
+        if node["state"] == "alive":
+            node["last_heartbeat"] = time.monotonic()
+            node["heartbeat_at"] = time.time()
+        return node["state"]
+
+    def node_stopping(self, node_id: str) -> None:
+        """A node agent is stopping (``zactor stop`` on its machine): its workers are
+        gone now, as after their deaths, and are not replaced."""
+        self._node_gone(node_id, "stopped", "stopped with its node (zactor stop)")
+
+    def node_lost(self, node_id: str, silent_s: float) -> None:
+        """The supervisor saw node ``node_id`` silent for ``silent_s`` seconds: it is
+        declared dead, and every actor of its workers fails (or restarts elsewhere)."""
+        node = self.nodes.get(node_id)
+        if node is None or node["state"] != "alive":
+            return
+        cause = (
+            f"was lost with its node {node_id} ({node['host']}), declared dead after "
+            f"{silent_s:.1f} s without a heartbeat"
+        )
+        self._node_gone(node_id, "dead", cause)
+
+    def _node_gone(self, node_id: str, state: str, cause: str) -> None:
+        node = self.nodes.get(node_id)
+        if node is None or node["state"] != "alive":
+            return
+        node["state"] = state
+        if state == "dead":
+            log.warning("zactor head: node %s (%s) declared dead", node_id, node["host"])
+        lost = [w for w, worker in self.workers.items() if worker["node_id"] == node_id]
+        # Out of placement first: an actor of one lost worker restarting must not be
+        # placed on another worker of the same node, not yet dealt with.
+        for worker_id in lost:
+            self.placement.remove_worker(worker_id)
+        self.placement.remove_node(node_id)
+        for worker_id in lost:
+            self._worker_gone(worker_id, cause)
+
     def cluster_info(self) -> dict:
         """Workers known to the head (with how many actors each hosts and the CPU
-        their actors leave free), the actor count, and the workers being started to
-        replace dead ones (``starting``: their ids)."""
+        their actors leave free), the actor count, the head's own node id, and the
+        workers being started to replace dead ones (``starting``: their ids)."""
         workers = [
             dict(
                 info,
@@ -129,6 +227,7 @@ class Head:
         # dict(): one C-level copy, as the supervisor's watch thread changes it.
         starting = sorted(dict(supervisor.replacing)) if supervisor is not None else []
         return {
+            "node_id": self._node_id(),
             "workers": workers,
             "num_actors": len(self.actors),
             "starting": starting,
@@ -322,6 +421,9 @@ class Head:
     def shutdown(self) -> None:
         """Stop the cluster: workers first, then the head itself."""
         self._stopping = True  # workers exiting now are not failures
+        for node in self.nodes.values():
+            if node["state"] == "alive":
+                node_service_handle(node["address"]).shutdown.tell()
         if self._host is not None:
             self._host.stop()
 
@@ -372,10 +474,19 @@ class Head:
                 self._forget_actor(actor_id)
         self._notify_all("actor_died", worker["address"], entries, True, died_at)
         self._owner_gone(worker["address"])  # its handles, and actors its actors created
-        if self._supervisor is not None:
-            self._supervisor.replace_worker(worker_id)
+        self._replace(worker)
         for actor_id in restarts:
             self._restart(actor_id)
+
+    def _replace(self, worker: dict) -> None:
+        """Have a dead worker replaced by whoever supervises its machine: this process's
+        supervisor, or the node agent of a live node (a dead or stopping node's are not)."""
+        node = self.nodes.get(worker["node_id"])
+        if node is not None:
+            if node["state"] == "alive":
+                node_service_handle(node["address"]).replace_worker.tell(worker["worker_id"])
+        elif self._supervisor is not None:
+            self._supervisor.replace_worker(worker["worker_id"])
 
     def _start_failed(self, worker_id: str, cause: str) -> None:
         """Replacement worker ``worker_id`` exited (``cause``: how) before it registered.
@@ -480,11 +591,15 @@ class Head:
             and (limit == -1 or info["restarts"] < limit)
         )
 
-    def _death_reason(self, info: dict, cause: str, restarting: bool) -> str:
+    def _death_reason(
+        self, info: dict, cause: str, restarting: bool, tail: str | None = None
+    ) -> str:
         named = f", name={info['name']!r}" if info.get("name") else ""
         who = f"actor {info['class_name']}(id={info['actor_id']}{named})"
         limit = info["max_restarts"]
-        if restarting:
+        if tail is not None:
+            pass
+        elif restarting:
             of = f" of {limit}" if limit > 0 else ""
             tail = f"restart {info['restarts'] + 1}{of} is under way"
         elif limit == 0:
@@ -505,7 +620,9 @@ class Head:
             self._awaiting_worker.append(actor_id)
             return
         except ClusterError as exc:
-            reason = self._death_reason(info, f"it could not be placed again ({exc})", False)
+            reason = self._death_reason(
+                info, f"it could not be placed again ({exc})", False, "it will not restart"
+            )
             self._forget_actor(actor_id)
             entry = [actor_id, reason, False, info["incarnation"]]
             self._notify_all("actor_died", info["address"], [entry], False)
@@ -660,7 +777,7 @@ def registry_snapshot(head: Head) -> dict:
     thread running the head's calls changes the registry meanwhile, so every
     dict is copied in one step (a C-level copy, atomic under the GIL, as the
     supervisor's watch thread does) and only the copies are read.
-    ``{"head", "workers", "actors", "drivers"}`` plus the event counts
+    ``{"head", "workers", "actors", "drivers", "nodes"}`` (node agents) plus the event counts
     ``created``, ``worker_deaths`` and ``class_restarts``.
     """
     placed = dict(head.placement.workers)
@@ -685,6 +802,7 @@ def registry_snapshot(head: Head) -> dict:
         "workers": workers,
         "actors": {actor_id: dict(info) for actor_id, info in dict(head.actors).items()},
         "drivers": [dict(info) for info in dict(head.drivers).values()],
+        "nodes": [dict(info) for info in dict(head.nodes).values()],
         "created": head.created,
         "worker_deaths": head.worker_deaths,
         "class_restarts": dict(head.class_restarts),
@@ -762,20 +880,30 @@ def compose_status(registry: dict, stats: dict[str, dict]) -> dict:
     drivers = [{k: v for k, v in info.items() if k != "start_time"} for info in registry["drivers"]]
     head = registry["head"]
     head_node = head["node_id"]
-    node_ids = [head_node]
+    agents = {node["node_id"]: node for node in registry.get("nodes", ())}
+    node_ids = [head_node, *agents]
     for row in worker_rows + drivers:
         if row["node_id"] not in node_ids:
             node_ids.append(row["node_id"])
-    nodes = [
-        {
+    now = time.monotonic()
+    nodes = []
+    for node_id in node_ids:
+        agent = agents.get(node_id, {})
+        row = {
             "node_id": node_id,
-            "host": socket.gethostname() if node_id == head_node else None,
+            "host": socket.gethostname() if node_id == head_node else agent.get("host"),
             "head": node_id == head_node,
+            "address": head["address"] if node_id == head_node else agent.get("address"),
+            "state": agent.get("state", "alive"),
+            "resources": agent.get("resources"),
             "workers": sum(1 for w in worker_rows if w["node_id"] == node_id),
             "drivers": sum(1 for d in drivers if d["node_id"] == node_id),
         }
-        for node_id in node_ids
-    ]
+        if agent:
+            row["pid"] = agent.get("pid")
+            row["heartbeat_at"] = agent.get("heartbeat_at")
+            row["heartbeat_age_s"] = round(now - agent["last_heartbeat"], 3)
+        nodes.append(row)
     return {
         "head": dict(head),
         "nodes": nodes,

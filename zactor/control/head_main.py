@@ -15,7 +15,7 @@ import signal
 import sys
 
 from zactor.control import cluster
-from zactor.control.head import Head
+from zactor.control.head import NODE_TIMEOUT_S, Head
 from zactor.control.metrics import MAX_ACTOR_SERIES, ClusterMetrics
 from zactor.control.status_page import StatusServer
 from zactor.control.supervisor import Supervisor
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--metrics-host", default="127.0.0.1", help="... on this address")
     parser.add_argument("--metrics-max-actors", type=int, default=MAX_ACTOR_SERIES)
+    parser.add_argument(
+        "--node-timeout", type=float, default=NODE_TIMEOUT_S, help="declare a silent node dead"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("ZACTOR_LOG_LEVEL", "WARNING"))
     parent = os.getppid() if args.watch_parent else None
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         worker_host=cluster.worker_host(runtime.address),
         log_path=log_path,
     )
-    head = Head(supervisor)
+    head = Head(supervisor, node_timeout_s=args.node_timeout)
     head._host = host
     host.add_system_actor(head, HEAD_TABLE)
     server = None
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         if server is not None:
             server.close()
         supervisor.stop_watching()
-        supervisor.stop_workers(head)
+        supervisor.stop_workers([worker["address"] for worker in head.workers.values()])
         runtime.close()
         shutil.rmtree(args.session_dir, ignore_errors=True)
         if args.cluster_file:

@@ -11,6 +11,10 @@ The model, chosen to be simple to reason about:
   ``zactor.init(resources={"GPU": 2})`` or ``zactor start --head --resources
   '{"GPU": 2}'``. An actor reserves its amounts from its node's pool until it
   ends.
+* ``resources={"node:<node id>": 1}`` pins an actor to that node (as Ray's
+  ``node:<ip>`` resource does): it is a constraint, not an amount, so any
+  number of actors may ask for it. Every node has one, named by its id
+  (``zactor status`` lists them; ``get_runtime_context().node_id`` in an actor).
 * Among the workers that fit, the one hosting the fewest actors wins.
 * A demand that no worker can meet *now* fails at creation with a
   :class:`~zactor.errors.ClusterError` that says what was asked, what is free
@@ -27,6 +31,13 @@ from zactor.errors import ClusterError
 
 #: Reservations below this are treated as zero (float sums of fractions).
 EPSILON = 1e-9
+#: A resource named ``node:<node id>`` pins an actor to that node (see the module docstring).
+NODE_PREFIX = "node:"
+
+
+def _amounts(resources: dict) -> dict:
+    """``resources`` without its node pins: what is reserved from a node's pool."""
+    return {k: v for k, v in resources.items() if not k.startswith(NODE_PREFIX)}
 
 
 class Placement:
@@ -63,6 +74,10 @@ class Placement:
                 self.release(actor_id)
         self.workers.pop(worker_id, None)
 
+    def remove_node(self, node_id: str) -> None:
+        """A node left the cluster (its workers are removed first): its resources go."""
+        self.nodes.pop(node_id, None)
+
     def choose(self, class_name: str, num_cpus: float, resources: dict) -> str:
         """The worker for an actor asking for ``num_cpus`` and ``resources``; raises if none."""
         if not self.workers:
@@ -87,8 +102,14 @@ class Placement:
         """
         node = self.nodes.get(node_id)
         free = node["free"] if node is not None else node_resources or {}
-        return num_cpus <= 1 + EPSILON and all(
-            free.get(key, 0.0) + EPSILON >= amount for key, amount in resources.items()
+        pins = [k[len(NODE_PREFIX) :] for k in resources if k.startswith(NODE_PREFIX)]
+        return (
+            num_cpus <= 1 + EPSILON
+            and all(pin == node_id for pin in pins)
+            and all(
+                free.get(key, 0.0) + EPSILON >= amount
+                for key, amount in _amounts(resources).items()
+            )
         )
 
     def reserve(self, actor_id: int, worker_id: str, num_cpus: float, resources: dict) -> None:
@@ -97,9 +118,10 @@ class Placement:
         worker["cpu_free"] -= num_cpus
         worker["actors"] += 1
         free = self.nodes[worker["node_id"]]["free"]
-        for key, amount in resources.items():
+        amounts = _amounts(resources)
+        for key, amount in amounts.items():
             free[key] -= amount
-        self.reserved[actor_id] = (worker_id, num_cpus, dict(resources))
+        self.reserved[actor_id] = (worker_id, num_cpus, amounts)
 
     def release(self, actor_id: int) -> None:
         """The actor ended: give back what it reserved."""
@@ -123,8 +145,15 @@ class Placement:
             return False
         if num_cpus >= 1 - EPSILON and worker["actors"]:
             return False
-        free = self.nodes[worker["node_id"]]["free"]
-        return all(free.get(key, 0.0) + EPSILON >= amount for key, amount in resources.items())
+        node_id = worker["node_id"]
+        free = self.nodes[node_id]["free"]
+        for key, amount in resources.items():
+            if key.startswith(NODE_PREFIX):
+                if key[len(NODE_PREFIX) :] != node_id:
+                    return False
+            elif free.get(key, 0.0) + EPSILON < amount:
+                return False
+        return True
 
     def explain(self, class_name: str, num_cpus: float, resources: dict) -> str:
         """Why no worker can take this demand now (what is free where), and what to do."""
@@ -141,8 +170,15 @@ class Placement:
         for node in self.nodes.values():
             for key, amount in node["total"].items():
                 total[key] = max(total.get(key, 0.0), amount)
-        never = [k for k, v in resources.items() if total.get(k, 0.0) + EPSILON < v]
-        if never:
+        never = [k for k, v in _amounts(resources).items() if total.get(k, 0.0) + EPSILON < v]
+        pins = [k[len(NODE_PREFIX) :] for k in resources if k.startswith(NODE_PREFIX)]
+        missing = [pin for pin in pins if pin not in self.nodes]
+        if missing:
+            advice = (
+                f"no live node is named {', '.join(missing)}: `zactor status` lists the "
+                f"nodes; pin with resources={{'node:<node id>': 1}}"
+            )
+        elif never:
             advice = (
                 f"no node of this cluster offers that much {', '.join(never)}: start the "
                 "cluster with it (zactor.init(resources={...}) or zactor start --head "

@@ -71,6 +71,7 @@ def start_head(
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
     metrics_max_actors: int | None = None,
+    node_timeout: float | None = None,
     stdout=None,
     stderr=None,
     detach: bool = False,
@@ -84,6 +85,7 @@ def start_head(
     ``metrics_port``: serve metrics and the status page on ``metrics_host`` at
     that port (0: any free one), with per-actor series for at most
     ``metrics_max_actors`` actors (see :mod:`zactor.control.metrics`).
+    ``node_timeout``: seconds without a heartbeat that make a node dead.
     """
     args = [
         "--session-dir",
@@ -105,6 +107,8 @@ def start_head(
         args += ["--metrics-port", str(metrics_port), "--metrics-host", metrics_host]
         if metrics_max_actors is not None:
             args += ["--metrics-max-actors", str(metrics_max_actors)]
+    if node_timeout is not None:
+        args += ["--node-timeout", str(node_timeout)]
     return start("zactor.control.head_main", args, stdout=stdout, stderr=stderr, detach=detach)
 
 

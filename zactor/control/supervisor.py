@@ -1,9 +1,12 @@
-"""Node supervision: starting this machine's worker processes, noticing their deaths.
+"""Node supervision: starting one machine's worker processes, noticing their deaths.
 
-The :class:`Supervisor` lives in the head process. It starts the workers, and
-its watch thread reports to the head (through the head's own inbox, so the
-registry stays the head thread's alone) a worker process that exited and a
-driver on this machine whose process is gone. It gives up on a replacement
+A :class:`Supervisor` lives in the head process (for the head's own machine)
+and in every node agent (:mod:`zactor.control.node`, one per other machine).
+It starts the workers, and its watch thread reports to the head (through the
+head's inbox, so the registry stays the head thread's alone) a worker process
+that exited. In the head it also reports a driver on this machine whose
+process is gone, and a node agent whose heartbeats stopped
+(:data:`zactor.control.head.NODE_TIMEOUT_S`). It gives up on a replacement
 worker that does not register within :data:`WORKER_START_TIMEOUT_S`: it kills
 it, so the head hears of it as of any worker that exited, and the creations and
 restarts waiting for it fail with an error naming it.
@@ -58,7 +61,9 @@ class Supervisor:
     ``worker_host``, on tcp ports of that host (so that drivers on other
     machines reach them). Their output goes where the head's goes:
     ``log_path`` for a standing cluster, else the standard error of the
-    process that started the cluster.
+    process that started the cluster. Worker ids are ``worker-N`` on the
+    head's machine; a node agent's start with its node id
+    (``worker_prefix``), so they are unique in the cluster.
     """
 
     def __init__(
@@ -68,8 +73,10 @@ class Supervisor:
         node_id: str = "node-0",
         worker_host: str | None = None,
         log_path: str | None = None,
+        worker_prefix: str = "",
     ) -> None:
         self.session_dir = session_dir
+        self.worker_prefix = worker_prefix
         self.head_address = head_address
         self.node_id = node_id
         self.worker_host = worker_host
@@ -168,7 +175,7 @@ class Supervisor:
             proc.kill()
 
     def _start_worker(self) -> str:
-        worker_id = f"worker-{self._next_worker}"
+        worker_id = f"{self.worker_prefix}worker-{self._next_worker}"
         self._next_worker += 1
         if self.worker_host is None:
             address = ipc_address(self.session_dir, f"{worker_id}.sock")
@@ -179,11 +186,12 @@ class Supervisor:
         )
         return worker_id
 
-    def stop_workers(self, head: Head) -> None:
-        """Ask each worker to stop, then kill the ones that do not within the grace period."""
-        for info in head.workers.values():
+    def stop_workers(self, addresses: list[str]) -> None:
+        """Ask the workers at ``addresses`` to stop, then kill the processes of this
+        supervisor's that do not within the grace period."""
+        for address in addresses:
             try:
-                worker_service_handle(info["address"]).shutdown.tell()
+                worker_service_handle(address).shutdown.tell()
             except Exception:  # the runtime may already be closing
                 pass
         try:
@@ -198,10 +206,14 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
 
-    def watch(self, head: Head, runtime: Runtime) -> None:
-        """Start a thread that tells ``head`` about workers that exited (``worker_died``)
-        and drivers on this machine that died without ``zactor.shutdown()``
-        (``driver_exited``)."""
+    def watch(self, head: Head | None, runtime: Runtime) -> None:
+        """Start a thread that tells the head about workers that exited (``worker_died``).
+
+        In the head process (``head`` given) it also reports drivers on this
+        machine that died without ``zactor.shutdown()`` (``driver_exited``) and
+        node agents silent for longer than ``head.node_timeout_s``
+        (``node_lost``).
+        """
         self._watch = threading.Thread(
             target=self._watch_processes, args=(head, runtime), name="zactor-watch", daemon=True
         )
@@ -238,6 +250,12 @@ class Supervisor:
                     runtime.flush()
                 except Exception:  # the head is closing: nobody left to tell
                     return
+            if head is None:
+                continue  # a node agent's: drivers and nodes are the head's to watch
+            try:
+                self._report_silent_nodes(head, to_head, runtime)
+            except Exception:  # the head is closing: nobody left to tell
+                return
             looks += 1
             if looks % round(DRIVER_CHECK_S / WORKER_CHECK_S):
                 continue
@@ -254,3 +272,18 @@ class Supervisor:
                         runtime.flush()
                     except Exception:  # the head is closing: nobody left to tell
                         return
+
+    def _report_silent_nodes(self, head: Head, to_head, runtime: Runtime) -> None:
+        """Tell the head about each live node whose last heartbeat is older than its
+        timeout; the head declares it dead (once: it is no longer "alive" after)."""
+        now = time.monotonic()
+        timeout = head.node_timeout_s
+        silent = [
+            (node_id, now - node["last_heartbeat"])
+            for node_id, node in dict(head.nodes).items()  # one C-level copy
+            if node["state"] == "alive" and now - node["last_heartbeat"] > timeout
+        ]
+        for node_id, quiet in silent:
+            to_head.node_lost.tell(node_id, quiet)
+        if silent:
+            runtime.flush()

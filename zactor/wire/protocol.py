@@ -14,7 +14,7 @@ Changing a table (a name, the order, the roles) changes the protocol: bump
 ``tests/test_protocol.py`` keeps a digest of the tables for each version and
 fails when a table changes without a bump.
 
-Roles: each process is a driver, a worker or the head. A call record carries
+Roles: each process is a driver, a worker, a node agent or the head. A call record carries
 its sender's role in its ``flags`` byte (:data:`ROLE_FLAGS`); the head role is
 also checked against the sender's routing id, which must be the head's own
 inbox address. A call that names an undeclared index, or comes from a role
@@ -33,15 +33,16 @@ import json
 
 from zactor.wire.hotpath import PROTOCOL_VERSION
 
-DRIVER, WORKER, HEAD = "driver", "worker", "head"
+DRIVER, WORKER, HEAD, NODE = "driver", "worker", "head", "node"
 #: A process's role as carried in the ``flags`` byte of the calls it sends.
-ROLE_FLAGS = {DRIVER: 1, WORKER: 2, HEAD: 3}
+ROLE_FLAGS = {DRIVER: 1, WORKER: 2, HEAD: 3, NODE: 4}
 #: The role a call's ``flags`` byte names (0: a peer that named none).
 ROLE_OF_FLAGS = {flag: role for role, flag in ROLE_FLAGS.items()}
 
-_ANY = frozenset((DRIVER, WORKER, HEAD))
+_ANY = frozenset((DRIVER, WORKER, HEAD, NODE))
 _CALLERS = frozenset((DRIVER, WORKER))  # drivers and actors (running in workers)
 _HEAD_ONLY = frozenset((HEAD,))
+_HEAD_OR_NODE = frozenset((HEAD, NODE))  # what supervises worker processes
 
 
 class SystemTable:
@@ -85,15 +86,19 @@ HEAD_TABLE = SystemTable(
         "list_actors": _ANY,
         "list_named": _ANY,
         "lookup": _ANY,
+        "node_heartbeat": {NODE},
+        "node_lost": _HEAD_ONLY,
+        "node_stopping": {NODE},
         "place": _CALLERS,
         "refs": _ANY,
         "register_driver": {DRIVER},
+        "register_node": {NODE},
         "register_worker": {WORKER},
         "remember_creation": _CALLERS,
         "resources": _ANY,
         "shutdown": {DRIVER},
         "status": _ANY,
-        "worker_died": _HEAD_ONLY,
+        "worker_died": _HEAD_OR_NODE,
     },
 )
 
@@ -108,7 +113,7 @@ WORKER_TABLE = SystemTable(
         "ping": _ANY,
         "recreate": _HEAD_ONLY,
         "retire": {HEAD, DRIVER},
-        "shutdown": _HEAD_ONLY,
+        "shutdown": _HEAD_OR_NODE,
         "stats": _ANY,
     },
 )
@@ -122,8 +127,18 @@ DRIVER_TABLE = SystemTable(
     },
 )
 
+#: A node agent's service (``zactor.control.node.NodeService``): the head's orders
+#: to the agent that supervises one machine's workers.
+NODE_TABLE = SystemTable(
+    "NodeService",
+    {
+        "replace_worker": _HEAD_ONLY,
+        "shutdown": _HEAD_ONLY,
+    },
+)
+
 #: Every declared table, by the service that answers it.
-TABLES = {table.service: table for table in (HEAD_TABLE, WORKER_TABLE, DRIVER_TABLE)}
+TABLES = {table.service: table for table in (HEAD_TABLE, WORKER_TABLE, DRIVER_TABLE, NODE_TABLE)}
 
 
 def tables_digest() -> str:
@@ -175,6 +190,8 @@ __all__ = [
     "DRIVER_TABLE",
     "HEAD",
     "HEAD_TABLE",
+    "NODE",
+    "NODE_TABLE",
     "PROTOCOL_VERSION",
     "ROLE_FLAGS",
     "ROLE_OF_FLAGS",
