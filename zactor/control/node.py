@@ -85,11 +85,16 @@ class NodeAgent:
         self._stopped = threading.Event()
 
     def stop(self, reason: str) -> None:
-        """End :meth:`ActorHost.serve` (the agent's main loop) for ``reason``."""
+        """Have the agent stop, for ``reason`` (from any thread, or a signal handler):
+        the main thread, waiting in :meth:`wait_stopped`, ends the node."""
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stopped.set()
-        self.host.stop()
+
+    def wait_stopped(self) -> None:
+        """Block until :meth:`stop` is called (signals are handled meanwhile)."""
+        while not self._stopped.wait(0.5):
+            pass
 
     def heartbeat(self, interval: float) -> None:
         """Send heartbeats until stopped; stop if the head declared this node dead,
@@ -214,13 +219,15 @@ def main(argv: list[str] | None = None) -> None:
             }
             cluster.write_json_atomically(args.node_file, record)
         print(f"zactor node {args.node_id} pid {os.getpid()} joined {args.head}", flush=True)
-        serving.join()
+        agent.wait_stopped()
     except Exception as exc:  # start-up failed: say why in the log the start command shows
         print(f"zactor node {args.node_id}: {exc}", file=sys.stderr, flush=True)
         agent.stop(str(exc))
         code = 1
     finally:
         _stop_node(agent)
+        serving.join()
+        runtime.close()
         if args.node_file:
             cluster.remove_cluster_file(args.node_file, os.getpid())
         shutil.rmtree(args.session_dir, ignore_errors=True)
@@ -232,8 +239,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _stop_node(agent: NodeAgent) -> None:
     """End this node's workers: at once if the head declared the node dead (its actors
-    may already run elsewhere), else asking them first; then the agent's runtime."""
-    agent.host.stop()
+    may already run elsewhere), else telling the head first (so it neither replaces
+    them nor waits for heartbeats) and asking them to stop; then the agent's host.
+
+    The host still serves meanwhile: its thread reads the answers waited for here.
+    """
     supervisor = agent.supervisor
     if supervisor is not None:
         supervisor.stop_watching()
@@ -247,7 +257,7 @@ def _stop_node(agent: NodeAgent) -> None:
             with contextlib.suppress(Exception):  # the head may be gone
                 agent.head.node_stopping.tell(agent.node_id)
             supervisor.stop_workers(addresses)
-    agent.runtime.close()
+    agent.host.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,240 @@
+"""Many machines on one: node agents (``zactor start --address``) joining a head over tcp.
+
+Each "machine" is a cluster directory of its own (``ZACTOR_CLUSTER_DIR``), so
+the head's and every node's files stay apart, as on separate hosts; the head
+listens on tcp on loopback. ``tests/test_netns_cluster.py`` runs the same
+cluster across network namespaces, with real addresses and a real partition.
+A partition here is a SIGSTOPped node agent: its heartbeats stop, and it
+hears on waking that it was declared dead.
+
+Bounds are generous; nothing asserts timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+import pytest
+from gates import alive, poll
+from test_cli import Standing, reports
+
+pytestmark = pytest.mark.timeout(180)
+
+#: Seconds without a heartbeat after which the test heads declare a node dead.
+NODE_TIMEOUT_S = 1.5
+
+
+class Machines(Standing):
+    """A head's cluster directory, plus one directory per node "machine"."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root / "head")
+        self.root = root
+        self.nodes: dict[str, Standing] = {}
+
+    def start_head(self, workers: int = 1, *args: str) -> str:
+        record = self.start(
+            "--port",
+            "0",
+            "--num-workers",
+            str(workers),
+            "--node-timeout",
+            str(NODE_TIMEOUT_S),
+            *args,
+        )
+        self.address = record["address"]
+        return self.address
+
+    def start_node(self, node_id: str, workers: int = 1, *args: str) -> dict:
+        machine = self.nodes.setdefault(node_id, Standing(self.root / node_id))
+        record = machine.json(
+            "start", "--address", self.address, "--node-id", node_id,
+            "--num-workers", str(workers), *args,
+        )  # fmt: skip
+        machine.pids.add(record["pid"])
+        return record
+
+    def node_record(self, node_id: str) -> dict:
+        return json.loads((self.root / node_id / f"node-{node_id}.json").read_text())
+
+    def node_row(self, node_id: str) -> dict:
+        return next(n for n in self.status()["nodes"] if n["node_id"] == node_id)
+
+    def teardown(self) -> None:
+        for machine in self.nodes.values():
+            if any(machine.directory.glob("node-*.json")):
+                machine.run("stop", timeout=60)
+        super().teardown()
+        for machine in self.nodes.values():
+            machine.teardown()
+
+
+@pytest.fixture
+def machines(tmp_path):
+    m = Machines(tmp_path)
+    try:
+        yield m
+    finally:
+        m.teardown()
+
+
+def worker_pids(pid: int) -> list[int]:
+    from zactor.control.cluster import child_pids
+
+    return child_pids(pid)
+
+
+def test_a_node_joins_shows_in_status_and_leaves(machines):
+    machines.start_head()
+    record = machines.start_node("n1", 2, "--resources", '{"GPU": 1}')
+    assert record["node_id"] == "n1" and record["head"] == machines.address
+    row = machines.node_row("n1")
+    assert row["state"] == "alive" and row["workers"] == 2
+    assert row["resources"] == {"GPU": 1} and row["heartbeat_age_s"] >= 0
+    head_row = machines.node_row("node-0")
+    assert head_row["head"] and head_row["workers"] == 1
+    workers = [w for w in machines.status()["workers"] if w["node_id"] == "n1"]
+    assert sorted(w["worker_id"] for w in workers) == ["n1-worker-0", "n1-worker-1"]
+    text = machines.run("status").stdout
+    assert "n1" in text and "HEARTBEAT" in text
+
+    # `zactor stop` on the node's machine stops that node only.
+    node_pids = [record["pid"], *worker_pids(record["pid"])]
+    stopped = machines.nodes["n1"].json("stop")
+    assert [n["node_id"] for n in stopped["nodes"]] == ["n1"]
+    poll(lambda: not any(alive(p) for p in node_pids), timeout=20)
+    row = machines.node_row("n1")
+    assert row["state"] == "stopped" and row["workers"] == 0
+    assert not list(machines.nodes["n1"].directory.glob("node-*.json"))
+    assert machines.node_row("node-0")["workers"] == 1  # the head's machine carries on
+
+
+def test_calls_and_handles_cross_nodes_and_placement_follows_resources(machines):
+    address = machines.start_head()
+    machines.start_node("n1", 1, "--resources", '{"GPU": 1}')
+    got = machines.driver(
+        f"""
+        zactor.init(address={address!r})
+
+        @zactor.remote
+        class Where:
+            def node(self):
+                return zactor.get_runtime_context().node_id
+
+            def relay(self, other):
+                return zactor.get(other.increment.remote()), self.node()
+
+        gpu = Where.options(resources={{"GPU": 1}}).remote()
+        here = Where.options(resources={{"node:node-0": 1}}).remote()
+        there = Counter.options(resources={{"node:n1": 1}}).remote(10)
+        try:
+            Where.options(resources={{"GPU": 1}}).remote()
+        except zactor.ClusterError as exc:
+            full = str(exc)
+        try:
+            Where.options(resources={{"node:n9": 1}}).remote()
+        except zactor.ClusterError as exc:
+            missing = str(exc)
+        report(
+            gpu=zactor.get(gpu.node.remote()),
+            here=zactor.get(here.node.remote()),
+            relayed=zactor.get(here.relay.remote(there)),
+            direct=zactor.get(there.increment.remote()),
+            full=full,
+            missing=missing,
+        )
+        """
+    )[0]
+    assert got["gpu"] == "n1" and got["here"] == "node-0"
+    assert got["relayed"] == [11, "node-0"]  # node-0's actor called n1's through its handle
+    assert got["direct"] == 12
+    assert "GPU=1" in got["full"] and "node n1 has resources free: GPU=0" in got["full"]
+    assert "no live node is named n9" in got["missing"]
+
+
+def test_a_killed_node_fails_its_actors_naming_it_and_restartable_ones_move(machines, tmp_path):
+    address = machines.start_head()
+    record = machines.start_node("n1", 1, "--resources", '{"slot": 1}')
+    machines.start_node("n2", 1, "--resources", '{"slot": 1}')
+    gate = tmp_path / "node-killed"
+    proc, first = machines.start_driver(
+        f"""
+        zactor.init(address={address!r})
+
+        @zactor.remote
+        class Sleeper:
+            def node(self):
+                return zactor.get_runtime_context().node_id
+
+            def sleep(self, seconds):
+                time.sleep(seconds)
+
+        # Both on n1: the slot goes to the first of the tied nodes, then the pin.
+        movable = Sleeper.options(
+            resources={{"slot": 1}}, max_restarts=1, max_task_retries=-1
+        ).remote()
+        doomed = Sleeper.options(resources={{"node:n1": 1}}).remote()
+        report(doomed=zactor.get(doomed.node.remote()), movable=zactor.get(movable.node.remote()))
+        call = doomed.sleep.remote(60)
+        while not os.path.exists({str(gate)!r}):  # the test kills n1, then opens it
+            time.sleep(0.01)
+        try:
+            call.result(timeout=60)
+        except zactor.ActorDiedError as exc:
+            died = str(exc)
+        report(died=died, moved_to=zactor.get(movable.node.remote(), timeout=60))
+        """
+    )
+    assert first == {"doomed": "n1", "movable": "n1"}
+    for pid in [record["pid"], *worker_pids(record["pid"])]:
+        os.kill(pid, signal.SIGKILL)
+    gate.touch()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    got = reports(out)[-1]
+    assert "node n1" in got["died"] and "declared dead" in got["died"], got
+    assert "will not restart" in got["died"]
+    assert got["moved_to"] == "n2"  # re-created on a live node, its call re-sent
+    assert machines.node_row("n1")["state"] == "dead"
+
+
+def test_a_node_cut_off_is_told_it_was_declared_dead_and_ends_its_workers(machines):
+    machines.start_head()
+    record = machines.start_node("n1", 1)
+    workers = worker_pids(record["pid"])
+    assert workers
+    os.kill(record["pid"], signal.SIGSTOP)  # no heartbeat: as if cut off from the head
+    try:
+        poll(lambda: machines.node_row("n1")["state"] == "dead", timeout=30, interval=0.2)
+    finally:
+        os.kill(record["pid"], signal.SIGCONT)
+    # Back, it hears it is dead: its workers (whose actors may run elsewhere now) end.
+    poll(lambda: not any(alive(p) for p in [record["pid"], *workers]), timeout=30)
+    log = (machines.root / "n1" / "node-n1.log").read_text()
+    assert "declared node n1 dead" in log
+    assert not list((machines.root / "n1").glob("node-*.json"))
+
+
+def test_stopping_the_head_stops_every_node(machines):
+    machines.start_head()
+    record = machines.start_node("n1", 1)
+    node_pids = [record["pid"], *worker_pids(record["pid"])]
+    machines.json("stop")
+    poll(lambda: not any(alive(p) for p in node_pids), timeout=30)
+    assert "the cluster is stopping" in (machines.root / "n1" / "node-n1.log").read_text()
+
+
+def test_joining_needs_a_tcp_head_that_runs(machines):
+    node = Standing(machines.root / "lonely")
+    proc = node.run("start", "--address", "ipc:///tmp/nothing.sock")
+    assert proc.returncode == 1 and "a node joins a head over tcp" in proc.stderr
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = node.run("start", "--address", f"tcp://127.0.0.1:{port}")
+    assert proc.returncode == 1 and "connection refused" in proc.stderr, proc.stderr
+    proc = node.run("start", "--head", "--address", f"tcp://127.0.0.1:{port}")
+    assert proc.returncode == 1 and "--head" in proc.stderr and "--address" in proc.stderr
