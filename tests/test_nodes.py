@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import urllib.request
 
 import pytest
 from gates import alive, poll
@@ -87,9 +88,21 @@ def worker_pids(pid: int) -> list[int]:
     return child_pids(pid)
 
 
+def node_up(metrics_url: str, node_id: str) -> float:
+    """The ``zactor_node_up`` sample of ``node_id`` on the head's metrics page."""
+    with urllib.request.urlopen(metrics_url + "metrics", timeout=30) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f'zactor_node_up{{node="{node_id}"}}'):
+            return float(line.split()[-1])
+    raise AssertionError(f"no zactor_node_up sample for {node_id} in:\n{text}")
+
+
 def test_a_node_joins_shows_in_status_and_leaves(machines):
-    machines.start_head()
+    machines.start_head(1, "--metrics-port", "0")
+    metrics_url = machines.status()["head"]["metrics_url"]
     record = machines.start_node("n1", 2, "--resources", '{"GPU": 1}')
+    assert node_up(metrics_url, "n1") == 1
     assert record["node_id"] == "n1" and record["head"] == machines.address
     row = machines.node_row("n1")
     assert row["state"] == "alive" and row["workers"] == 2
@@ -110,6 +123,7 @@ def test_a_node_joins_shows_in_status_and_leaves(machines):
     assert row["state"] == "stopped" and row["workers"] == 0
     assert not list(machines.nodes["n1"].directory.glob("node-*.json"))
     assert machines.node_row("node-0")["workers"] == 1  # the head's machine carries on
+    poll(lambda: node_up(metrics_url, "n1") == 0, timeout=30, interval=0.5)
 
 
 def test_calls_and_handles_cross_nodes_and_placement_follows_resources(machines):

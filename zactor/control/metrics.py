@@ -396,14 +396,28 @@ class ClusterMetrics:
         node_calls = CounterMetricFamily(
             "zactor_node_calls", "Calls served by the node's actors.", labels=label
         )
+        node_up = GaugeMetricFamily(
+            "zactor_node_up",
+            "1 while the node is alive (the head's, or an agent whose heartbeats arrive), "
+            "0 once it was declared dead or stopped.",
+            labels=label,
+        )
+        node_heartbeat = GaugeMetricFamily(
+            "zactor_node_heartbeat_age_seconds",
+            "Seconds since the node agent's last heartbeat reached the head.",
+            labels=label,
+        )
         for row in status["nodes"]:
             node = row["node_id"]
+            node_up.add_metric([node], 1 if row.get("state", "alive") == "alive" else 0)
+            if row.get("heartbeat_age_s") is not None:
+                node_heartbeat.add_metric([node], row["heartbeat_age_s"])
             node_workers.add_metric([node], row["workers"])
             node_cpu.add_metric([node], _value(snap.cpu, ("node", node), 0))
             node_calls.add_metric([node], _value(snap.calls, ("node", node), CALLS))
             if node in node_rss:
                 node_rss_family.add_metric([node], node_rss[node])
-        yield from (node_workers, node_cpu, node_rss_family, node_calls)
+        yield from (node_up, node_heartbeat, node_workers, node_cpu, node_rss_family, node_calls)
 
     # -- the status page --------------------------------------------------------------------
 

@@ -103,6 +103,8 @@
     fill("nodes", data.nodes.map((n) => row([
       [n.node_id + (n.head ? " (head)" : ""), "node"],
       [n.host || DASH, "host"],
+      [n.state || "alive", "state"],
+      [n.heartbeat_age_s == null ? DASH : n.heartbeat_age_s.toFixed(1) + " s ago", "heartbeat", "num"],
       [number(n.workers), "workers", "num"],
       [number(n.drivers), "drivers", "num"],
       [percent(n.cpu_percent), "cpu", "num"],
