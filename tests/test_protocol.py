@@ -36,7 +36,7 @@ DIGESTS = {
     # + Head.actor_failed; DIED_NOTICE_FOLLOWS; __zactor_terminate__ in every actor's table
     5: "ac7637762559d2d86d4b6bbf6f069dc1fa02923a66f34d636a34a24a4ac230e5",
     # + the node role: Head.register_node/node_heartbeat/node_stopping/node_lost, NODE_TABLE
-    6: "8f18f510dcec9924f503ec7399c07113ac5034738d7d970d9eaef093779e981b",
+    6: "2ce5f31ae5376d65c34c0ad0fee5a423cbb6ff2be7c61df6fa27943a9553842d",
 }
 
 

@@ -148,10 +148,27 @@ def init(
         )
         runtime.node_id = reply["node_id"]
         _session.registered = True
+        if reply.get("heartbeat_s"):  # a head on another machine cannot watch our pid
+            _send_heartbeats(runtime, reply["heartbeat_s"])
     except BaseException:
         shutdown()
         raise
     return info
+
+
+def _send_heartbeats(runtime: Runtime, interval: float) -> None:
+    """Tell the head every ``interval`` seconds that this driver runs, until the runtime
+    closes (the head ends the actors of a driver that stopped sending them)."""
+    head = head_handle(runtime)
+
+    def beat() -> None:
+        try:
+            head.driver_heartbeat.tell(runtime.address)
+        except ClusterError:  # shut down: no more heartbeats
+            return
+        runtime.call_later(interval, beat)
+
+    runtime.call_later(interval, beat)
 
 
 def _start_embedded(num_workers: int, resources: dict | None, metrics_port: int | None) -> None:

@@ -301,10 +301,18 @@ def remove_dead_inbox(address: str) -> None:
 _machine_identity: str | None = None
 
 
+#: Overrides :func:`node_identity`: for containers that share the host's name and
+#: machine id but not its process ids (the head must not watch their pids).
+NODE_IDENTITY_ENV = "ZACTOR_NODE_IDENTITY"
+
+
 def node_identity() -> str:
     """A string naming this machine: the head compares a driver's with its own to know
-    whether the driver's pid can be watched from here."""
+    whether the driver's pid can be watched from here (``$ZACTOR_NODE_IDENTITY`` if set,
+    else the host name and machine id)."""
     global _machine_identity
+    if os.environ.get(NODE_IDENTITY_ENV):
+        return os.environ[NODE_IDENTITY_ENV]
     if _machine_identity is None:
         machine = ""
         for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):

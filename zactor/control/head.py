@@ -729,8 +729,11 @@ class Head:
         ``node_id`` names the driver's machine (:func:`zactor.control.cluster.node_identity`).
         A driver on the head's machine is watched: if its process ends without
         ``driver_exited`` (killed, crashed), the head notices within about a
-        second and ends the actors it owned. Returns the node id the driver is
-        on, as the cluster names it.
+        second and ends the actors it owned. A driver on another machine sends
+        heartbeats instead (:meth:`driver_heartbeat`), every ``heartbeat_s`` of
+        the answer: one silent for the node timeout is dealt with as exited.
+        Returns ``{"node_id": the node the driver is on, as the cluster names
+        it, "heartbeat_s": seconds, or None for a watched driver}``.
         """
         local = address.startswith("ipc://") or node_id == cluster.node_identity()
         node = self._node_id() if local else node_id
@@ -741,8 +744,16 @@ class Head:
             "local": local,
             "start_time": cluster.process_start_time(pid) if local else None,
             "joined_at": time.time(),
+            "last_heartbeat": time.monotonic(),
         }
-        return {"node_id": node}
+        heartbeat_s = None if local else self.node_timeout_s / HEARTBEATS_PER_TIMEOUT
+        return {"node_id": node, "heartbeat_s": heartbeat_s}
+
+    def driver_heartbeat(self, address: str) -> None:
+        """The driver at ``address``, on another machine, is alive."""
+        driver = self.drivers.get(address)
+        if driver is not None:
+            driver["last_heartbeat"] = time.monotonic()
 
     def driver_exited(self, address: str) -> None:
         """The driver at ``address`` is gone (``zactor.shutdown()``, or its process died):

@@ -261,10 +261,15 @@ class Supervisor:
                 continue
             drivers = dict(head.drivers)  # one C-level copy: safe beside the head's thread
             reported &= drivers.keys()
+            now = time.monotonic()
             for address, info in drivers.items():
-                if address in reported or not info["local"]:
-                    continue  # reported already, or its pid means nothing on this machine
-                if not cluster.process_alive(info["pid"], info["start_time"]):
+                if address in reported:
+                    continue
+                if info["local"]:
+                    gone = not cluster.process_alive(info["pid"], info["start_time"])
+                else:  # its pid means nothing here: its heartbeats say it runs
+                    gone = now - info["last_heartbeat"] > head.node_timeout_s
+                if gone:
                     reported.add(address)
                     cluster.remove_dead_inbox(address)
                     try:

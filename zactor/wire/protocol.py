@@ -82,6 +82,7 @@ HEAD_TABLE = SystemTable(
         "actor_started": {WORKER},
         "cluster_info": _ANY,
         "driver_exited": {DRIVER, HEAD},
+        "driver_heartbeat": {DRIVER},
         "kill_actor": _CALLERS,
         "list_actors": _ANY,
         "list_named": _ANY,
