@@ -189,6 +189,9 @@ class Head:
         node = self.nodes.get(node_id)
         if node is None or node["state"] != "alive":
             return
+        if time.monotonic() - node["last_heartbeat"] <= self.node_timeout_s:
+            # A heartbeat queued behind a busy head was read since the report was sent.
+            return
         cause = (
             f"was lost with its node {node_id} ({node['host']}), declared dead after "
             f"{silent_s:.1f} s without a heartbeat"
