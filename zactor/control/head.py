@@ -758,11 +758,20 @@ class Head:
         if driver is not None:
             driver["last_heartbeat"] = time.monotonic()
 
-    def driver_exited(self, address: str) -> None:
+    def driver_exited(self, address: str, silent: bool = False) -> None:
         """The driver at ``address`` is gone (``zactor.shutdown()``, or its process died):
-        end the non-detached actors it owned and drop the handles it held."""
-        if self.drivers.pop(address, None) is not None:
-            self._owner_gone(address)
+        end the non-detached actors it owned and drop the handles it held.
+
+        ``silent``: the supervisor reports a driver on another machine whose
+        heartbeats stopped; a heartbeat read since (a busy head reads late) keeps it.
+        """
+        driver = self.drivers.get(address)
+        if driver is None:
+            return
+        if silent and time.monotonic() - driver["last_heartbeat"] <= self.node_timeout_s:
+            return
+        del self.drivers[address]
+        self._owner_gone(address)
 
     def status(self) -> dict:
         """The cluster as ``zactor status`` shows it: head, nodes, workers, drivers, actors.

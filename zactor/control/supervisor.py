@@ -266,14 +266,16 @@ class Supervisor:
                 if address in reported:
                     continue
                 if info["local"]:
+                    silent = False
                     gone = not cluster.process_alive(info["pid"], info["start_time"])
                 else:  # its pid means nothing here: its heartbeats say it runs
-                    gone = now - info["last_heartbeat"] > head.node_timeout_s
+                    silent = gone = now - info["last_heartbeat"] > head.node_timeout_s
                 if gone:
-                    reported.add(address)
+                    if not silent:  # a silent one may prove alive: asked again until gone
+                        reported.add(address)
                     cluster.remove_dead_inbox(address)
                     try:
-                        to_head.driver_exited.tell(address)
+                        to_head.driver_exited.tell(address, silent)
                         runtime.flush()
                     except Exception:  # the head is closing: nobody left to tell
                         return
