@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 
+import netns
 import pytest
 from gates import poll
 
@@ -20,6 +22,14 @@ import zactor
 from zactor.caller.handle import head_handle
 
 NUM_WORKERS = 2
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "network_lab(hosts=2, needs_partition=False, loopback=True): what the network_lab "
+        "fixture gives this test (tests/netns.py, open_lab)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +153,30 @@ def spread(cluster):
 def wait_for():
     """The :func:`poll` helper, as a fixture."""
     return poll
+
+
+class NetworkLabFallback(UserWarning):
+    """A test ran its hosts on loopback addresses: network namespaces were not available."""
+
+
+@pytest.fixture
+def network_lab(request):
+    """An open lab of separate network hosts (``tests/netns.py``), closed at teardown.
+
+    The test says what it needs with ``@pytest.mark.network_lab(hosts=3,
+    needs_partition=True)``; ``loopback=False`` refuses the loopback fallback. Skips,
+    saying why, when this machine cannot give it; a test that ran on the fallback is
+    reported with a :class:`NetworkLabFallback` warning naming the reason.
+    """
+    marker = request.node.get_closest_marker("network_lab")
+    try:
+        lab = netns.open_lab(**(marker.kwargs if marker else {}))
+    except netns.LabUnavailable as exc:
+        pytest.skip(str(exc))
+    if lab.kind == "loopback":
+        warnings.warn(
+            NetworkLabFallback(f"hosts on loopback addresses: {lab.fallback_reason}"),
+            stacklevel=1,
+        )
+    with lab:
+        yield lab
