@@ -206,8 +206,11 @@ def _remove(record: dict) -> list[str]:
 
 
 @contextlib.contextmanager
-def _records_locked():
-    """Hold the machine-wide lock over the records (sweeping and picking a subnet)."""
+def records_locked():
+    """Hold the machine-wide lock over the records (sweeping and picking a subnet).
+
+    Not reentrant, even in one process: inside it, use :func:`sweep_stale_locked`.
+    """
     os.makedirs(RECORDS, mode=0o700, exist_ok=True)
     with open(os.path.join(RECORDS, "lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -235,11 +238,12 @@ def sweep_stale() -> list[str]:
     Only what a lab's own record names is touched: never an interface or namespace
     another process made, nor a lab whose owner still runs.
     """
-    with _records_locked():
-        return _sweep_locked()
+    with records_locked():
+        return sweep_stale_locked()
 
 
-def _sweep_locked() -> list[str]:
+def sweep_stale_locked() -> list[str]:
+    """:func:`sweep_stale` for a caller already inside :func:`records_locked`."""
     swept = []
     for name, record in _read_records().items():
         if _owner_gone(record):
@@ -397,8 +401,8 @@ class NetnsLab:
 
     def _claim(self) -> None:
         pid, tag = os.getpid(), f"{os.getpid():x}"
-        with _records_locked():
-            _sweep_locked()
+        with records_locked():
+            sweep_stale_locked()
             taken = {record["subnet"] for record in _read_records().values()}
             used = _networks_in_use()
             for subnet in SUPERNET.subnets(new_prefix=24):
