@@ -312,3 +312,66 @@ def test_the_probe_says_what_is_missing(monkeypatch):
     monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
     monkeypatch.setattr(netns.shutil, "which", lambda name: None)
     assert "`ip` not installed: `apt-get install iproute2`" in netns.netns_unavailable()
+
+
+#: A driver that joins the head at ADDRESS, calls an actor and prints, as JSON, its own
+#: network namespace and the one the actor's worker runs in.
+REMOTE_DRIVER = """
+import json, os, sys, zactor
+
+@zactor.remote
+class Probe:
+    def network(self):
+        return os.readlink("/proc/self/ns/net")
+
+    def add(self, a, b):
+        return a + b
+
+zactor.init(address=sys.argv[1])
+probe = Probe.remote()
+print(json.dumps({
+    "sum": probe.add.remote(2, 3).result(timeout=60),
+    "worker": probe.network.remote().result(timeout=60),
+    "driver": os.readlink("/proc/self/ns/net"),
+}), flush=True)
+zactor.shutdown()
+"""
+
+
+@pytest.mark.network_lab(hosts=1, loopback=False)
+def test_a_driver_on_another_host_calls_actors_of_a_head_over_tcp(network_lab, tmp_path):
+    # The head and its workers run in the root namespace on the bridge's address (as
+    # `zactor start --head --host` on one machine); the driver on a host of the lab.
+    env = dict(netns.child_environment(), ZACTOR_CLUSTER_DIR=str(tmp_path))
+    zactor_cli = [sys.executable, "-m", "zactor"]
+    start = subprocess.run(
+        [*zactor_cli, "start", "--head", "--host", network_lab.root_address, "--port", "0"]
+        + ["--num-workers", "1", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )
+    assert start.returncode == 0, start.stderr
+    record = json.loads(start.stdout)
+    try:
+        assert record["address"].startswith(f"tcp://{network_lab.root_address}:")
+        driver = network_lab.host(0).popen(
+            [sys.executable, "-c", REMOTE_DRIVER, record["address"]],
+            env={"ZACTOR_CLUSTER_DIR": str(tmp_path)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = driver.communicate(timeout=90)
+        assert driver.returncode == 0, err
+        seen = json.loads(out)
+        assert seen["sum"] == 5
+        assert seen["worker"] == os.readlink("/proc/self/ns/net") != seen["driver"]
+    finally:
+        stop = subprocess.run(
+            [*zactor_cli, "stop"], capture_output=True, text=True, env=env, timeout=90
+        )
+        if netns.start_time(record["pid"]) is not None:
+            os.kill(record["pid"], signal.SIGKILL)
+    assert stop.returncode == 0, stop.stderr
