@@ -26,7 +26,7 @@ from zactor.control import cluster, spawn
 from zactor.endpoint import runtime as _runtime_mod
 from zactor.endpoint.runtime import Runtime, anonymous_namespace
 from zactor.errors import ActorExit, ClusterError
-from zactor.transport import ipc_address, make_session_dir, socket_file
+from zactor.transport import ClusterKeys, ipc_address, make_session_dir, socket_file
 from zactor.wire import limits
 
 #: How long ``init()`` waits for the embedded cluster's workers (seconds).
@@ -67,6 +67,7 @@ def init(
     ignore_reinit_error: bool = False,
     max_message_bytes: int | None = None,
     metrics_port: int | None = None,
+    keys: str | None = None,
 ) -> dict:
     """Start an embedded cluster, or join a running one; returns its workers.
 
@@ -86,6 +87,11 @@ def init(
     with another driver's; drivers that share named actors pass the same
     ``namespace`` (see docs/lifetime.md). ``get_runtime_context().namespace``
     tells which.
+
+    ``keys``: the path of the cluster's driver key bundle, for a cluster whose
+    head listens on tcp (every tcp socket speaks CURVE). Without it a driver
+    uses ``$ZACTOR_CLUSTER_KEYS``, else the bundle ``zactor start --head``
+    wrote on this machine (docs/cluster.md, "Keys and security").
 
     ``max_message_bytes`` (default 1 GiB, or ``$ZACTOR_MAX_MESSAGE_BYTES``):
     the largest frame a process of the cluster accepts; a call or reply that
@@ -115,6 +121,12 @@ def init(
         if max_message_bytes is not None:
             limits.set_max_message_bytes(max_message_bytes)  # inherited by the cluster
         if address is None:
+            if keys is not None:
+                raise ValueError(
+                    "keys only apply when joining a cluster (address='auto' or "
+                    "'tcp://HOST:PORT'); an embedded cluster talks over socket files and "
+                    "needs none: leave keys out"
+                )
             if num_workers is None:
                 num_workers = os.cpu_count() or 1
             if num_workers < 1:
@@ -135,7 +147,7 @@ def init(
                 )
             head_address = cluster.resolve_address(address)
             cluster.probe_head(head_address)
-            _join(head_address)
+            _join(head_address, cluster.driver_keys(head_address, keys))
         runtime = _session.runtime
         runtime.namespace = namespace if namespace is not None else anonymous_namespace()
         _runtime_mod.set_current(runtime)
@@ -195,7 +207,7 @@ def _start_embedded(num_workers: int, resources: dict | None, metrics_port: int 
     )
 
 
-def _join(head_address: str) -> None:
+def _join(head_address: str, keys: ClusterKeys | None) -> None:
     """Connect to a running cluster's head, from an inbox of our own its workers can reach."""
     inbox_dir = make_session_dir()
     try:
@@ -203,6 +215,7 @@ def _join(head_address: str) -> None:
             cluster.inbox_for(head_address, inbox_dir, "driver"),
             role="driver",
             head_address=head_address,
+            keys=keys,
         )
     except BaseException:
         shutil.rmtree(inbox_dir, ignore_errors=True)
@@ -218,7 +231,7 @@ def _wait_for_head(runtime: Runtime) -> dict:
         raise ClusterError(
             f"no zactor head answered at {runtime.head_address} within {JOIN_TIMEOUT_S:.0f} s: "
             "check the address (`zactor status` on the cluster's machine prints it), or start "
-            "a cluster with `zactor start --head`"
+            f"a cluster with `zactor start --head`{cluster.no_answer_hint(runtime.head_address)}"
         ) from None
 
 

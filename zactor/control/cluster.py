@@ -44,6 +44,7 @@ from zactor.endpoint import runtime as runtime_mod
 from zactor.endpoint.runtime import Runtime
 from zactor.errors import ClusterError
 from zactor.transport import (
+    ClusterKeys,
     ipc_address,
     is_loopback,
     make_session_dir,
@@ -51,6 +52,8 @@ from zactor.transport import (
     socket_file,
     tcp_address,
 )
+from zactor.transport import keys as cluster_keys
+from zactor.wire.protocol import DRIVER
 
 #: The environment variable that overrides the cluster directory.
 CLUSTER_DIR_ENV = "ZACTOR_CLUSTER_DIR"
@@ -372,6 +375,38 @@ def resolve_address(address: str) -> str:
     return check_head_address(address)
 
 
+def driver_keys(head_address: str, path: str | None = None) -> ClusterKeys | None:
+    """The key bundle a driver (or a ``zactor`` command) reaches ``head_address`` with.
+
+    None for an ``ipc://`` head (socket files need no keys). For a tcp head:
+    the bundle at ``path`` if given, else ``$ZACTOR_CLUSTER_KEYS``, else the
+    driver bundle ``zactor start --head`` wrote into this machine's cluster
+    directory, else None (a head with keys then never answers, and the
+    timeout's message says to check the keys).
+    """
+    if not head_address.startswith("tcp://"):
+        return None
+    if path:
+        return cluster_keys.load_bundle(path)
+    found = cluster_keys.from_environment()
+    if found is not None:
+        return found
+    local = cluster_keys.bundle_path(cluster_keys.keys_dir(cluster_dir()), DRIVER)
+    return cluster_keys.load_bundle(local) if os.path.exists(local) else None
+
+
+def no_answer_hint(head_address: str) -> str:
+    """What to check when the head at ``head_address`` does not answer: for tcp, the keys
+    too (a CURVE handshake refused for a wrong key just never delivers)."""
+    if not head_address.startswith("tcp://"):
+        return ""
+    return (
+        "; if the head runs, check the cluster keys: this process needs the cluster's "
+        f"driver bundle in ${cluster_keys.KEYS_ENV} (or zactor.init(keys=PATH)), see "
+        "docs/cluster.md"
+    )
+
+
 def local_host_for(head_address: str) -> str | None:
     """This machine's address on the way to the head at ``head_address``, for inboxes
     that the head's machine (and others) must reach: None when the head is on this
@@ -431,7 +466,10 @@ def connect(head_address: str):
     inbox_dir = make_session_dir()
     try:
         runtime = Runtime(
-            inbox_for(head_address, inbox_dir, "driver"), role="driver", head_address=head_address
+            inbox_for(head_address, inbox_dir, "driver"),
+            role="driver",
+            head_address=head_address,
+            keys=driver_keys(head_address),
         )
     except BaseException:
         shutil.rmtree(inbox_dir, ignore_errors=True)
@@ -452,6 +490,7 @@ def _ask(head, method: str, *args, timeout: float = REQUEST_TIMEOUT_S):
         raise ClusterError(
             f"the zactor head did not answer {method}() within {timeout:.0f} s; it may be "
             "overloaded or stuck: look at its log, or end it with `zactor stop`"
+            f"{no_answer_hint(runtime_mod.current().head_address)}"
         ) from None
 
 
@@ -533,6 +572,8 @@ def start_head(
         else:
             address = tcp_address(host or "127.0.0.1", port or 0)
         directory = cluster_dir()
+        if address.startswith("tcp://"):  # every tcp socket of the cluster speaks CURVE
+            cluster_keys.create_cluster_keys(cluster_keys.keys_dir(directory))
         log_path = os.path.join(directory, LOG_FILE)
         address_file = os.path.join(session_dir, "head.address")
         with open(log_path, "wb") as log:

@@ -20,8 +20,9 @@ from zactor.control.metrics import MAX_ACTOR_SERIES, ClusterMetrics
 from zactor.control.status_page import StatusServer
 from zactor.control.supervisor import Supervisor
 from zactor.endpoint.runtime import Runtime, set_current
-from zactor.transport import TransportError
-from zactor.wire.protocol import HEAD_TABLE
+from zactor.transport import ClusterKeys, KeysError, TransportError
+from zactor.transport import keys as cluster_keys
+from zactor.wire.protocol import HEAD, HEAD_TABLE
 from zactor.worker.host import ActorHost
 
 
@@ -53,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("ZACTOR_LOG_LEVEL", "WARNING"))
     parent = os.getppid() if args.watch_parent else None
     try:
-        runtime = Runtime(args.address, role="head", head_address=args.address)
+        runtime = Runtime(args.address, role="head", head_address=args.address, keys=_keys(args))
+    except KeysError as exc:
+        print(f"zactor head: {exc}", file=sys.stderr, flush=True)
+        shutil.rmtree(args.session_dir, ignore_errors=True)
+        os._exit(1)
     except TransportError as exc:
         print(
             f"zactor head: cannot listen on {args.address}: {exc}; choose another --port, "
@@ -103,6 +108,28 @@ def main(argv: list[str] | None = None) -> None:
             cluster.remove_cluster_file(args.cluster_file, os.getpid())
             print(f"zactor head pid {os.getpid()} stopped", flush=True)
     os._exit(0)
+
+
+def _keys(args: argparse.Namespace) -> ClusterKeys | None:
+    """The head's key bundle for a tcp head: the one ``zactor start --head`` wrote beside
+    the cluster file, else ``$ZACTOR_CLUSTER_KEYS``; None for a head on a socket file.
+
+    The bundle's path goes into our environment, which the workers we start inherit.
+    """
+    if not args.address.startswith("tcp://"):
+        return None
+    found = None
+    if args.cluster_file:
+        directory = cluster_keys.keys_dir(os.path.dirname(args.cluster_file))
+        path = cluster_keys.bundle_path(directory, HEAD)
+        if os.path.exists(path):
+            found = cluster_keys.load_bundle(path)
+    if found is None:
+        found = cluster_keys.from_environment()
+    if found is not None:
+        found.for_role(HEAD)  # a bundle without the head key: say so before binding
+        os.environ[cluster_keys.KEYS_ENV] = found.path
+    return found
 
 
 def _serve_metrics(head: Head, args: argparse.Namespace, runtime: Runtime) -> StatusServer:

@@ -33,11 +33,11 @@ from typing import Callable
 from zactor.endpoint.recovery import Notices, Recovery
 from zactor.endpoint.refs import HandleRefs
 from zactor.errors import ClusterError, FrameError
-from zactor.transport import TransportError, Transports, socket_file
+from zactor.transport import ClusterKeys, TransportError, Transports, socket_file
 from zactor.wire import hotpath as _hotpath
 from zactor.wire import records as wire
 from zactor.wire import serialization
-from zactor.wire.protocol import DRIVER_TABLE, HEAD_TABLE, ROLE_FLAGS
+from zactor.wire.protocol import DRIVER_TABLE, HEAD, HEAD_TABLE, ROLE_FLAGS
 
 log = logging.getLogger("zactor")
 
@@ -133,7 +133,10 @@ class Runtime:
         head_address: str | None = None,
         node_id: str = "",
         worker_id: str = "",
+        keys: ClusterKeys | None = None,
     ) -> None:
+        """Bind this process's inbox at ``inbox_address``; with the cluster's ``keys``
+        (:mod:`zactor.transport.keys`) every tcp socket speaks CURVE with ``role``'s key."""
         self.role = role
         self.head_address = head_address
         self.node_id = node_id
@@ -142,7 +145,7 @@ class Runtime:
         #: None in workers and the head, whose names come from the actor running a call.
         self.namespace: str | None = None
         self.log = log
-        self.transports = Transports()
+        self.transports = Transports(keys.for_role(role) if keys is not None else None)
         try:
             inbox = self.transports.for_address(inbox_address).bind(inbox_address)
         except BaseException:
@@ -150,6 +153,10 @@ class Runtime:
             raise
         self.address = inbox.address
         self._receive = inbox.receive
+        #: On an inbox that authenticates senders (CURVE), ``peer_role(buffers)`` is the
+        #: role whose key sent a message; None on one that does not (ipc). Read for
+        #: system calls only, never on the path of ordinary calls.
+        self.peer_role: Callable | None = getattr(inbox, "peer_role", None)
         self.pending = _hotpath.PendingTable()
         #: Live actor handles in this process, reported to the head (zactor.endpoint.refs).
         self.refs = HandleRefs()
@@ -347,6 +354,9 @@ class Runtime:
         version does not declare is dropped and logged.
         """
         names = DRIVER_TABLE.names
+        if self.peer_role is not None and self.peer_role(buffers) != HEAD:
+            self.drop("wrong-role", self.head_address.encode(), "notices without the head key")
+            return
         for _kind, _flags, method, _call_id, _actor_id, payload, start, count in calls:
             if not 0 <= method < len(names):
                 self.drop("unknown-notice", self.head_address.encode(), f"notice #{method}")

@@ -12,10 +12,11 @@ what they mean. A transport makes two things:
 
 Transports are chosen by the address's scheme through a registry
 (:func:`register_scheme`); ``ipc`` and ``tcp`` are served by ZeroMQ
-(:mod:`zactor.transport.zeromq`). A new transport (a same-host lane, CURVE
-keys on tcp) is a class with ``bind``, ``connect`` and ``close``, registered
-for its scheme: the endpoint above never names a socket library.
-Address parsing lives in :mod:`zactor.transport.addresses`.
+(:mod:`zactor.transport.zeromq`), with CURVE on tcp when the process has the
+cluster's keys (:mod:`zactor.transport.keys`). A new transport (a same-host
+lane) is a class with ``bind``, ``connect`` and ``close``, registered for its
+scheme: the endpoint above never names a socket library. Address parsing
+lives in :mod:`zactor.transport.addresses`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from zactor.transport.addresses import (
     socket_file,
     tcp_address,
 )
+from zactor.transport.keys import ClusterKeys, Curve, KeysError
 from zactor.transport.zeromq import TransportError, ZmqTransport
 
 
@@ -46,6 +48,9 @@ class Inbox(Protocol):
 
     def fileno(self) -> int:
         """A descriptor that becomes readable when messages may be waiting."""
+
+    # An inbox that authenticates its peers also has ``peer_role(buffers)``: the role
+    # whose key sent the message ``receive`` returned those ``buffers`` with.
 
 
 class Connection(Protocol):
@@ -68,11 +73,12 @@ class Transport(Protocol):
         """Close everything this transport made."""
 
 
-_FACTORIES: dict[str, Callable[[], Transport]] = {}
+_FACTORIES: dict[str, Callable[[Curve | None], Transport]] = {}
 
 
-def register_scheme(scheme: str, factory: Callable[[], Transport]) -> None:
-    """Serve addresses ``scheme://...`` with transports made by ``factory()``.
+def register_scheme(scheme: str, factory: Callable[[Curve | None], Transport]) -> None:
+    """Serve addresses ``scheme://...`` with transports made by ``factory(curve)``
+    (``curve``: the process's :class:`Curve` keys, or None).
 
     Schemes registered with the same factory share one transport per endpoint.
     """
@@ -84,10 +90,12 @@ register_scheme("tcp", ZmqTransport)
 
 
 class Transports:
-    """The transports one endpoint uses: one per factory, made on first use."""
+    """The transports one endpoint uses: one per factory, made on first use, each given
+    the endpoint's keys (``curve``, None without)."""
 
-    def __init__(self) -> None:
-        self._made: dict[Callable[[], Transport], Transport] = {}
+    def __init__(self, curve: Curve | None = None) -> None:
+        self.curve = curve
+        self._made: dict[Callable[[Curve | None], Transport], Transport] = {}
 
     def for_address(self, address: str) -> Transport:
         """The transport serving ``address``'s scheme; ``ValueError`` for an unknown one."""
@@ -99,7 +107,7 @@ class Transports:
             )
         transport = self._made.get(factory)
         if transport is None:
-            transport = self._made[factory] = factory()
+            transport = self._made[factory] = factory(self.curve)
         return transport
 
     def close(self) -> None:
@@ -111,8 +119,11 @@ class Transports:
 
 __all__ = [
     "Address",
+    "ClusterKeys",
     "Connection",
+    "Curve",
     "Inbox",
+    "KeysError",
     "Transport",
     "TransportError",
     "Transports",

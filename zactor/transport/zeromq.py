@@ -10,13 +10,30 @@ the inbox, and each connection is guarded by its owner's lock.
 
 It serves ``ipc://`` (inside a machine) and ``tcp://`` (between machines);
 TCP binds to loopback unless told otherwise.
+
+Given a cluster's keys (a :class:`zactor.transport.keys.Curve`), every
+``tcp://`` socket speaks CURVE: an inbox is a CURVE server whose handshakes
+pyzmq's ``ThreadAuthenticator`` checks, accepting exactly the cluster's role
+keys and naming the role as the connection's ZAP User-Id; a connection is a
+CURVE client presenting its process's role key. A peer without a cluster key
+never completes a handshake, so not one of its bytes reaches zactor. ``ipc://``
+sockets stay as they are: their files live in 0700 directories. Without keys,
+a tcp inbox may only bind loopback.
 """
 
 from __future__ import annotations
 
-import zmq
+import logging
 
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
+
+from zactor.transport.addresses import is_loopback, parse_address
+from zactor.transport.keys import ZAP_DOMAIN, Curve, insecure_bind_error
 from zactor.wire import limits
+
+log = logging.getLogger("zactor")
 
 #: How long a closing socket keeps trying to deliver queued messages (ms).
 LINGER_MS = 200
@@ -61,6 +78,84 @@ class ZmqInbox:
         return self.sock.getsockopt(zmq.FD)
 
 
+class _AuthenticatedFrames(list):
+    """The frames after frame 0 of a message read from a CURVE inbox, holding frame 0
+    too: the ZAP User-Id (the sender's role) is a property of the message's frames,
+    and is read only for the few calls that need it (:meth:`CurveInbox.peer_role`)."""
+
+    __slots__ = ("first",)
+
+
+class CurveInbox(ZmqInbox):
+    """A ROUTER that is a CURVE server: every sender passed the cluster's authenticator,
+    and :meth:`peer_role` says which role's key it presented."""
+
+    __slots__ = ()
+
+    def receive(self, timeout_ms: int):
+        """:meth:`ZmqInbox.receive`; ``buffers`` also carries what :meth:`peer_role` reads."""
+        sock = self.sock
+        if timeout_ms != self._timeout:
+            sock.rcvtimeo = self._timeout = timeout_ms
+        try:
+            identity = sock.recv()
+        except zmq.Again:
+            return None
+        frame0 = sock.recv(copy=False)
+        buffers = _AuthenticatedFrames(sock.recv_multipart(copy=False) if frame0.more else ())
+        buffers.first = frame0
+        return identity, frame0, buffers
+
+    @staticmethod
+    def peer_role(buffers) -> str | None:
+        """The role whose key sent the message whose ``buffers`` :meth:`receive` returned."""
+        first = getattr(buffers, "first", None)
+        return None if first is None else first.get("User-Id")
+
+
+class _RoleAuthenticator(ThreadAuthenticator):
+    """pyzmq's ZAP authenticator, accepting exactly the cluster's role keys.
+
+    The ZAP User-Id of an accepted connection is its key's role. A refused
+    handshake is logged once per peer address; later ones (a peer retrying
+    every few milliseconds) are only counted, in :attr:`refused`.
+    """
+
+    def __init__(self, context: zmq.Context, roles: dict) -> None:
+        # pyzmq's own log says every handshake at DEBUG: keep it apart from zactor's.
+        super().__init__(context, log=logging.getLogger("zactor.zap"))
+        self._roles = roles
+        self._peer = ""
+        #: Refused handshakes per peer address.
+        self.refused: dict[str, int] = {}
+        self.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """Accept a client key that is one of the cluster's role keys."""
+        if domain == ZAP_DOMAIN and key in self._roles:
+            return True
+        count = self.refused.get(self._peer, 0)
+        self.refused[self._peer] = count + 1
+        if count == 0:
+            log.warning(
+                "zactor: refused a CURVE connection from %s: its key is not one of this "
+                "cluster's keys (a peer without the cluster's key bundle, or of another "
+                "cluster); further refusals from that address are counted, not logged",
+                self._peer,
+            )
+        return False
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        """The role of an accepted key: what :meth:`CurveInbox.peer_role` reads."""
+        return self._roles[z85.encode(client_public_key)]
+
+    async def handle_zap_message(self, msg: list) -> None:
+        """Remember the peer's address for :meth:`callback` (one thread runs both)."""
+        if len(msg) > 3:
+            self._peer = msg[3].decode("utf-8", "replace")
+        await super().handle_zap_message(msg)
+
+
 class ZmqConnection:
     """A connected DEALER; :meth:`send` sends one message (a list of frames)."""
 
@@ -78,14 +173,38 @@ class ZmqConnection:
 
 
 class ZmqTransport:
-    """Owns a ZeroMQ context (one I/O thread) and makes inboxes and connections."""
+    """Owns a ZeroMQ context (one I/O thread) and makes inboxes and connections.
 
-    def __init__(self) -> None:
+    With ``curve`` (the cluster's keys for this process's role) every tcp
+    socket speaks CURVE; the authenticator's thread starts with the first tcp
+    inbox and ends in :meth:`close`.
+    """
+
+    def __init__(self, curve: Curve | None = None) -> None:
         self.context = zmq.Context(io_threads=1)
+        self.curve = curve
+        self._auth: _RoleAuthenticator | None = None
 
     def bind(self, address: str) -> ZmqInbox:
-        """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a free port)."""
+        """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a free port).
+
+        A tcp inbox without keys may only bind loopback:
+        :class:`zactor.transport.keys.KeysError` otherwise.
+        """
+        curve = self.curve if address.startswith("tcp://") else None
+        if curve is None and address.startswith("tcp://"):
+            if not is_loopback(parse_address(address).host):
+                raise insecure_bind_error(address)
+        if curve is not None and self._auth is None:
+            # Before the bind: a CURVE socket with no ZAP handler accepts any client key.
+            self._auth = _RoleAuthenticator(self.context, curve.roles)
+            self._auth.start()
         sock = self.context.socket(zmq.ROUTER)
+        if curve is not None:
+            sock.curve_server = 1
+            sock.curve_publickey = curve.server_public
+            sock.curve_secretkey = curve.server_secret
+            sock.zap_domain = ZAP_DOMAIN.encode()
         # Per peer: past it, libzmq stops reading that peer (a ROUTER drops nothing
         # inbound), so a flood fills the sender's queue, not this process.
         sock.rcvhwm = limits.INBOX_MESSAGES_PER_PEER
@@ -101,7 +220,7 @@ class ZmqTransport:
         except BaseException:
             sock.close(linger=0)
             raise
-        return ZmqInbox(sock)
+        return ZmqInbox(sock) if curve is None else CurveInbox(sock)
 
     def connect(self, address: str, identity: str) -> ZmqConnection:
         """Connect a DEALER to ``address`` whose routing id is our inbox ``identity``."""
@@ -111,9 +230,22 @@ class ZmqTransport:
         sock.rcvhwm = 0
         sock.linger = LINGER_MS
         sock.reconnect_ivl = 10  # ms: a peer still starting up is reached quickly
+        curve = self.curve
+        if curve is not None and address.startswith("tcp://"):
+            sock.curve_serverkey = curve.server_public
+            sock.curve_publickey = curve.client_public
+            sock.curve_secretkey = curve.client_secret
         sock.connect(address)
         return ZmqConnection(sock)
 
+    @property
+    def refused(self) -> dict:
+        """CURVE handshakes refused so far, per peer address (empty without keys)."""
+        return dict(self._auth.refused) if self._auth is not None else {}
+
     def close(self) -> None:
-        """Close every socket and end the context (and its I/O thread)."""
+        """Close every socket and end the context, its I/O thread and the authenticator's."""
+        if self._auth is not None:
+            self._auth.stop()  # while the context lives: it talks to its thread through it
+            self._auth = None
         self.context.destroy(linger=LINGER_MS)

@@ -14,10 +14,12 @@ Changing a table (a name, the order, the roles) changes the protocol: bump
 ``tests/test_protocol.py`` keeps a digest of the tables for each version and
 fails when a table changes without a bump.
 
-Roles: each process is a driver, a worker, a node agent or the head. A call record carries
-its sender's role in its ``flags`` byte (:data:`ROLE_FLAGS`); the head role is
-also checked against the sender's routing id, which must be the head's own
-inbox address. A call that names an undeclared index, or comes from a role
+Roles: each process is a driver, a worker, a node agent or the head. A call
+record carries its sender's role in its ``flags`` byte (:data:`ROLE_FLAGS`);
+the head role is also checked against the sender's routing id, which must be
+the head's own inbox address. On a CURVE (``tcp://``) inbox the role comes
+from the sender's key, and a record claiming another role is refused
+(:mod:`zactor.transport.keys`). A call that names an undeclared index, or comes from a role
 the method does not allow, is refused: the caller gets a ``PermissionError``
 or ``AttributeError`` and the receiver logs the first of each kind.
 

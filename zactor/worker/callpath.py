@@ -173,11 +173,18 @@ class CallPath:
         table = self.system_table
         method = record[2]
         role = ROLE_OF_FLAGS.get(record[1])
+        keyed = None
+        peer_role = self.runtime.peer_role
+        if peer_role is not None:  # a CURVE inbox: the sender's key says its role
+            keyed = peer_role(buffers)
+            if role != keyed:
+                role = None  # claims a role its key does not hold
         if role == HEAD and identity != (self.runtime.head_address or "").encode():
             role = None  # claims to be the head, but does not send from its inbox
         if table.allows(method, role):
             self._execute(actor, identity, record, buffers)
             return
+        claimed = ROLE_OF_FLAGS.get(record[1])
         if not 0 <= method < len(table.names):
             what = f"a call to undeclared {table.service} method #{method}"
             self.runtime.drop("undeclared-method", identity, what)
@@ -188,13 +195,13 @@ class CallPath:
             )
         else:
             name = table.names[method]
-            self.runtime.drop(
-                "wrong-role", identity, f"{table.service}.{name} refused to role {role!r}"
-            )
+            sender = role or "peer of no role"
+            if keyed is not None and claimed != keyed:
+                sender = f"peer whose key is the {keyed} key but claims the {claimed} role"
+            self.runtime.drop("wrong-role", identity, f"{table.service}.{name} refused to {sender}")
             allowed = " or ".join(sorted(table.roles[method]))
             error = PermissionError(
-                f"{table.service}.{name} may only be called by {allowed}, not by a "
-                f"{role or 'peer of no role'}: "
+                f"{table.service}.{name} may only be called by {allowed}, not by a {sender}: "
                 "it is the cluster's own control message; use the public API (zactor.kill, "
                 "zactor.get_actor, ...) instead"
             )

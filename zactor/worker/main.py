@@ -15,6 +15,7 @@ import sys
 
 from zactor.caller.handle import head_handle
 from zactor.endpoint.runtime import Runtime, set_current
+from zactor.transport import keys
 from zactor.wire.protocol import WORKER_TABLE
 from zactor.worker.host import ActorHost
 from zactor.worker.service import WorkerService
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         head_address=args.head,
         node_id=args.node_id,
         worker_id=args.worker_id,
+        # A tcp cluster's keys come from whoever started us (the head or a node agent),
+        # through the environment; a cluster on socket files has none.
+        keys=keys.from_environment() if args.head.startswith("tcp://") else None,
     )
     set_current(runtime)
     host = ActorHost(runtime)
