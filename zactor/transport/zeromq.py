@@ -121,10 +121,12 @@ class _RoleAuthenticator(ThreadAuthenticator):
     every few milliseconds) are only counted, in :attr:`refused`.
     """
 
-    def __init__(self, context: zmq.Context, roles: dict) -> None:
+    def __init__(self, context: zmq.Context, roles: dict, inbox: str) -> None:
         # pyzmq's own log says every handshake at DEBUG: keep it apart from zactor's.
         super().__init__(context, log=logging.getLogger("zactor.zap"))
         self._roles = roles
+        #: The inbox it serves, named in its log.
+        self.inbox = inbox
         self._peer = ""
         #: Refused handshakes per peer address.
         self.refused: dict[str, int] = {}
@@ -138,9 +140,10 @@ class _RoleAuthenticator(ThreadAuthenticator):
         self.refused[self._peer] = count + 1
         if count == 0:
             log.warning(
-                "zactor: refused a CURVE connection from %s: its key is not one of this "
-                "cluster's keys (a peer without the cluster's key bundle, or of another "
+                "zactor inbox %s refused a CURVE connection from %s: its key is not one of "
+                "this cluster's keys (a peer without the cluster's key bundle, or of another "
                 "cluster); further refusals from that address are counted, not logged",
+                self.inbox,
                 self._peer,
             )
         return False
@@ -197,7 +200,7 @@ class ZmqTransport:
                 raise insecure_bind_error(address)
         if curve is not None and self._auth is None:
             # Before the bind: a CURVE socket with no ZAP handler accepts any client key.
-            self._auth = _RoleAuthenticator(self.context, curve.roles)
+            self._auth = _RoleAuthenticator(self.context, curve.roles, address)
             self._auth.start()
         sock = self.context.socket(zmq.ROUTER)
         if curve is not None:
@@ -220,7 +223,11 @@ class ZmqTransport:
         except BaseException:
             sock.close(linger=0)
             raise
-        return ZmqInbox(sock) if curve is None else CurveInbox(sock)
+        if curve is None:
+            return ZmqInbox(sock)
+        inbox = CurveInbox(sock)
+        self._auth.inbox = inbox.address  # the real port, when bound to port 0
+        return inbox
 
     def connect(self, address: str, identity: str) -> ZmqConnection:
         """Connect a DEALER to ``address`` whose routing id is our inbox ``identity``."""
