@@ -291,3 +291,27 @@ def test_a_transport_with_keys_leaves_no_thread_behind():
     assert parse_address(inbox.address).port
     transport.close()
     assert [t for t in threading.enumerate() if "Authentication" in type(t).__name__] == []
+
+
+@pytest.mark.parametrize("keys", ["another cluster's", "none"])
+def test_a_driver_with_wrong_keys_or_none_is_told_at_once(tcp_cluster, tmp_path, keys):
+    standing, status = tcp_cluster
+    env = dict(standing.env)
+    # A cluster directory of its own: no driver bundle to fall back on.
+    env["ZACTOR_CLUSTER_DIR"] = str(tmp_path / "elsewhere")
+    if keys == "none":
+        env.pop(cluster_keys.KEYS_ENV, None)
+    else:
+        env[cluster_keys.KEYS_ENV] = cluster_keys.create_cluster_keys(str(tmp_path / "k"))["driver"]
+    address = status["cluster"]["address"]
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import zactor; zactor.init(address={address!r})"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode != 0
+    assert f"the zactor head at {address}" in proc.stderr, proc.stderr
+    assert cluster_keys.KEYS_ENV in proc.stderr

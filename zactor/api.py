@@ -147,7 +147,9 @@ def init(
                 )
             head_address = cluster.resolve_address(address)
             cluster.probe_head(head_address)
-            _join(head_address, cluster.driver_keys(head_address, keys))
+            join_keys = cluster.driver_keys(head_address, keys)
+            cluster.check_keys(head_address, join_keys)
+            _join(head_address, join_keys)
         runtime = _session.runtime
         runtime.namespace = namespace if namespace is not None else anonymous_namespace()
         _runtime_mod.set_current(runtime)

@@ -45,6 +45,7 @@ from zactor.endpoint.runtime import Runtime
 from zactor.errors import ClusterError
 from zactor.transport import (
     ClusterKeys,
+    handshake_failure,
     ipc_address,
     is_loopback,
     make_session_dir,
@@ -395,6 +396,27 @@ def driver_keys(head_address: str, path: str | None = None) -> ClusterKeys | Non
     return cluster_keys.load_bundle(local) if os.path.exists(local) else None
 
 
+#: How long a driver tries its first handshake with a tcp head (seconds).
+HANDSHAKE_TIMEOUT_S = 5.0
+
+
+def check_keys(head_address: str, keys: ClusterKeys | None) -> None:
+    """Fail at once, saying what to do, when the tcp head at ``head_address`` refuses the
+    handshake of a driver with ``keys`` (a wrong bundle, or none for a head with keys)."""
+    if not head_address.startswith("tcp://"):
+        return
+    curve = keys.for_role(DRIVER) if keys is not None else None
+    failure = handshake_failure(head_address, curve, HANDSHAKE_TIMEOUT_S)
+    if failure is None:
+        return
+    held = f"the key bundle {keys.path}" if keys is not None else "no cluster keys"
+    raise cluster_keys.KeysError(
+        f"the zactor head at {head_address} {failure} (this process has {held}): give it "
+        f"the cluster's driver bundle with ${cluster_keys.KEYS_ENV}=PATH or "
+        "zactor.init(keys=PATH), copied from the head's machine (see docs/cluster.md)"
+    )
+
+
 def no_answer_hint(head_address: str) -> str:
     """What to check when the head at ``head_address`` does not answer: for tcp, the keys
     too (a CURVE handshake refused for a wrong key just never delivers)."""
@@ -463,13 +485,15 @@ def connect(head_address: str):
             "this process already called zactor.init(): use its connection (e.g. "
             "zactor.get_actor) instead, or run the zactor command from a shell"
         )
+    keys = driver_keys(head_address)
+    check_keys(head_address, keys)
     inbox_dir = make_session_dir()
     try:
         runtime = Runtime(
             inbox_for(head_address, inbox_dir, "driver"),
             role="driver",
             head_address=head_address,
-            keys=driver_keys(head_address),
+            keys=keys,
         )
     except BaseException:
         shutil.rmtree(inbox_dir, ignore_errors=True)

@@ -35,7 +35,7 @@ from zactor.transport.addresses import (
     tcp_address,
 )
 from zactor.transport.keys import ClusterKeys, Curve, KeysError
-from zactor.transport.zeromq import TransportError, ZmqTransport
+from zactor.transport.zeromq import TransportError, ZmqTransport, handshake_failure
 
 
 class Inbox(Protocol):
@@ -129,6 +129,7 @@ __all__ = [
     "Transports",
     "ZmqTransport",
     "ipc_address",
+    "handshake_failure",
     "is_zactor_address",
     "is_loopback",
     "make_session_dir",

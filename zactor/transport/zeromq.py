@@ -24,10 +24,12 @@ a tcp inbox may only bind loopback.
 from __future__ import annotations
 
 import logging
+import time
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
 from zactor.transport.addresses import is_loopback, parse_address
 from zactor.transport.keys import ZAP_DOMAIN, Curve, insecure_bind_error
@@ -256,3 +258,45 @@ class ZmqTransport:
             self._auth.stop()  # while the context lives: it talks to its thread through it
             self._auth = None
         self.context.destroy(linger=LINGER_MS)
+
+
+#: Handshake outcomes :func:`handshake_failure` reports, and what each means.
+_FAILURES = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused this process's key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "speaks another security mechanism",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "could not complete the handshake",
+}
+
+
+def handshake_failure(address: str, curve: Curve | None, timeout_s: float) -> str | None:
+    """Try one handshake with the tcp inbox at ``address`` as a client with ``curve``'s
+    keys (None: without CURVE); say why it failed, or None if it succeeded or nothing
+    answered within ``timeout_s``.
+
+    A refused CURVE handshake never delivers and never raises: without this a
+    peer with the wrong keys would only learn it from a call's timeout.
+    """
+    context = zmq.Context(io_threads=1)
+    try:
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        if curve is not None:
+            sock.curve_serverkey = curve.server_public
+            sock.curve_publickey = curve.client_public
+            sock.curve_secretkey = curve.client_secret
+        monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_FAILURES)  # the flags are distinct bits
+        )
+        sock.connect(address)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 or not monitor.poll(left_ms):
+                return None
+            event = recv_monitor_message(monitor)["event"]
+            if event in _FAILURES:
+                return _FAILURES[event]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return None
+    finally:
+        context.destroy(linger=0)
