@@ -168,8 +168,9 @@ class CallPath:
     def _execute_system(self, actor: HostedActor, identity: bytes, record: tuple, buffers) -> None:
         """:meth:`_execute` for actor 0, once the call passes the protocol's checks:
         its method is declared in the host's :class:`SystemTable` and the caller's
-        role may call it (see :mod:`zactor.wire.protocol`). A refused call is
-        logged (the first of each kind) and gets an error reply."""
+        role may call it (see :mod:`zactor.wire.protocol`). On a CURVE inbox the
+        role is the sender's key's, and flags claiming another role count as none.
+        A refused call is logged (the first of each kind) and gets an error reply."""
         table = self.system_table
         method = record[2]
         role = ROLE_OF_FLAGS.get(record[1])
