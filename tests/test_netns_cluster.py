@@ -50,7 +50,8 @@ class HostCluster(Standing):
         directory = self.root / node_id
         proc = self.lab.host(index).popen(
             [sys.executable, "-m", "zactor", "start", "--address", self.address,
-             "--node-id", node_id, "--num-workers", "1", "--json", *args],
+             "--node-id", node_id, "--num-workers", "1", "--json",
+             "--keys", str(self.directory / "keys" / "node.keys"), *args],
             env={"ZACTOR_CLUSTER_DIR": str(directory)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -223,7 +224,11 @@ def test_the_actors_of_a_killed_driver_on_another_machine_end(hosts):
     # as for a driver in a container or on another host, whose heartbeats must tell.
     driver = hosts.lab.host(0).popen(
         [sys.executable, "-c", OWNER, hosts.address],
-        env={"ZACTOR_NODE_IDENTITY": "a-laptop", "ZACTOR_CLUSTER_DIR": str(hosts.root / "d")},
+        env={
+            "ZACTOR_NODE_IDENTITY": "a-laptop",
+            "ZACTOR_CLUSTER_DIR": str(hosts.root / "d"),
+            "ZACTOR_CLUSTER_KEYS": str(hosts.directory / "keys" / "driver.keys"),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -238,3 +243,53 @@ def test_the_actors_of_a_killed_driver_on_another_machine_end(hosts):
         driver.communicate()
     poll(lambda: not hosts.status()["actors"], timeout=60, interval=0.3)
     assert not hosts.status()["drivers"]
+
+
+#: A peer on another host with no key or a wrong one: for each ``kind address`` given,
+#: sends what would run code there (tests/test_curve.py) and prints the handshake's end.
+INTRUDER = """
+import json, sys, zmq
+import test_curve
+marker_dir, server_key, *targets = sys.argv[1:]
+public, secret = zmq.curve_keypair()
+outcomes = []
+for curve in (None, (server_key.encode(), public, secret)):
+    for kind, address in zip(targets[::2], targets[1::2]):
+        frames = test_curve.attack_frames(marker_dir, kind)
+        outcomes.append(test_curve.handshake_events(address, curve, frames)[-1])
+print(json.dumps(outcomes), flush=True)
+"""
+
+
+@pytest.mark.network_lab(hosts=2, loopback=False)
+def test_a_host_without_the_cluster_keys_can_neither_create_nor_call(hosts, tmp_path):
+    hosts.start_head()
+    hosts.start_node(0, "n1")
+    status = hosts.status()
+    targets = ["head", status["cluster"]["address"]]
+    for worker in status["workers"]:
+        targets += ["worker", worker["address"]]
+    keys = json.loads((hosts.directory / "keys" / "driver.keys").read_text())
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    intruder = hosts.lab.host(1).popen(
+        [sys.executable, "-c", INTRUDER, str(markers), keys["server"]["public"], *targets],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = intruder.communicate(timeout=120)
+    assert intruder.returncode == 0, err
+    outcomes = json.loads(out)
+    assert len(outcomes) == len(targets)  # every target, without a key and with a wrong one
+    assert all(o.startswith("HANDSHAKE_FAILED") for o in outcomes), outcomes
+    # An honest driver, with the driver bundle, is served.
+    got = hosts.driver(
+        f"""
+        zactor.init(address={hosts.address!r})
+        report(value=zactor.get(Counter.options(resources={{"node:n1": 1}}).remote(1)
+                                .increment.remote()))
+        """
+    )
+    assert got == [{"value": 2}]
+    assert not list(markers.iterdir()), "a peer without the cluster's key ran code"

@@ -53,10 +53,15 @@ class Machines(Standing):
         machine = self.nodes.setdefault(node_id, Standing(self.root / node_id))
         record = machine.json(
             "start", "--address", self.address, "--node-id", node_id,
-            "--num-workers", str(workers), *args,
+            "--num-workers", str(workers), "--keys", str(self.node_keys), *args,
         )  # fmt: skip
         machine.pids.add(record["pid"])
         return record
+
+    @property
+    def node_keys(self):
+        """The node bundle the head wrote: copied to a node's machine in real life."""
+        return self.directory / "keys" / "node.keys"
 
     def node_record(self, node_id: str) -> dict:
         return json.loads((self.root / node_id / f"node-{node_id}.json").read_text())
@@ -252,3 +257,20 @@ def test_joining_needs_a_tcp_head_that_runs(machines):
     assert proc.returncode == 1 and "connection refused" in proc.stderr, proc.stderr
     proc = node.run("start", "--head", "--address", f"tcp://127.0.0.1:{port}")
     assert proc.returncode == 1 and "--head" in proc.stderr and "--address" in proc.stderr
+
+
+def test_a_node_needs_the_clusters_node_keys(machines, tmp_path):
+    from zactor.transport import keys as cluster_keys
+
+    machines.start_head()
+    node = Standing(machines.root / "keyless")
+    proc = node.run("start", "--address", machines.address)  # no bundle anywhere
+    assert proc.returncode == 1 and "node bundle" in proc.stderr, proc.stderr
+    driver_bundle = machines.directory / "keys" / "driver.keys"
+    proc = node.run("start", "--address", machines.address, "--keys", str(driver_bundle))
+    assert proc.returncode == 1 and "node" in proc.stderr and "driver" in proc.stderr
+    cluster_keys.create_cluster_keys(str(tmp_path / "other"))  # another cluster's keys
+    other = tmp_path / "other" / "node.keys"
+    proc = node.run("start", "--address", machines.address, "--keys", str(other))
+    assert proc.returncode == 1 and "give it the cluster's node bundle" in proc.stderr
+    assert [n["node_id"] for n in machines.status()["nodes"]] == ["node-0"]

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "random suffix)",
     )
     start.add_argument(
+        "--keys",
+        metavar="PATH",
+        help="with --address: the cluster's node key bundle, copied from the head's "
+        "machine (default: $ZACTOR_CLUSTER_KEYS, else keys/node.keys in the cluster "
+        "directory); see docs/cluster.md",
+    )
+    start.add_argument(
         "--node-timeout",
         type=float,
         metavar="SECONDS",
@@ -174,8 +181,9 @@ def _start(args: argparse.Namespace) -> int:
         )
     if args.address is not None:
         return _start_node(args)
-    if args.node_id is not None:
-        raise CommandError("--node-id names a node that joins: use it with --address")
+    for flag, value in (("--node-id", args.node_id), ("--keys", args.keys)):
+        if value is not None:
+            raise CommandError(f"{flag} is for a node that joins: use it with --address")
     if args.host is not None and args.port is None:
         raise CommandError(
             "--host needs --port: e.g. `zactor start --head --host HOST --port 6380`"
@@ -247,6 +255,7 @@ def _start_node(args: argparse.Namespace) -> int:
         resources=_resources(args),
         host=args.host,
         node_id=args.node_id,
+        keys_path=args.keys,
     )
     if args.json:
         _print_json(record)

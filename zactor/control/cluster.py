@@ -54,7 +54,7 @@ from zactor.transport import (
     tcp_address,
 )
 from zactor.transport import keys as cluster_keys
-from zactor.wire.protocol import DRIVER
+from zactor.wire.protocol import DRIVER, NODE
 
 #: The environment variable that overrides the cluster directory.
 CLUSTER_DIR_ENV = "ZACTOR_CLUSTER_DIR"
@@ -400,21 +400,45 @@ def driver_keys(head_address: str, path: str | None = None) -> ClusterKeys | Non
 HANDSHAKE_TIMEOUT_S = 5.0
 
 
-def check_keys(head_address: str, keys: ClusterKeys | None) -> None:
+def check_keys(head_address: str, keys: ClusterKeys | None, role: str = DRIVER) -> None:
     """Fail at once, saying what to do, when the tcp head at ``head_address`` refuses the
-    handshake of a driver with ``keys`` (a wrong bundle, or none for a head with keys)."""
+    handshake of a ``role`` process (a driver, a node agent) with ``keys`` (a wrong
+    bundle, or none for a head with keys)."""
     if not head_address.startswith("tcp://"):
         return
-    curve = keys.for_role(DRIVER) if keys is not None else None
+    curve = keys.for_role(role) if keys is not None else None
     failure = handshake_failure(head_address, curve, HANDSHAKE_TIMEOUT_S)
     if failure is None:
         return
     held = f"the key bundle {keys.path}" if keys is not None else "no cluster keys"
+    how = "zactor.init(keys=PATH)" if role == DRIVER else "`zactor start --keys PATH`"
     raise cluster_keys.KeysError(
         f"the zactor head at {head_address} {failure} (this process has {held}): give it "
-        f"the cluster's driver bundle with ${cluster_keys.KEYS_ENV}=PATH or "
-        "zactor.init(keys=PATH), copied from the head's machine (see docs/cluster.md)"
+        f"the cluster's {role} bundle with ${cluster_keys.KEYS_ENV}=PATH or {how}, copied "
+        "from the head's machine (see docs/cluster.md)"
     )
+
+
+def node_keys(path: str | None = None) -> ClusterKeys:
+    """The key bundle a node agent joins a tcp head with: the bundle at ``path`` if
+    given, else ``$ZACTOR_CLUSTER_KEYS``, else ``keys/node.keys`` in this machine's
+    cluster directory; :class:`~zactor.transport.keys.KeysError` saying where to get
+    one if there is none, or if it has no node key."""
+    if path:
+        found = cluster_keys.load_bundle(path)
+    else:
+        found = cluster_keys.from_environment()
+        local = cluster_keys.bundle_path(cluster_keys.keys_dir(cluster_dir()), NODE)
+        if found is None and os.path.exists(local):
+            found = cluster_keys.load_bundle(local)
+    if found is None:
+        raise cluster_keys.KeysError(
+            "a node joins a tcp head with the cluster's node bundle: copy keys/node.keys "
+            "from the cluster directory of the head's machine to this one (mode 0600), and "
+            f"pass it with --keys PATH or ${cluster_keys.KEYS_ENV}=PATH (see docs/cluster.md)"
+        )
+    found.for_role(NODE)  # a driver bundle has no node key: say so now
+    return found
 
 
 def no_answer_hint(head_address: str) -> str:
@@ -822,6 +846,7 @@ def start_node(
     resources: dict | None = None,
     host: str | None = None,
     node_id: str | None = None,
+    keys_path: str | None = None,
     timeout: float = START_TIMEOUT_S,
 ) -> dict:
     """Start a node agent on this machine, as a daemon, that joins the head at
@@ -829,7 +854,8 @@ def start_node(
     record once every worker registered (``ClusterError`` with its log's tail if not).
 
     ``host`` is the address this machine's workers listen on (default: this
-    machine's address on the route to the head). See :mod:`zactor.control.node`.
+    machine's address on the route to the head). ``keys_path``: the cluster's
+    node bundle (default: :func:`node_keys`'s search). See :mod:`zactor.control.node`.
     """
     if num_workers is None:
         num_workers = os.cpu_count() or 1
@@ -841,6 +867,8 @@ def start_node(
             f"printed, such as tcp://10.0.0.5:6380, not {head_address!r}"
         )
     probe_head(head_address)
+    keys = node_keys(keys_path)
+    check_keys(head_address, keys, NODE)
     node_id = node_id or default_node_id()
     directory = cluster_dir(create=True)
     node_file = os.path.join(directory, NODE_FILE.format(node_id))
@@ -861,6 +889,8 @@ def start_node(
         node_file,
         "--log",
         log_path,
+        "--keys",
+        keys.path,
     ]
     if host is not None:
         args += ["--host", host]

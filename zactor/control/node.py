@@ -39,6 +39,7 @@ from zactor.control import cluster
 from zactor.control.supervisor import Supervisor
 from zactor.endpoint.runtime import Runtime, set_current
 from zactor.errors import ClusterError
+from zactor.transport import keys as cluster_keys
 from zactor.wire.protocol import NODE_TABLE
 from zactor.worker.host import ActorHost
 
@@ -159,11 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="the address workers listen on (default: the route's)")
     parser.add_argument("--node-file", help="write the node's record here once it runs")
     parser.add_argument("--log", help="where the node's and its workers' output goes")
+    parser.add_argument("--keys", required=True, help="the cluster's node key bundle")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("ZACTOR_LOG_LEVEL", "WARNING"))
     resources = json.loads(args.resources)
+    keys = cluster_keys.load_bundle(args.keys)
+    os.environ[cluster_keys.KEYS_ENV] = keys.path  # the workers we start inherit it
     inbox = cluster.inbox_for(args.head, args.session_dir, "node", host=args.host)
-    runtime = Runtime(inbox, role="node", head_address=args.head, node_id=args.node_id)
+    runtime = Runtime(inbox, role="node", head_address=args.head, node_id=args.node_id, keys=keys)
     set_current(runtime)
     host = ActorHost(runtime)
     agent = NodeAgent(runtime, host, args.node_id)
