@@ -68,6 +68,7 @@ def init(
     max_message_bytes: int | None = None,
     metrics_port: int | None = None,
     keys: str | None = None,
+    host: str | None = None,
 ) -> dict:
     """Start an embedded cluster, or join a running one; returns its workers.
 
@@ -104,6 +105,15 @@ def init(
     where (see docs/observability.md). A standing cluster gets them from
     ``zactor start --head --metrics-port P``.
 
+    ``host`` (joining a cluster only): the address this driver's inbox listens
+    on, a tcp port of it, where the workers running its calls send the
+    replies. By default a driver on the head's machine uses a socket file and
+    one elsewhere this machine's address on the route to the head; pass
+    ``host`` when the workers must reach the driver by another address (a
+    machine with several interfaces), or to keep a driver on the head's
+    machine on tcp, as the node agents' ``zactor start --address --host``
+    does for workers (``zactor bench --nodes`` measures calls that way).
+
     A joined cluster keeps running after :func:`shutdown`, which only
     disconnects (and ends the actors this process owned that are not
     detached). Calling ``init`` twice raises ``RuntimeError`` unless
@@ -136,6 +146,11 @@ def init(
                     f"metrics_port must be between 0 and 65535 (0: any free port), "
                     f"got {metrics_port}"
                 )
+            if host is not None:
+                raise ValueError(
+                    "host only applies to a driver joining a cluster (init(address=..., "
+                    "host=...)); an embedded cluster's processes talk over socket files"
+                )
             _start_embedded(num_workers, resources, metrics_port)
         else:
             if num_workers is not None or resources is not None or metrics_port is not None:
@@ -145,11 +160,12 @@ def init(
                     "start --head --num-workers N --resources JSON --metrics-port P`): leave "
                     "them out to join it"
                 )
+            cluster.check_listen_host(host, "host")
             head_address = cluster.resolve_address(address)
             cluster.probe_head(head_address)
             join_keys = cluster.driver_keys(head_address, keys)
             cluster.check_keys(head_address, join_keys)
-            _join(head_address, join_keys)
+            _join(head_address, join_keys, host)
         runtime = _session.runtime
         runtime.namespace = namespace if namespace is not None else anonymous_namespace()
         _runtime_mod.set_current(runtime)
@@ -209,12 +225,13 @@ def _start_embedded(num_workers: int, resources: dict | None, metrics_port: int 
     )
 
 
-def _join(head_address: str, keys: ClusterKeys | None) -> None:
-    """Connect to a running cluster's head, from an inbox of our own its workers can reach."""
+def _join(head_address: str, keys: ClusterKeys | None, host: str | None = None) -> None:
+    """Connect to a running cluster's head, from an inbox of our own its workers can reach
+    (a tcp port on ``host`` if given, see :func:`init`)."""
     inbox_dir = make_session_dir()
     try:
         runtime = Runtime(
-            cluster.inbox_for(head_address, inbox_dir, "driver"),
+            cluster.inbox_for(head_address, inbox_dir, "driver", host=host),
             role="driver",
             head_address=head_address,
             keys=keys,

@@ -457,7 +457,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     try:
         bench.run(args)
-    except plot.PlotError as exc:  # raised before the bench ran: a usage error, no traceback
+    except (plot.PlotError, bench.UsageError) as exc:  # before the bench ran: no traceback
         raise CommandError(str(exc)) from None
     return 0
 

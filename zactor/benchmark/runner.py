@@ -298,28 +298,82 @@ def _sink_loop(sock: zmq.Socket) -> None:
         send([msg[0], _ACK])
 
 
-def raw_server_main(echo_address: str, sink_address: str) -> None:
+#: The raw yardstick's CURVE certificates (:func:`make_curve_certificates`), in a directory:
+#: the server's key pair, the client's, and the directory of public keys the server allows.
+CURVE_SERVER, CURVE_CLIENT, CURVE_ALLOWED = "server", "client", "allowed"
+
+
+def socket_mechanism(sock: zmq.Socket) -> str:
+    """The security mechanism a ZeroMQ socket uses, from its ``ZMQ_MECHANISM`` option:
+    ``"NULL"`` (none), ``"PLAIN"``, ``"CURVE"`` or ``"GSSAPI"``."""
+    return zmq.constants.SecurityMechanism(sock.getsockopt(zmq.MECHANISM)).name
+
+
+def make_curve_certificates(directory: str) -> str:
+    """Make the raw yardstick's CURVE key pairs (server, client) under ``directory``.
+
+    Returns the certificate directory to pass to :class:`RawYardstick`:
+    ``zmq.auth`` certificate files, the client's public key also in the
+    :data:`CURVE_ALLOWED` directory the server's authenticator reads.
+    """
+    import zmq.auth
+
+    certs = os.path.join(directory, "raw-curve")
+    allowed = os.path.join(certs, CURVE_ALLOWED)
+    os.makedirs(allowed, mode=0o700)
+    zmq.auth.create_certificates(certs, CURVE_SERVER)
+    public, _ = zmq.auth.create_certificates(certs, CURVE_CLIENT)
+    shutil.copy(public, allowed)
+    return certs
+
+
+def _curve_keys(certs: str, name: str) -> tuple[bytes, bytes]:
+    """``(public, secret)`` of the key pair ``name`` in ``certs``."""
+    import zmq.auth
+
+    return zmq.auth.load_certificate(os.path.join(certs, f"{name}.key_secret"))
+
+
+def raw_server_main(echo_address: str, sink_address: str, curve_certs: str = "") -> None:
     """The raw yardstick's server process: an echo ROUTER and a sink ROUTER.
 
     Each socket has its own thread running a bare loop (only one is busy at a
     time). The echo server copies small messages into ``bytes`` (the fastest
     way for them); the sink receives without copying (the fastest way for big
-    payloads) and never sends the payload back. Prints ``ready`` once both are
-    bound; exits when both loops got a stop request, or when its parent dies.
+    payloads) and never sends the payload back. With ``curve_certs``
+    (:func:`make_curve_certificates`) both are CURVE servers, and a pyzmq
+    ``ThreadAuthenticator`` admits only the client keys allowed there, as
+    zactor's tcp transport does (the authenticator acts at each connection's
+    handshake; messages after it are only encrypted). Prints ``ready`` and the
+    two bound endpoints (``tcp://...:0`` binds any free port); exits when both
+    loops got a stop request, or when its parent dies.
     """
     parent = os.getppid()
     context = zmq.Context(io_threads=1)
-    echo = raw_socket(context, zmq.ROUTER)
-    echo.bind(echo_address)
-    sink = raw_socket(context, zmq.ROUTER)
-    sink.bind(sink_address)
+    auth = None
+    socks = [raw_socket(context, zmq.ROUTER), raw_socket(context, zmq.ROUTER)]
+    if curve_certs:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(context)
+        auth.start()
+        auth.configure_curve(domain="*", location=os.path.join(curve_certs, CURVE_ALLOWED))
+        public, secret = _curve_keys(curve_certs, CURVE_SERVER)
+        for sock in socks:
+            sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
+    for sock, address in zip(socks, (echo_address, sink_address)):
+        if address.startswith("tcp://") and address.endswith(":0"):
+            sock.bind_to_random_port(address[: address.rindex(":")])
+        else:
+            sock.bind(address)
+    echo, sink = socks
     threads = [
         threading.Thread(target=echo_loop, args=(echo,), daemon=True),
         threading.Thread(target=_sink_loop, args=(sink,), daemon=True),
     ]
     for t in threads:
         t.start()
-    print("ready", flush=True)
+    print("ready", echo.last_endpoint.decode(), sink.last_endpoint.decode(), flush=True)
     while any(t.is_alive() for t in threads):
         if os.getppid() != parent:
             os._exit(0)
@@ -327,44 +381,74 @@ def raw_server_main(echo_address: str, sink_address: str) -> None:
             t.join(timeout=0.25)
     echo.close()
     sink.close()
+    if auth is not None:
+        auth.stop()
     context.term()
 
 
 def raw_server_entry() -> None:
-    """Entry point of the raw server process: ``sys.argv[1:]`` are its two addresses."""
+    """Entry point of the raw server process: ``sys.argv[1:]`` are its two addresses,
+    then the CURVE certificate directory if any."""
     raw_server_main(*sys.argv[1:])
 
 
 class RawYardstick:
-    """The raw pyzmq side of every comparison: a server process and our DEALERs."""
+    """The raw pyzmq side of every comparison: a server process and our DEALERs.
 
-    def __init__(self, directory: str) -> None:
-        self.echo_address = f"ipc://{os.path.join(directory, 'raw-echo.sock')}"
-        self.sink_address = f"ipc://{os.path.join(directory, 'raw-sink.sock')}"
+    By default over ``ipc://`` socket files in ``directory``; ``transport="tcp"``
+    over tcp on 127.0.0.1 (free ports), and ``curve_certs``
+    (:func:`make_curve_certificates`) makes those connections CURVE, with the
+    server's authenticator checking our key.
+    """
+
+    def __init__(self, directory: str, transport: str = "ipc", curve_certs: str = "") -> None:
+        if transport == "ipc":
+            addresses = [
+                f"ipc://{os.path.join(directory, name)}"
+                for name in ("raw-echo.sock", "raw-sink.sock")
+            ]
+        elif transport == "tcp":
+            addresses = ["tcp://127.0.0.1:0", "tcp://127.0.0.1:0"]
+        else:
+            raise ValueError(f"the raw yardstick runs over ipc or tcp, not {transport!r}")
+        self.curve = bool(curve_certs)
         # A fresh interpreter importing our zactor: nothing of the caller's __main__.
         self.process = spawn.start(
             "zactor.benchmark.runner",
-            [self.echo_address, self.sink_address],
+            addresses + ([curve_certs] if curve_certs else []),
             entry="raw_server_entry",
             stdout=subprocess.PIPE,
         )
         self.context = None
         ready, _, _ = select.select([self.process.stdout], [], [], 60)
-        line = self.process.stdout.readline() if ready else b""
-        if line.strip() != b"ready":
+        line = self.process.stdout.readline().decode().split() if ready else []
+        if line[:1] != ["ready"] or len(line) != 3:
             self.process.kill()
             self.process.wait()
+            self.process.stdout.close()
             raise RuntimeError(
                 "the raw pyzmq echo server did not start "
                 f"(exit code {self.process.returncode}; see its error output above)"
             )
+        self.echo_address, self.sink_address = line[1:]
         self.context = zmq.Context(io_threads=1)
         self.echo = raw_socket(self.context, zmq.DEALER)
-        self.echo.connect(self.echo_address)
         self.sink = raw_socket(self.context, zmq.DEALER)
+        if curve_certs:
+            server_public, _ = _curve_keys(curve_certs, CURVE_SERVER)
+            public, secret = _curve_keys(curve_certs, CURVE_CLIENT)
+            for sock in (self.echo, self.sink):
+                sock.curve_serverkey, sock.curve_publickey = server_public, public
+                sock.curve_secretkey = secret
+        self.echo.connect(self.echo_address)
         self.sink.connect(self.sink_address)
         self.echo.send(RAW_MESSAGE)
         self.echo.recv()
+
+    def mechanism(self) -> str:
+        """The security mechanism of our echo connection, read from the socket:
+        ``"CURVE"`` or ``"NULL"``."""
+        return socket_mechanism(self.echo)
 
     def latency_ns(self, n: int) -> np.ndarray:
         """Round-trip times (ns) of ``n`` 50-byte requests sent one at a time."""
@@ -423,17 +507,51 @@ class RawYardstick:
 # -- the zactor side -------------------------------------------------------------------------
 
 
-class ZactorSide:
+class CounterCalls:
+    """Rows 1 and 2 on the zactor side: sync and pipelined calls to one counter actor
+    (a :class:`_Counter`) that has answered ``expected_count`` calls so far."""
+
+    def __init__(self, counter, expected_count: int) -> None:
+        import zactor
+
+        self.zactor = zactor
+        self.counter = counter
+        self.expected_count = expected_count
+
+    def latency_ns(self, n: int) -> np.ndarray:
+        """Round-trip times (ns) of ``n`` synchronous ``h.inc.remote().result()`` calls."""
+        lat = np.empty(n, np.int64)
+        inc, clock = self.counter.inc, time.perf_counter_ns
+        for i in range(n):
+            t0 = clock()
+            inc.remote().result()
+            lat[i] = clock() - t0
+        self.expected_count += n
+        return lat
+
+    def pipelined_rate(self, n: int) -> float:
+        """Calls per second: ``n`` ``h.inc.remote()`` in flight, then ``zactor.get`` them all."""
+        remote, get = self.counter.inc.remote, self.zactor.get
+        t0 = time.perf_counter()
+        futures = [remote() for _ in range(n)]
+        values = get(futures)
+        rate = n / (time.perf_counter() - t0)
+        self.expected_count += n
+        if values[-1] != self.expected_count:
+            raise RuntimeError(f"counter is {values[-1]}, expected {self.expected_count}")
+        return rate
+
+
+class ZactorSide(CounterCalls):
     """The actors the bench calls, on the bench's cluster."""
 
     def __init__(self, config: BenchConfig) -> None:
         import zactor
 
-        self.zactor = zactor
+        counter = zactor.remote(_Counter).options(max_pending_calls=100_000).remote()
+        counter.inc.remote().result(timeout=60)
+        super().__init__(counter, expected_count=1)
         self.config = config
-        self.counter = zactor.remote(_Counter).options(max_pending_calls=100_000).remote()
-        self.counter.inc.remote().result(timeout=60)
-        self.expected_count = 1
         accumulator = zactor.remote(_Accumulator)
         self.accumulators = {}
         self.adds = {}
@@ -463,29 +581,6 @@ class ZactorSide:
         while len(self.probes) < 2 * self.config.workers:
             h = probe.remote()
             self.probes.append((h, h.where.remote().result(timeout=60)))
-
-    def latency_ns(self, n: int) -> np.ndarray:
-        """Round-trip times (ns) of ``n`` synchronous ``h.inc.remote().result()`` calls."""
-        lat = np.empty(n, np.int64)
-        inc, clock = self.counter.inc, time.perf_counter_ns
-        for i in range(n):
-            t0 = clock()
-            inc.remote().result()
-            lat[i] = clock() - t0
-        self.expected_count += n
-        return lat
-
-    def pipelined_rate(self, n: int) -> float:
-        """Calls per second: ``n`` ``h.inc.remote()`` in flight, then ``zactor.get`` them all."""
-        remote, get = self.counter.inc.remote, self.zactor.get
-        t0 = time.perf_counter()
-        futures = [remote() for _ in range(n)]
-        values = get(futures)
-        rate = n / (time.perf_counter() - t0)
-        self.expected_count += n
-        if values[-1] != self.expected_count:
-            raise RuntimeError(f"counter is {values[-1]}, expected {self.expected_count}")
-        return rate
 
     def tell_rate(self, n: int) -> float:
         """Calls per second: ``n`` ``h.inc.tell()`` then one call that arrives after them."""
@@ -1340,6 +1435,19 @@ def metadata(cfg: BenchConfig) -> dict:
     }
 
 
+class UsageError(Exception):
+    """Options that do not go together; raised before anything runs."""
+
+
+def _node_count(text: str) -> int:
+    value = _positive_int(text)
+    if value != 2:
+        raise argparse.ArgumentTypeError(
+            f"the cross-node bench runs a head and one node agent: --nodes 2, not {value}"
+        )
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -1380,6 +1488,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         help="worker processes (default: one per CPU)",
     )
+    parser.add_argument(
+        "--nodes",
+        type=_node_count,
+        default=None,
+        metavar="2",
+        help="instead: calls across nodes over tcp, a head and a node agent on this machine, "
+        "beside raw pyzmq over tcp with and without CURVE (zactor.benchmark.nodes)",
+    )
     return parser
 
 
@@ -1394,6 +1510,16 @@ def run(args: argparse.Namespace, out=None) -> dict:
     """
     import zactor
 
+    if getattr(args, "nodes", None):
+        from zactor.benchmark import nodes
+
+        unused = [f"--{name}" for name in ("plot", "workers") if getattr(args, name)]
+        if unused:
+            raise UsageError(
+                f"{' and '.join(unused)} apply to the one-machine bench; the cross-node bench "
+                "(--nodes) has one worker a node and draws no plot: leave them out"
+            )
+        return nodes.run(args, out)
     if args.plot:
         bench_plot.check(args.plot)
     out = out or sys.stdout
@@ -1613,7 +1739,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run(parser.parse_args(argv))
-    except bench_plot.PlotError as exc:
+    except (bench_plot.PlotError, UsageError) as exc:
         print(f"zactor bench: {exc}", file=sys.stderr)
         return 1
     return 0

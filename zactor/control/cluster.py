@@ -471,6 +471,16 @@ def local_host_for(head_address: str) -> str | None:
         probe.close()
 
 
+def check_listen_host(host: str | None, option: str) -> None:
+    """``ValueError`` if ``host`` (given as ``option``) is a wildcard: a process listening
+    on every interface would give its peers no address to reach it by."""
+    if host is not None and host in ("0.0.0.0", "::", "*"):
+        raise ValueError(
+            f"{option} {host} would listen on every interface but give its peers no address "
+            f"to reach it by: pass this machine's address (e.g. {option} 10.0.0.5)"
+        )
+
+
 def inbox_for(head_address: str, directory: str, role: str, host: str | None = None) -> str:
     """An inbox address for a process of ``role`` (a driver, a node agent) that talks
     to the head at ``head_address``.
@@ -601,11 +611,7 @@ def start_head(
         raise ValueError(f"--metrics-port must be between 0 and 65535, got {metrics_port}")
     if metrics_max_actors is not None and metrics_max_actors < 0:
         raise ValueError(f"--metrics-max-actors must be 0 or more, got {metrics_max_actors}")
-    if host is not None and host in ("0.0.0.0", "::", "*"):
-        raise ValueError(
-            f"--host {host} would listen on every interface but give drivers and workers no "
-            "address to reach the head by: pass this machine's address (e.g. --host 10.0.0.5)"
-        )
+    check_listen_host(host, "--host")
     with _locked():
         existing = _running_locked()
         if existing is not None:
