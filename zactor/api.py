@@ -120,6 +120,13 @@ def init(
     ``ignore_reinit_error=True``.
     """
     check_options({"namespace": namespace})  # a bad one fails before anything starts
+    if host is not None:
+        if address is None:
+            raise ValueError(
+                "host only applies to a driver joining a cluster (init(address=..., "
+                "host=...)); an embedded cluster's processes talk over socket files"
+            )
+        cluster.check_listen_host(host, "host")
     with _session.lock:
         if _session.runtime is not None:
             if ignore_reinit_error:
@@ -146,11 +153,6 @@ def init(
                     f"metrics_port must be between 0 and 65535 (0: any free port), "
                     f"got {metrics_port}"
                 )
-            if host is not None:
-                raise ValueError(
-                    "host only applies to a driver joining a cluster (init(address=..., "
-                    "host=...)); an embedded cluster's processes talk over socket files"
-                )
             _start_embedded(num_workers, resources, metrics_port)
         else:
             if num_workers is not None or resources is not None or metrics_port is not None:
@@ -160,7 +162,6 @@ def init(
                     "start --head --num-workers N --resources JSON --metrics-port P`): leave "
                     "them out to join it"
                 )
-            cluster.check_listen_host(host, "host")
             head_address = cluster.resolve_address(address)
             cluster.probe_head(head_address)
             join_keys = cluster.driver_keys(head_address, keys)

@@ -440,6 +440,7 @@ def run(args: argparse.Namespace, out=None) -> dict:
                 f"{res['raw_curve']['pipelined_per_s']:,.0f})"
             )
         workers = bench.workers()
+        driver = runtime_mod.current().address
     finally:
         try:
             progress.close()
@@ -464,6 +465,7 @@ def run(args: argparse.Namespace, out=None) -> dict:
         "cluster": {
             "head": bench.head["address"],
             "node_id": NODE_ID,
+            "driver": driver,
             "workers": workers,
             "started_s": started_s,
             "pids": sorted(bench.pids),
