@@ -34,6 +34,7 @@ EXIT_ERROR = 1
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``zactor`` argument parser with one subparser per command."""
+    from zactor.benchmark import nodes as bench_nodes
     from zactor.benchmark import runner as bench
     from zactor.control import cluster
 
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     bench.add_arguments(bench_parser)
+    bench_nodes.add_arguments(bench_parser)
     bench_parser.set_defaults(handler=_bench)
     return parser
 
@@ -452,11 +454,12 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from zactor.benchmark import nodes as bench_nodes
     from zactor.benchmark import plot
     from zactor.benchmark import runner as bench
 
     try:
-        bench.run(args)
+        (bench_nodes.run if args.nodes else bench.run)(args)
     except (plot.PlotError, bench.UsageError) as exc:  # before the bench ran: no traceback
         raise CommandError(str(exc)) from None
     return 0

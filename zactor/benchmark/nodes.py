@@ -353,6 +353,28 @@ def format_table(summary: dict, security: dict) -> str:
 # -- the command ------------------------------------------------------------------------------
 
 
+def _node_count(text: str) -> int:
+    value = runner._positive_int(text)
+    if value != 2:
+        raise argparse.ArgumentTypeError(
+            f"the cross-node bench runs a head and one node agent: --nodes 2, not {value}"
+        )
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--nodes``, added to ``zactor bench``'s options (:func:`runner.add_arguments`)."""
+    parser.add_argument(
+        "--nodes",
+        type=_node_count,
+        default=None,
+        metavar="2",
+        help="instead: calls across nodes over tcp, a head and a node agent on this machine, "
+        "beside raw pyzmq over tcp with and without CURVE (zactor.benchmark.nodes)",
+    )
+    return parser
+
+
 def run(args: argparse.Namespace, out=None) -> dict:
     """Run the cross-node bench as ``args`` say (``--nodes``, ``--quick``, ``--smoke``,
     ``--rounds``, ``--json``); print the table to ``out``; return the report.
@@ -364,6 +386,12 @@ def run(args: argparse.Namespace, out=None) -> dict:
     """
     import zactor
 
+    unused = [f"--{name}" for name in ("plot", "workers") if getattr(args, name, None)]
+    if unused:
+        raise runner.UsageError(
+            f"{' and '.join(unused)} apply to the one-machine bench; the cross-node bench "
+            "(--nodes) has one worker a node and draws no plot: leave them out"
+        )
     if zactor.is_initialized():
         raise RuntimeError("zactor bench starts its own cluster: call it before zactor.init()")
     out = out or sys.stdout

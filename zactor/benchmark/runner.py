@@ -1439,15 +1439,6 @@ class UsageError(Exception):
     """Options that do not go together; raised before anything runs."""
 
 
-def _node_count(text: str) -> int:
-    value = _positive_int(text)
-    if value != 2:
-        raise argparse.ArgumentTypeError(
-            f"the cross-node bench runs a head and one node agent: --nodes 2, not {value}"
-        )
-    return value
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -1488,14 +1479,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         help="worker processes (default: one per CPU)",
     )
-    parser.add_argument(
-        "--nodes",
-        type=_node_count,
-        default=None,
-        metavar="2",
-        help="instead: calls across nodes over tcp, a head and a node agent on this machine, "
-        "beside raw pyzmq over tcp with and without CURVE (zactor.benchmark.nodes)",
-    )
     return parser
 
 
@@ -1510,16 +1493,6 @@ def run(args: argparse.Namespace, out=None) -> dict:
     """
     import zactor
 
-    if getattr(args, "nodes", None):
-        from zactor.benchmark import nodes
-
-        unused = [f"--{name}" for name in ("plot", "workers") if getattr(args, name)]
-        if unused:
-            raise UsageError(
-                f"{' and '.join(unused)} apply to the one-machine bench; the cross-node bench "
-                "(--nodes) has one worker a node and draws no plot: leave them out"
-            )
-        return nodes.run(args, out)
     if args.plot:
         bench_plot.check(args.plot)
     out = out or sys.stdout
