@@ -274,3 +274,27 @@ def test_a_node_needs_the_clusters_node_keys(machines, tmp_path):
     proc = node.run("start", "--address", machines.address, "--keys", str(other))
     assert proc.returncode == 1 and "give it the cluster's node bundle" in proc.stderr
     assert [n["node_id"] for n in machines.status()["nodes"]] == ["node-0"]
+
+
+def test_a_driver_on_another_machine_that_dies_loses_its_actors(machines):
+    address = machines.start_head()
+    machines.env["ZACTOR_NODE_IDENTITY"] = "another-machine"  # its pid is not watchable
+    try:
+        proc, first = machines.start_driver(
+            f"""
+            zactor.init(address={address!r}, host="127.0.0.1")
+            counter = Counter.remote(1)
+            report(value=zactor.get(counter.increment.remote()))
+            time.sleep(600)  # until the test kills it
+            """
+        )
+    finally:
+        del machines.env["ZACTOR_NODE_IDENTITY"]
+    assert first == {"value": 2}
+    drivers = machines.status()["drivers"]
+    assert [d["node_id"] for d in drivers] == ["another-machine"]
+    assert len(machines.status()["actors"]) == 1
+    proc.kill()  # no zactor.shutdown(): only its silence tells the head
+    proc.communicate()
+    poll(lambda: not machines.status()["actors"], timeout=30, interval=0.3)
+    assert not machines.status()["drivers"]
