@@ -290,6 +290,8 @@ class HeadStore:
             # Let the batch of writes that began gather, then commit it in one go.
             time.sleep(self.commit_interval)
             self._dirty.clear()
+            if self._closed:  # close() sets it before waking us: never miss that wake-up
+                return
             try:
                 self.commit()
             except sqlite3.Error as exc:  # a full disk: say so, keep trying on later writes
