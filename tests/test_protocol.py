@@ -35,8 +35,9 @@ DIGESTS = {
     4: "367e8bb9aa223444d9085d4c1d4cd19000bc4971beec3901819d377d849889b3",  # + 2 head methods
     # + Head.actor_failed; DIED_NOTICE_FOLLOWS; __zactor_terminate__ in every actor's table
     5: "ac7637762559d2d86d4b6bbf6f069dc1fa02923a66f34d636a34a24a4ac230e5",
-    # + the node role: Head.register_node/node_heartbeat/node_stopping/node_lost, NODE_TABLE
-    6: "2ce5f31ae5376d65c34c0ad0fee5a423cbb6ff2be7c61df6fa27943a9553842d",
+    # + the node role: Head.register_node/node_heartbeat/node_stopping/node_lost,
+    # driver_heartbeat, NODE_TABLE; Head.recover and rejoin_deadline, WorkerService.rejoin
+    6: "aca79d41d84e608e7ceae79b2157f86f8fafe9f92a16c6a807d681d37a1fb1d3",
 }
 
 
@@ -93,7 +94,10 @@ def test_an_undeclared_index_is_refused_and_logged(cluster, caplog):
     address = cluster["workers"][0]["address"]
     bogus = ActorHandle(0, address, "WorkerService", (*WORKER_TABLE.names, "bogus"))
     before = _dropped(address).get("undeclared-method", 0)
-    with pytest.raises(AttributeError, match="no method #9 in zactor protocol version 6"):
+    index, version = len(WORKER_TABLE.names), PROTOCOL_VERSION
+    with pytest.raises(
+        AttributeError, match=f"no method #{index} in zactor protocol version {version}"
+    ):
         bogus.bogus.remote().result(timeout=30)
     assert _dropped(address).get("undeclared-method", 0) == before + 1
     assert worker_service_handle(address).ping.remote().result(timeout=30)

@@ -3,7 +3,7 @@
 Subcommands:
 
 - ``zactor start --head [--port P] [--host H] [--num-workers N] [--resources JSON]
-  [--metrics-port P [--metrics-max-actors N]]``: start a standing cluster on
+  [--metrics-port P [--metrics-max-actors N]] [--recover]``: start a standing cluster on
   this machine, as a daemon that outlives the terminal; drivers join it with
   ``zactor.init(address="auto")``. With ``--metrics-port`` the head serves
   Prometheus metrics and a status page over HTTP (docs/observability.md).
@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --metrics-port: give per-actor series to at most N actors, the first to "
         "come (default 100); the others count in their class's series",
     )
+    start.add_argument(
+        "--recover",
+        action="store_true",
+        help="restart a head that died: reload its registry (head.sqlite3 beside the cluster "
+        "file), listen at its address again and take back its workers, whose actors kept "
+        "running; a cluster that may need this should be started with --port",
+    )
     start.add_argument("--json", action="store_true", help="print the cluster file as JSON")
     start.set_defaults(handler=_start)
 
@@ -206,6 +213,7 @@ def _start(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_max_actors=args.metrics_max_actors,
         node_timeout=args.node_timeout,
+        recover=args.recover,
     )
     if args.json:
         _print_json(record)

@@ -40,6 +40,7 @@ from typing import Iterator
 
 from zactor.caller.handle import head_handle
 from zactor.control import spawn
+from zactor.control.head_store import STORE_FILE, HeadStore, remove_store
 from zactor.endpoint import runtime as runtime_mod
 from zactor.endpoint.runtime import Runtime
 from zactor.errors import ClusterError
@@ -70,6 +71,9 @@ START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 15.0
 #: How long ``zactor stop`` waits for the head to stop everything before killing it.
 STOP_TIMEOUT_S = 20.0
+#: How long a standing cluster's workers wait for a head that died to be restarted with
+#: ``zactor start --head --recover`` (seconds); then they exit.
+HEAD_GRACE_S = 60.0
 #: The hint every "no cluster" error ends with.
 START_HINT = "start one with `zactor start --head`"
 
@@ -210,9 +214,16 @@ def _recorded_process_alive(record: dict) -> bool:
 
 def _remove_stale(record: dict) -> None:
     session_dir = record.get("session_dir")
+    # A head that keeps a store may be restarted (--recover): its workers still run and
+    # listen in its session directory, which the restarted head takes over.
+    if not record.get("store"):
+        _remove_session_dir(session_dir)
+    remove_cluster_file(cluster_file_path(), record.get("pid"))
+
+
+def _remove_session_dir(session_dir) -> None:
     if isinstance(session_dir, str) and os.path.basename(session_dir).startswith("zactor-"):
         shutil.rmtree(session_dir, ignore_errors=True)  # the dead head's socket files
-    remove_cluster_file(cluster_file_path(), record.get("pid"))
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -585,6 +596,7 @@ def start_head(
     metrics_max_actors: int | None = None,
     node_timeout: float | None = None,
     timeout: float = START_TIMEOUT_S,
+    recover: bool = False,
 ) -> dict:
     """Start a standing cluster on this machine as a daemon; return its cluster file.
 
@@ -600,6 +612,16 @@ def start_head(
     :data:`zactor.control.head.NODE_TIMEOUT_S`). Returns once every worker
     registered. Raises
     :class:`ClusterRunningError` if a cluster already runs here.
+
+    The head keeps its registry in ``head.sqlite3`` beside the cluster file
+    (:mod:`zactor.control.head_store`), and its workers outlive it by
+    :data:`HEAD_GRACE_S`. ``recover=True`` restarts a head that died: it
+    reloads that registry, listens at the dead head's address again (so
+    drivers and workers reconnect by themselves; a cluster that may need this
+    should be started with ``--port``, since another process may take a free
+    port meanwhile) and takes back the workers that still run. Without a
+    store to recover it starts a new cluster. Without ``recover`` a new
+    cluster replaces the last one's store.
     """
     if num_workers is None:
         num_workers = os.cpu_count() or 1
@@ -620,12 +642,16 @@ def start_head(
                 f"{existing['pid']} at {existing['address']}): use it, or stop it first "
                 "with `zactor stop`"
             )
-        session_dir = make_session_dir()
-        if port is None and host is None:
+        directory = cluster_dir()
+        store = os.path.join(directory, STORE_FILE)
+        previous = _previous_head(store, recover)
+        session_dir = previous.get("session_dir") or make_session_dir()
+        if previous.get("address") and port is None and host is None:
+            address = previous["address"]  # drivers and workers reconnect to it
+        elif port is None and host is None:
             address = ipc_address(session_dir, "head.sock")
         else:
             address = tcp_address(host or "127.0.0.1", port or 0)
-        directory = cluster_dir()
         if address.startswith("tcp://"):  # every tcp socket of the cluster speaks CURVE
             cluster_keys.create_cluster_keys(cluster_keys.keys_dir(directory))
         log_path = os.path.join(directory, LOG_FILE)
@@ -644,6 +670,9 @@ def start_head(
                 metrics_host=host or "127.0.0.1",
                 metrics_max_actors=metrics_max_actors,
                 node_timeout=node_timeout,
+                store=store,
+                recover=recover,
+                head_grace=HEAD_GRACE_S,
                 stdout=log,
                 stderr=log,
                 detach=True,
@@ -663,6 +692,7 @@ def start_head(
                 "node": node_identity(),
                 "started_at": time.time(),
                 "metrics_url": info.get("metrics_url"),
+                "store": store,
             }
             write_json_atomically(os.path.join(directory, CLUSTER_FILE), record)
         except BaseException:
@@ -670,6 +700,31 @@ def start_head(
             shutil.rmtree(session_dir, ignore_errors=True)
             raise
     return dict(record, cluster_file=os.path.join(directory, CLUSTER_FILE))
+
+
+def _previous_head(store: str, recover: bool) -> dict:
+    """Where the last head listened and kept its socket files (``{"address",
+    "session_dir"}``), read from its store when recovering and it is there; ``{}`` for
+    a new cluster, whose start removes the last one's session directory and store."""
+    if not os.path.exists(store):
+        return {}
+    try:
+        head_store = HeadStore.open(store)
+    except ClusterError:
+        if recover:
+            raise  # says which file, and to move it aside or start without --recover
+        remove_store(store)
+        return {}
+    try:
+        meta = head_store.load().meta
+    finally:
+        head_store.close()
+    if recover and os.path.isdir(meta.get("session_dir", "")):
+        return meta
+    _remove_session_dir(meta.get("session_dir"))
+    if not recover:
+        remove_store(store)
+    return {}
 
 
 def _start_failed(

@@ -17,7 +17,12 @@ import urllib.parse
 import uuid
 from typing import TYPE_CHECKING
 
-from zactor.caller.handle import ActorHandle, node_service_handle, worker_service_handle
+from zactor.caller.handle import (
+    ActorHandle,
+    head_handle,
+    node_service_handle,
+    worker_service_handle,
+)
 from zactor.control import cluster
 from zactor.control.ledger import RefLedger
 from zactor.control.placement import Placement
@@ -27,6 +32,7 @@ from zactor.wire.protocol import DRIVER_TABLE
 from zactor.worker.host import ActorHost
 
 if TYPE_CHECKING:
+    from zactor.control.head_store import HeadSnapshot, HeadStore
     from zactor.control.supervisor import Supervisor
 
 log = logging.getLogger("zactor")
@@ -38,6 +44,9 @@ STATUS_TIMEOUT_S = 5.0
 #: :data:`HEARTBEATS_PER_TIMEOUT` th of it.
 NODE_TIMEOUT_S = 5.0
 HEARTBEATS_PER_TIMEOUT = 5
+#: How long a recovered head waits for the workers its store lists to rejoin (seconds);
+#: the actors of one that does not are dealt with as after its death.
+REJOIN_TIMEOUT_S = 10.0
 
 
 def checkpoint_key(name: str | None, namespace: str | None, actor_id: int, cluster_id: str) -> str:
@@ -71,9 +80,18 @@ class Head:
     """
 
     def __init__(
-        self, supervisor: Supervisor | None = None, node_timeout_s: float = NODE_TIMEOUT_S
+        self,
+        supervisor: Supervisor | None = None,
+        store: HeadStore | None = None,
+        node_timeout_s: float = NODE_TIMEOUT_S,
     ) -> None:
         self._supervisor = supervisor
+        #: Where the registry is kept durably (a standing cluster's head); None: in memory only.
+        self._store = store
+        #: Workers a recovered head's store listed that have not rejoined yet, by id.
+        self._rejoining: dict[str, dict] = {}
+        #: Tells this head process from the one before it, for the workers that rejoin it.
+        self.boot_id = uuid.uuid4().hex[:12]
         self._host: ActorHost | None = None
         #: Node agents (other machines) by node id; the supervisor's thread reads it.
         self.nodes: dict[str, dict] = {}
@@ -106,13 +124,26 @@ class Head:
         self.metrics_url: str | None = None
 
     def register_worker(
-        self, worker_id: str, address: str, pid: int, node_id: str, resources: dict
+        self,
+        worker_id: str,
+        address: str,
+        pid: int,
+        node_id: str,
+        resources: dict,
+        hosted: list | None = None,
     ) -> None:
-        """A worker process announces itself, with its node's ``resources``."""
+        """A worker process announces itself, with its node's ``resources``.
+
+        ``hosted`` (``[[actor_id, incarnation], ...]``) comes from a worker that
+        rejoins a recovered head (:meth:`recover`): the actors it still runs.
+        """
         node = self.nodes.get(node_id)
         if node is not None and node["state"] != "alive":
             # Its node was declared dead or stopped: its actors live elsewhere now.
             worker_service_handle(address).shutdown.tell()
+            return
+        if hosted is not None:
+            self._rejoined(worker_id, address, pid, node_id, resources, hosted)
             return
         if self._supervisor is not None:
             if self._supervisor.exit_cause(worker_id) is not None:
@@ -126,6 +157,7 @@ class Head:
             "node_id": node_id,
             "resources": resources,
         }
+        self._save_worker(worker_id)
         self._retry_awaiting()
 
     # -- nodes (zactor.control.node) ---------------------------------------------------------
@@ -158,6 +190,7 @@ class Head:
             "heartbeat_at": time.time(),
             "last_heartbeat": time.monotonic(),
         }
+        self._save_node(node_id)
         log.info("zactor head: node %s joined from %s (%s)", node_id, host, address)
         return {
             "node_id": node_id,
@@ -203,6 +236,7 @@ class Head:
         if node is None or node["state"] != "alive":
             return
         node["state"] = state
+        self._save_node(node_id)
         if state == "dead":
             log.warning("zactor head: node %s (%s) declared dead", node_id, node["host"])
         lost = [w for w, worker in self.workers.items() if worker["node_id"] == node_id]
@@ -254,12 +288,15 @@ class Head:
         count it among the worker's actors, so a worker running tasks can still
         take an actor that wants a worker of its own.
         """
+        if self._rejoining:
+            raise WorkerStartingError(self._recovering())
         name, namespace = spec.get("name"), spec.get("namespace")
         if name is not None:
             existing = self.names.get((namespace, name))
             if existing is not None:
                 if spec.get("get_if_exists"):
                     self.ledger.hold(existing, spec.get("owner"))
+                    self._save_refs(existing)
                     return dict(self.actors[existing], existing=True)
                 raise ValueError(
                     f"an actor named {name!r} already exists in namespace {namespace!r}: "
@@ -311,6 +348,7 @@ class Head:
             self.durable_keys[key] = actor_id
         if not detached:
             self.ledger.track(actor_id, spec.get("owner"))
+        self._save_actor(actor_id, placed=True)
         return info
 
     def _refuse_shared_key(self, key: str, name: str, namespace: str | None) -> None:
@@ -332,6 +370,7 @@ class Head:
             retiring = info["state"] == "retire-when-started"
             info["state"] = "alive" if ok else "failed"
             info["error"] = error
+            self._save_actor(actor_id)
             if info["incarnation"]:
                 self._notify_all("actor_restarted", actor_id, info["address"], info["incarnation"])
             if retiring:
@@ -350,20 +389,27 @@ class Head:
         self.ledger.forget(actor_id)
         self.placement.release(actor_id)
         self.creations.pop(actor_id, None)
+        self._save_actor(actor_id)
 
     def _unname(self, info: dict) -> None:
         key = (info.get("namespace"), info.get("name"))
         if info.get("name") is not None and self.names.get(key) == info["actor_id"]:
             del self.names[key]
+            if self._store is not None:
+                self._store.delete_name(*key)
         # Freed with the name: re-creating the actor by name finds its checkpoint.
         if self.durable_keys.get(info.get("checkpoint_key")) == info["actor_id"]:
             del self.durable_keys[info["checkpoint_key"]]
+            if self._store is not None:
+                self._store.delete_durable_key(info["checkpoint_key"])
 
     # -- lifetime (zactor.endpoint.refs) ------------------------------------------------------
 
     def refs(self, address: str, report: list) -> None:
         """A process reports the actors whose handles it started or stopped holding."""
         self.ledger.apply(address, report, self._retire)
+        for actor_id in {entry[1] for entry in report}:
+            self._save_refs(actor_id)
 
     def _owner_gone(self, address: str) -> None:
         """The process at ``address`` (a driver) ended its job: end the actors it owned.
@@ -373,7 +419,10 @@ class Head:
         for actor_id, info in list(self.actors.items()):
             if info.get("owner") == address:
                 self._retire(actor_id, f"its owner {address} ended its job")
+        held = [a for a, holders in self.ledger.holders.items() if address in holders]
         self.ledger.drop_process(address, self._retire)
+        for actor_id in held:
+            self._save_refs(actor_id)
 
     def _retire(self, actor_id: int, why: str = "no handle to it remains") -> None:
         """Ask the actor's worker to end it once the calls already sent to it have run."""
@@ -384,8 +433,10 @@ class Head:
         self.ledger.forget(actor_id)
         if info["state"] in ("starting", "restarting"):  # the worker has not built it yet
             info["state"] = "retire-when-started"
+            self._save_actor(actor_id)
             return
         info["state"] = "retiring"
+        self._save_actor(actor_id)
         reason = (
             f"actor {info['class_name']}(id={actor_id}) went out of scope ({why}); it ended "
             "after running the calls already sent to it, and will not restart. Keep a handle "
@@ -403,6 +454,7 @@ class Head:
         if actor_id is None:
             return None
         self.ledger.hold(actor_id, holder)
+        self._save_refs(actor_id)
         return self.actors.get(actor_id)
 
     def list_actors(self) -> list:
@@ -436,6 +488,8 @@ class Head:
         """Keep what re-creates a restartable actor: its pickled class and arguments."""
         if actor_id in self.actors:
             self.creations[actor_id] = (blob, creation)
+            if self._store is not None:
+                self._store.put_creation(actor_id, blob, creation)
 
     def worker_died(self, worker_id: str, cause: str, died_at=None) -> None:
         """The supervisor saw worker ``worker_id`` exit (``cause``: how; ``died_at``: a
@@ -459,6 +513,7 @@ class Head:
         worker = self.workers.pop(worker_id, None)
         if worker is None or self._stopping:
             return
+        self._save_worker(worker_id)
         log.warning("zactor head: worker %s (pid %s) %s", worker_id, worker["pid"], cause)
         self.worker_deaths += 1
         self.placement.remove_worker(worker_id)
@@ -472,6 +527,7 @@ class Head:
             entries.append([actor_id, reason, restarting, info["incarnation"]])
             if restarting:
                 info["state"] = "restarting"
+                self._save_actor(actor_id)
                 restarts.append(actor_id)
             else:
                 self._forget_actor(actor_id)
@@ -530,6 +586,7 @@ class Head:
             # Its worker's report of this end may arrive after the restart began (the
             # reply below can overtake it): it is not the end of the actor.
             info["state"], info["ending"] = "restarting", True
+            self._save_actor(actor_id)
         if info["worker_id"] in self.workers:
             worker = worker_service_handle(info["address"])
             try:
@@ -571,6 +628,7 @@ class Head:
         reason = self._death_reason(info, cause, restarting)
         if restarting:
             info["state"] = "restarting"
+            self._save_actor(actor_id)
         else:
             self._forget_actor(actor_id)
             # Its worker answers later calls with this verdict, before anyone can make one
@@ -640,6 +698,7 @@ class Head:
         self.class_restarts[info["class_name"]] = self.class_restarts.get(info["class_name"], 0) + 1
         blob, creation = self.creations[actor_id]
         creation = dict(creation, incarnation=info["incarnation"])
+        self._save_actor(actor_id)
         worker_service_handle(worker["address"]).recreate.tell(actor_id, blob, creation)
 
     def _retry_awaiting(self) -> None:
@@ -749,6 +808,8 @@ class Head:
             "joined_at": time.time(),
             "last_heartbeat": time.monotonic(),
         }
+        if self._store is not None:
+            self._store.put_driver(self.drivers[address])
         heartbeat_s = None if local else self.node_timeout_s / HEARTBEATS_PER_TIMEOUT
         return {"node_id": node, "heartbeat_s": heartbeat_s}
 
@@ -771,6 +832,8 @@ class Head:
         if silent and time.monotonic() - driver["last_heartbeat"] <= self.node_timeout_s:
             return
         del self.drivers[address]
+        if self._store is not None:
+            self._store.delete_driver(address)
         self._owner_gone(address)
 
     def status(self) -> dict:
@@ -788,6 +851,160 @@ class Head:
 
     def _node_id(self) -> str:
         return self._supervisor.node_id if self._supervisor is not None else "node-0"
+
+    # -- durability (zactor.control.head_store) ----------------------------------------------
+
+    def _save_cluster(self) -> None:
+        """Start the store of a new cluster: its id and first actor id."""
+        if self._store is not None:
+            self._store.set_cluster(self.cluster_id, self._next_actor_id)
+
+    def _save_actor(self, actor_id: int, placed: bool = False) -> None:
+        """Write actor ``actor_id`` to the store as the registry has it now (gone: deleted);
+        ``placed``: it is new, with its name, durable key and the next actor id."""
+        store = self._store
+        if store is None:
+            return
+        info = self.actors.get(actor_id)
+        if info is None:
+            store.delete_actor(actor_id)  # its creation and ledger entry too
+            return
+        store.put_actor(info)
+        self._save_refs(actor_id)
+        if placed:
+            store.set_next_actor_id(self._next_actor_id)
+            key = (info["namespace"], info["name"])
+            if info["name"] is not None and self.names.get(key) == actor_id:
+                store.put_name(*key, actor_id)
+            if self.durable_keys.get(info["checkpoint_key"]) == actor_id:
+                store.put_durable_key(info["checkpoint_key"], actor_id)
+
+    def _save_refs(self, actor_id: int) -> None:
+        """Write the ledger's entry of ``actor_id`` (none for a detached or ended actor)."""
+        store = self._store
+        if store is None:
+            return
+        holders = self.ledger.holders.get(actor_id)
+        if holders is None:
+            store.delete_refs(actor_id)
+        else:
+            store.put_refs(actor_id, holders, self.ledger.transit.get(actor_id, {}))
+
+    def _save_node(self, node_id: str) -> None:
+        if self._store is not None:
+            self._store.put_node(self.nodes[node_id])
+
+    def _save_worker(self, worker_id: str) -> None:
+        store = self._store
+        if store is not None:
+            worker = self.workers.get(worker_id)
+            if worker is None:
+                store.delete_worker(worker_id)
+            else:
+                store.put_worker(worker)
+
+    def recover(self, snapshot: HeadSnapshot, timeout: float = REJOIN_TIMEOUT_S) -> None:
+        """Take over the registry a dead head left in the store (``zactor start --head
+        --recover``): actors, names, durable keys, creations, the ledger, drivers, nodes
+        and workers. Nodes and remote drivers get a node timeout to send a heartbeat.
+
+        The workers the snapshot lists are asked to rejoin (``WorkerService.rejoin``
+        with this head's :attr:`boot_id`); each answers with ``register_worker(...,
+        hosted)``, the actors it still runs. Until every one has rejoined, or
+        ``timeout`` seconds passed, creations wait (``place`` answers
+        :class:`WorkerStartingError`, which callers ask again on). A worker that
+        does not rejoin in time is dealt with as one that died: its actors restart
+        under their ``max_restarts`` or end, and a replacement worker starts.
+        """
+        self.cluster_id = snapshot.cluster_id
+        self._next_actor_id = snapshot.next_actor_id
+        self.actors = snapshot.actors
+        self.names = snapshot.names
+        self.durable_keys = snapshot.durable_keys
+        self.creations = snapshot.creations
+        for actor_id, (holders, transit) in snapshot.refs.items():
+            if actor_id in self.actors:
+                self.ledger.holders[actor_id] = holders
+                if transit:
+                    self.ledger.transit[actor_id] = transit
+        now = time.monotonic()  # the dead head's clock readings mean nothing here
+        self.drivers = snapshot.drivers  # the supervisor watches the local ones' pids again
+        for driver in self.drivers.values():
+            driver["last_heartbeat"] = now  # a remote one has the node timeout to be heard
+        self.nodes = snapshot.nodes
+        for node in self.nodes.values():
+            node["last_heartbeat"] = now  # as long to send one as at joining
+        for worker_id, worker in snapshot.workers.items():
+            self.workers[worker_id] = worker
+            self.placement.add_worker(worker_id, worker["node_id"], worker["resources"])
+            if self._supervisor is not None and worker["node_id"] not in self.nodes:
+                # This machine's: watched by pid (a node's agent watches its own).
+                self._supervisor.adopt(worker_id, worker["pid"])
+        for actor_id, info in self.actors.items():
+            if info["worker_id"] in self.workers and not info.get("task_runner"):
+                self.placement.reserve(
+                    actor_id, info["worker_id"], info["num_cpus"], info["resources"]
+                )
+        self._rejoining = dict(snapshot.workers)
+        self._rejoin_timeout = timeout
+        runtime = self._host.runtime
+        for worker in self._rejoining.values():
+            worker_service_handle(worker["address"]).rejoin.tell(self.boot_id, os.getpid())
+        boot_id = self.boot_id
+        runtime.call_later(timeout, lambda: _tell_self(runtime, "rejoin_deadline", boot_id))
+        runtime.flush()
+
+    def _recovering(self) -> str:
+        waiting = ", ".join(sorted(self._rejoining))
+        return (
+            f"the head restarted and is waiting up to {self._rejoin_timeout:.0f} s for its "
+            f"workers to rejoin ({waiting}); creating actors waits for them"
+        )
+
+    def _rejoined(
+        self, worker_id: str, address: str, pid: int, node_id: str, resources: dict, hosted: list
+    ) -> None:
+        """A worker rejoined this recovered head, still running the actors ``hosted``."""
+        if self._rejoining.pop(worker_id, None) is None:
+            if worker_id not in self.workers:  # too late: its actors were dealt with as dead
+                worker_service_handle(address).shutdown.tell()
+            return
+        here = {actor_id: incarnation for actor_id, incarnation in hosted}
+        # An id a lost write never recorded must not be given to a new actor.
+        self._next_actor_id = max(self._next_actor_id, max(here, default=0) + 1)
+        for actor_id in here:
+            if actor_id not in self.actors:  # placed in the moment before the head died
+                reason = (
+                    f"actor {actor_id} on worker {worker_id} was created just before the head "
+                    "died, and the restarted head has no record of it: create it again"
+                )
+                worker_service_handle(address).kill.tell(actor_id, reason, False)
+        for actor_id, info in list(self.actors.items()):
+            if info["worker_id"] == worker_id and actor_id not in here:
+                cause = f"it was gone from worker {worker_id} when the restarted head looked"
+                self.actor_failed(actor_id, cause, info["incarnation"])
+        if not self._rejoining:
+            self._retry_awaiting()
+
+    def rejoin_deadline(self, boot_id: str) -> None:
+        """The time a recovered head gives its workers to rejoin is up: those that did not
+        are dealt with as dead (their actors restart or end, replacements start)."""
+        if boot_id != self.boot_id:
+            return
+        late, self._rejoining = self._rejoining, {}
+        for worker_id in sorted(late):
+            cause = (
+                f"did not rejoin the restarted head within {self._rejoin_timeout:.0f} s "
+                "(it died while the head was down)"
+            )
+            self._worker_gone(worker_id, cause, None)
+
+
+def _tell_self(runtime, method: str, *args) -> None:
+    """Send the head process's own Head ``method(*args)`` through its inbox (from a timer:
+    the registry belongs to the thread running the head's calls)."""
+    getattr(head_handle(runtime), method).tell(*args)
+    runtime.flush()
 
 
 # -- reading the registry off the head's thread -----------------------------------------------

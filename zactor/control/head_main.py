@@ -16,6 +16,7 @@ import sys
 
 from zactor.control import cluster
 from zactor.control.head import NODE_TIMEOUT_S, Head
+from zactor.control.head_store import HeadStore, HeadStoreError, remove_store
 from zactor.control.metrics import MAX_ACTOR_SERIES, ClusterMetrics
 from zactor.control.status_page import StatusServer
 from zactor.control.supervisor import Supervisor
@@ -50,9 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--node-timeout", type=float, default=NODE_TIMEOUT_S, help="declare a silent node dead"
     )
+    parser.add_argument("--store", help="keep the registry in this SQLite file (head_store)")
+    parser.add_argument(
+        "--recover", action="store_true", help="reload the registry --store holds, if any"
+    )
+    parser.add_argument(
+        "--head-grace", type=float, default=0.0, help="how long workers wait for a dead head"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("ZACTOR_LOG_LEVEL", "WARNING"))
     parent = os.getppid() if args.watch_parent else None
+    store = _open_store(args)
     try:
         runtime = Runtime(args.address, role="head", head_address=args.address, keys=_keys(args))
     except KeysError as exc:
@@ -83,13 +92,25 @@ def main(argv: list[str] | None = None) -> None:
         worker_host=cluster.worker_host(runtime.address),
         log_path=log_path,
     )
-    head = Head(supervisor, node_timeout_s=args.node_timeout)
+    supervisor.head_grace = args.head_grace
+    head = Head(supervisor, store, node_timeout_s=args.node_timeout)
     head._host = host
     host.add_system_actor(head, HEAD_TABLE)
     server = None
     if args.metrics_port is not None:
         server = _serve_metrics(head, args, runtime)
-    supervisor.start_workers(args.num_workers, json.loads(args.resources))
+    num_workers = args.num_workers
+    snapshot = store.load() if store is not None and args.recover else None
+    if snapshot is not None and not snapshot.empty():
+        head.recover(snapshot)  # its workers rejoin; only the ones missing are started
+        num_workers = max(0, num_workers - len(snapshot.workers))
+    elif store is not None:
+        head._save_cluster()
+    if store is not None:
+        store.set_meta("address", runtime.address)
+        store.set_meta("session_dir", args.session_dir)
+        store.commit()
+    supervisor.start_workers(num_workers, json.loads(args.resources))
     supervisor.watch(head, runtime)
     if args.address_file:
         cluster.write_json_atomically(args.address_file, runtime.address)
@@ -103,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
         supervisor.stop_watching()
         supervisor.stop_workers([worker["address"] for worker in head.workers.values()])
         runtime.close()
+        if store is not None:  # stopped on purpose: nothing is left to recover
+            store.close()
+            remove_store(args.store)
         shutil.rmtree(args.session_dir, ignore_errors=True)
         if args.cluster_file:
             cluster.remove_cluster_file(args.cluster_file, os.getpid())
@@ -130,6 +154,22 @@ def _keys(args: argparse.Namespace) -> ClusterKeys | None:
         found.for_role(HEAD)  # a bundle without the head key: say so before binding
         os.environ[cluster_keys.KEYS_ENV] = found.path
     return found
+
+
+def _open_store(args: argparse.Namespace) -> HeadStore | None:
+    """The registry's store (``--store``): a new one, or with ``--recover`` the one a dead
+    head left. One that cannot be read ends the head at once, saying what to do."""
+    if args.store is None:
+        return None
+    if not args.recover:
+        remove_store(args.store)  # a new cluster: the last one's registry means nothing
+    try:
+        return HeadStore.open(args.store)
+    except HeadStoreError as exc:
+        print(f"zactor head: {exc}", file=sys.stderr, flush=True)
+        if not args.recover:
+            shutil.rmtree(args.session_dir, ignore_errors=True)
+        os._exit(1)
 
 
 def _serve_metrics(head: Head, args: argparse.Namespace, runtime: Runtime) -> StatusServer:

@@ -60,6 +60,15 @@ _SCHEMA = (
 )
 
 
+def remove_store(path: str) -> None:
+    """Remove the store at ``path`` with its journal files (a new cluster starts afresh)."""
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
 class HeadStoreError(ClusterError):
     """The head's store cannot be opened or read: the message names the file and what to do."""
 
@@ -76,6 +85,8 @@ class HeadSnapshot:
 
     cluster_id: str | None = None
     next_actor_id: int = 1
+    #: What :meth:`HeadStore.set_meta` kept (the head's address, its session directory).
+    meta: dict = dataclasses.field(default_factory=dict)
     nodes: dict = dataclasses.field(default_factory=dict)
     workers: dict = dataclasses.field(default_factory=dict)
     actors: dict = dataclasses.field(default_factory=dict)
@@ -208,6 +219,10 @@ class HeadStore:
         """The id the next actor gets."""
         self._write("INSERT OR REPLACE INTO meta VALUES ('next_actor_id', ?)", (next_actor_id,))
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` (e.g. ``"address"``: where the head listens)."""
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"meta.{key}", value))
+
     def put_node(self, node: dict) -> None:
         """A node (``node_id``, ``address``, ``pid``, ``resources``, ``num_workers``, ``state``)."""
         self._write("INSERT OR REPLACE INTO nodes VALUES (?, ?)", (node["node_id"], encode(node)))
@@ -266,6 +281,10 @@ class HeadStore:
         record = encode([sorted(holders), list(transit.items())])
         self._write("INSERT OR REPLACE INTO refs VALUES (?, ?)", (actor_id, record))
 
+    def delete_refs(self, actor_id: int) -> None:
+        """The ledger has no entry for ``actor_id`` (detached, or retiring)."""
+        self._write("DELETE FROM refs WHERE actor_id = ?", (actor_id,))
+
     def put_driver(self, driver: dict) -> None:
         """A driver that joined (its ``address`` and what the head watches it by)."""
         self._write(
@@ -313,6 +332,7 @@ class HeadStore:
         snap = HeadSnapshot(
             cluster_id=meta.get("cluster_id"), next_actor_id=int(meta.get("next_actor_id", 1))
         )
+        snap.meta = {k[5:]: v for k, v in meta.items() if k.startswith("meta.")}
         snap.nodes = {k: decode(r) for k, r in conn.execute("SELECT node_id, record FROM nodes")}
         snap.workers = {
             k: decode(r) for k, r in conn.execute("SELECT worker_id, record FROM workers")

@@ -72,6 +72,9 @@ def start_head(
     metrics_host: str = "127.0.0.1",
     metrics_max_actors: int | None = None,
     node_timeout: float | None = None,
+    store: str | None = None,
+    recover: bool = False,
+    head_grace: float = 0.0,
     stdout=None,
     stderr=None,
     detach: bool = False,
@@ -86,6 +89,9 @@ def start_head(
     that port (0: any free one), with per-actor series for at most
     ``metrics_max_actors`` actors (see :mod:`zactor.control.metrics`).
     ``node_timeout``: seconds without a heartbeat that make a node dead.
+    ``store``: keep the registry in this :class:`~zactor.control.head_store.HeadStore`
+    file (a new one, or with ``recover`` the one a dead head left: reloaded); its
+    workers then wait ``head_grace`` seconds for a head that died to restart.
     """
     args = [
         "--session-dir",
@@ -103,6 +109,10 @@ def start_head(
         args += ["--cluster-file", cluster_file]
     if address_file is not None:
         args += ["--address-file", address_file]
+    if store is not None:
+        args += ["--store", store, "--head-grace", str(head_grace)]
+        if recover:
+            args.append("--recover")
     if metrics_port is not None:
         args += ["--metrics-port", str(metrics_port), "--metrics-host", metrics_host]
         if metrics_max_actors is not None:
@@ -113,10 +123,16 @@ def start_head(
 
 
 def start_worker(
-    head_address: str, address: str, worker_id: str, node_id: str, resources: dict
+    head_address: str,
+    address: str,
+    worker_id: str,
+    node_id: str,
+    resources: dict,
+    head_grace: float = 0.0,
 ) -> subprocess.Popen:
     """Start a worker process (:mod:`zactor.worker.main`) binding ``address`` that
-    registers with the head at ``head_address`` as ``worker_id`` of ``node_id``."""
+    registers with the head at ``head_address`` as ``worker_id`` of ``node_id``; when
+    the head dies it waits ``head_grace`` seconds for a restarted head (0: exits)."""
     return start(
         "zactor.worker.main",
         [
@@ -130,5 +146,7 @@ def start_worker(
             node_id,
             "--resources",
             json.dumps(resources),
+            "--head-grace",
+            str(head_grace),
         ],
     )

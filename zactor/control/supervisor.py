@@ -54,6 +54,44 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+class AdoptedProcess:
+    """A worker process this head did not start (it outlived the head that did), watched
+    by pid as :class:`subprocess.Popen` would be: ``poll``, ``wait``, ``kill``.
+
+    Its exit status is not ours to read: an exit shows as ``returncode`` -9
+    when it was killed here, else 0 with :attr:`cause` saying it is unknown.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start_time = cluster.process_start_time(pid)
+        self.returncode: int | None = None
+        self._killed = False
+
+    def poll(self) -> int | None:
+        """None while it runs, else its ``returncode``."""
+        if self.returncode is None and not cluster.process_alive(self.pid, self.start_time):
+            self.returncode = -signal.SIGKILL if self._killed else 0
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait until it exits; :class:`subprocess.TimeoutExpired` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL it."""
+        self._killed = True
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Supervisor:
     """Starts this machine's worker processes and stops them; watches its drivers.
 
@@ -92,6 +130,9 @@ class Supervisor:
         #: worker id -> when it was seen to have exited (see :meth:`_reap`).
         self._died_at: dict[str, list | None] = {}
         self._next_worker = 0
+        #: What workers do when the head dies: wait this long for it to restart (seconds;
+        #: a standing cluster's, see ``zactor start --head --recover``), or exit at once (0).
+        self.head_grace = 0.0
         self._watch_stop = threading.Event()
         self._watch: threading.Thread | None = None
 
@@ -106,6 +147,14 @@ class Supervisor:
         the dead one's address can reach the new one)."""
         self.processes.pop(worker_id, None)
         self.replacing[self._start_worker()] = time.monotonic()
+
+    def adopt(self, worker_id: str, pid: int) -> None:
+        """Watch worker ``worker_id`` (process ``pid``) that a head before this one started
+        (``Head.recover``): its exit is reported as a child's is."""
+        self.processes[worker_id] = AdoptedProcess(pid)
+        number = worker_id.rpartition("-")[2]
+        if number.isdigit():  # new workers' ids follow the adopted ones'
+            self._next_worker = max(self._next_worker, int(number) + 1)
 
     def forget_worker(self, worker_id: str) -> None:
         """Stop tracking a worker whose exit the head has dealt with and does not replace."""
@@ -139,6 +188,11 @@ class Supervisor:
         wait for the restart (``Recovery.actor_died``'s ``died_at``).
         """
         if proc.returncode is not None:
+            return True
+        if isinstance(proc, AdoptedProcess):  # not our child: no exit status to wait for
+            if proc.poll() is None:
+                return False
+            self._died_at.setdefault(worker_id, clock_stamp())
             return True
         try:
             exited = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -182,7 +236,12 @@ class Supervisor:
         else:
             address = f"tcp://{self.worker_host}:0"
         self.processes[worker_id] = spawn.start_worker(
-            self.head_address, address, worker_id, self.node_id, self.resources
+            self.head_address,
+            address,
+            worker_id,
+            self.node_id,
+            self.resources,
+            head_grace=self.head_grace,
         )
         return worker_id
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import cloudpickle
 
@@ -29,6 +30,11 @@ class WorkerService:
         self._host = host
         self._head = head
         self._worker_id = worker_id
+        #: ``register_worker``'s arguments, sent again to a head that restarted (:meth:`rejoin`).
+        self.registration: tuple | None = None
+        #: Set when a restarted head asked this worker to rejoin; ``head_pid`` is its pid.
+        self.rejoined = threading.Event()
+        self.head_pid: int | None = None
         host.on_actor_ended = self._ended
         host.on_actor_failed = self._failed
 
@@ -202,6 +208,21 @@ class WorkerService:
             "actors": [_actor_stats(actor, count) for actor, count in queued],
             **process_figures(),
         }
+
+    def rejoin(self, boot_id: str, head_pid: int) -> None:
+        """A head that restarted from its store (``boot_id``; process ``head_pid``) asks
+        this worker to register again, with the actors it still runs: the head keeps
+        those and deals with the ones its store lists here that are gone."""
+        if self.registration is None:
+            return
+        hosted = [
+            [actor_id, actor.incarnation]
+            for actor_id, actor in list(self._host.actors.items())
+            if actor_id != wire.SYSTEM_ACTOR_ID
+        ]
+        self._head.register_worker.tell(*self.registration, hosted)
+        self.head_pid = head_pid
+        self.rejoined.set()
 
     def ping(self) -> str:
         """Liveness check: returns this worker's id."""
