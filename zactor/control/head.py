@@ -878,6 +878,11 @@ class Head:
                 store.put_name(*key, actor_id)
             if self.durable_keys.get(info["checkpoint_key"]) == actor_id:
                 store.put_durable_key(info["checkpoint_key"], actor_id)
+            if info["name"] is not None or info["lifetime"] == "detached":
+                # Found by name, or outliving its creator: on disk before the creator hears
+                # of it (~0.1 ms). Others ride the next batched commit (lost if the head
+                # dies within it: a worker that rejoins then ends them, see _rejoined).
+                store.commit()
 
     def _save_refs(self, actor_id: int) -> None:
         """Write the ledger's entry of ``actor_id`` (none for a detached or ended actor)."""
