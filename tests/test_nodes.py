@@ -298,3 +298,33 @@ def test_a_driver_on_another_machine_that_dies_loses_its_actors(machines):
     proc.communicate()
     poll(lambda: not machines.status()["actors"], timeout=30, interval=0.3)
     assert not machines.status()["drivers"]
+
+
+def test_a_driver_whose_head_died_is_told_so_and_its_actor_calls_go_on(machines, tmp_path):
+    address = machines.start_head()
+    head_pid = json.loads(machines.cluster_file.read_text())["pid"]
+    gate = tmp_path / "head-killed"
+    proc, first = machines.start_driver(
+        f"""
+        zactor.init(address={address!r})
+        counter = Counter.options(lifetime="detached").remote(0)
+        report(value=zactor.get(counter.increment.remote()))
+        while not os.path.exists({str(gate)!r}):
+            time.sleep(0.01)
+        after = zactor.get(counter.increment.remote(), timeout=30)  # never touches the head
+        try:
+            Counter.remote()  # needs the head: waits a few seconds for it, then says why
+        except zactor.ClusterError as exc:
+            error = str(exc)
+        report(after=after, error=error)
+        """
+    )
+    assert first == {"value": 1}
+    os.kill(head_pid, signal.SIGKILL)
+    gate.touch()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    got = reports(out)[-1]
+    assert got["after"] == 2
+    assert f"the zactor head at {address} has not answered" in got["error"], got
+    assert "zactor start --head --recover" in got["error"]

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from zactor.caller.handle import ActorHandle, handle_from_info, head_handle
+from zactor.caller.head_watch import HeadWatch
 from zactor.caller.options import check_options
 from zactor.control import cluster, spawn
 from zactor.endpoint import runtime as _runtime_mod
@@ -38,6 +39,9 @@ JOIN_TIMEOUT_S = 15.0
 #: How long a joined driver's ``shutdown()`` waits for the head to note its leaving: short,
 #: because a head that stopped never answers, and a driver's exit must not hang on it.
 GOODBYE_TIMEOUT_S = 2.0
+#: How often a driver that joined a cluster on its machine tells the head it runs, and
+#: learns the head does (seconds; a head on another machine says how often).
+HEARTBEAT_S = 1.0
 
 
 class _Session:
@@ -179,27 +183,12 @@ def init(
         )
         runtime.node_id = reply["node_id"]
         _session.registered = True
-        if reply.get("heartbeat_s"):  # a head on another machine cannot watch our pid
-            _send_heartbeats(runtime, reply["heartbeat_s"])
+        if _session.joined:  # a standing cluster's head may stop while we run
+            HeadWatch(runtime, reply.get("heartbeat_s") or HEARTBEAT_S).start()
     except BaseException:
         shutdown()
         raise
     return info
-
-
-def _send_heartbeats(runtime: Runtime, interval: float) -> None:
-    """Tell the head every ``interval`` seconds that this driver runs, until the runtime
-    closes (the head ends the actors of a driver that stopped sending them)."""
-    head = head_handle(runtime)
-
-    def beat() -> None:
-        try:
-            head.driver_heartbeat.tell(runtime.address)
-        except ClusterError:  # shut down: no more heartbeats
-            return
-        runtime.call_later(interval, beat)
-
-    runtime.call_later(interval, beat)
 
 
 def _start_embedded(num_workers: int, resources: dict | None, metrics_port: int | None) -> None:

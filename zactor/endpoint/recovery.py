@@ -105,6 +105,23 @@ class Recovery:
 
     # -- what the head tells us ---------------------------------------------------------------
 
+    def fail_calls_to(self, address: str, error: BaseException) -> None:
+        """Fail now, with ``error``, every call waiting for the system actor at
+        ``address`` (a head that has gone silent: see ``zactor.caller.head_watch``)."""
+        runtime = self._runtime
+        failed = []
+        for call_id, future in runtime.pending.items():
+            target = getattr(future._origin, "_target", None)
+            if (
+                target is not None
+                and target.actor_id == wire.SYSTEM_ACTOR_ID
+                and target.address == address
+                and runtime.pending.pop(call_id) is not None
+            ):
+                failed.append(future)
+        for future in failed:
+            future._fail(error)
+
     def actor_died(
         self, address: str, entries: list, process_died: bool = True, died_at=None
     ) -> None:
