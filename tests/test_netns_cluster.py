@@ -15,13 +15,16 @@ tests/test_nodes.py runs the same cluster on loopback.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 
 import netns
 import pytest
-from gates import poll
-from test_cli import Standing, reports
+from gates import first_report, poll
+from test_cli import MARK, Standing, reports
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -293,3 +296,55 @@ def test_a_host_without_the_cluster_keys_can_neither_create_nor_call(hosts, tmp_
     )
     assert got == [{"value": 2}]
     assert not list(markers.iterdir()), "a peer without the cluster's key ran code"
+
+
+@pytest.mark.network_lab(hosts=1, loopback=False)
+def test_a_head_that_dies_comes_back_with_its_nodes_and_their_actors(hosts, tmp_path):
+    with socket.socket() as s:  # a fixed port: a recovered head listens where it did
+        s.bind((hosts.lab.root_address, 0))
+        port = s.getsockname()[1]
+    record = hosts.start(
+        "--host", hosts.lab.root_address, "--port", str(port), "--num-workers", "1",
+        "--node-timeout", str(NODE_TIMEOUT_S),
+    )  # fmt: skip
+    hosts.address = record["address"]
+    hosts.start_node(0, "n1")
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    proc, first = hosts.start_driver(
+        f"""
+        def gate(name):
+            while not os.path.exists(os.path.join({str(gates)!r}, name)):
+                time.sleep(0.01)
+
+        zactor.init(address={hosts.address!r}, namespace="kept")
+        keeper = Counter.options(
+            name="keeper", lifetime="detached", resources={{"node:n1": 1}}
+        ).remote(10)
+        report(value=zactor.get(keeper.increment.remote()))
+        gate("head-killed")
+        report(while_down=[zactor.get(keeper.increment.remote(), timeout=30) for _ in range(3)])
+        gate("head-back")
+        found = zactor.get_actor("keeper")
+        fresh = Counter.options(resources={{"node:n1": 1}}).remote(1)
+        report(
+            found=zactor.get(found.increment.remote(), timeout=30),
+            fresh=zactor.get(fresh.increment.remote(), timeout=60),
+        )
+        """
+    )
+    assert first == {"value": 11}
+    os.kill(record["pid"], signal.SIGKILL)  # the head alone; n1 keeps running its actor
+    (gates / "head-killed").touch()
+    assert first_report(proc, MARK) == {"while_down": [12, 13, 14]}
+    back = hosts.start(
+        "--host", hosts.lab.root_address, "--port", str(port), "--num-workers", "1",
+        "--node-timeout", str(NODE_TIMEOUT_S), "--recover",
+    )  # fmt: skip
+    assert back["address"] == hosts.address
+    poll(lambda: hosts.node_row("n1")["state"] == "alive", timeout=60, interval=0.3)
+    poll(lambda: hosts.node_row("n1")["heartbeat_age_s"] < NODE_TIMEOUT_S, timeout=60)
+    (gates / "head-back").touch()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert reports(out)[-1] == {"found": 15, "fresh": 2}
