@@ -328,3 +328,20 @@ def test_a_driver_whose_head_died_is_told_so_and_its_actor_calls_go_on(machines,
     assert got["after"] == 2
     assert f"the zactor head at {address} has not answered" in got["error"], got
     assert "zactor start --head --recover" in got["error"]
+
+
+def test_a_head_held_up_by_a_stuck_worker_declares_no_healthy_node_dead(machines):
+    machines.start_head()
+    machines.start_node("n1", 1)
+    machines.start_node("n2", 1)
+    stuck = next(w["pid"] for w in machines.status()["workers"] if w["node_id"] == "n1")
+    os.kill(stuck, signal.SIGSTOP)  # its agent still heartbeats; the worker answers nothing
+    try:
+        # The head waits for the stuck worker's counters longer than the node timeout,
+        # its thread reading no heartbeat meanwhile.
+        rows = {w["node_id"]: w for w in machines.status()["workers"]}
+        assert "error" in rows["n1"] and "error" not in rows["n2"]
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+    states = {n["node_id"]: n["state"] for n in machines.status()["nodes"]}
+    assert states == {"node-0": "alive", "n1": "alive", "n2": "alive"}

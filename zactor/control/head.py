@@ -9,6 +9,7 @@ of the methods ``HEAD_TABLE`` declares (:mod:`zactor.wire.protocol`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -96,6 +97,10 @@ class Head:
         #: Node agents (other machines) by node id; the supervisor's thread reads it.
         self.nodes: dict[str, dict] = {}
         self.node_timeout_s = node_timeout_s
+        #: Seconds this head's thread spent waiting on workers (see :meth:`silence`), and
+        #: when the wait under way began.
+        self._stall_total = 0.0
+        self._stall_start: float | None = None
         self.workers: dict[str, dict] = {}
         self.actors: dict[int, dict] = {}
         self.names: dict[tuple, int] = {}
@@ -188,8 +193,8 @@ class Head:
             "state": "alive",
             "joined_at": time.time(),
             "heartbeat_at": time.time(),
-            "last_heartbeat": time.monotonic(),
         }
+        self._heard(self.nodes[node_id])
         self._save_node(node_id)
         log.info("zactor head: node %s joined from %s (%s)", node_id, host, address)
         return {
@@ -207,7 +212,7 @@ class Head:
         if node is None:
             return "unknown"
         if node["state"] == "alive":
-            node["last_heartbeat"] = time.monotonic()
+            self._heard(node)
             node["heartbeat_at"] = time.time()
         return node["state"]
 
@@ -222,8 +227,8 @@ class Head:
         node = self.nodes.get(node_id)
         if node is None or node["state"] != "alive":
             return
-        if time.monotonic() - node["last_heartbeat"] <= self.node_timeout_s:
-            # A heartbeat queued behind a busy head was read since the report was sent.
+        silent_s = self.silence(node)
+        if silent_s <= self.node_timeout_s:  # a heartbeat was read since the report
             return
         cause = (
             f"was lost with its node {node_id} ({node['host']}), declared dead after "
@@ -247,6 +252,37 @@ class Head:
         self.placement.remove_node(node_id)
         for worker_id in lost:
             self._worker_gone(worker_id, cause)
+
+    # -- heartbeats: silence counted over the time the head could read them ----------------
+
+    def _heard(self, entry: dict) -> None:
+        """A node or remote driver's heartbeat (or joining) was read now."""
+        entry["last_heartbeat"] = time.monotonic()
+        entry["stall_mark"] = self.stalled()
+
+    def stalled(self) -> float:
+        """Seconds this head's thread has spent waiting on workers (``status``, a kill's
+        answer), the wait under way included. Callable from any thread."""
+        start = self._stall_start
+        return self._stall_total + (time.monotonic() - start if start is not None else 0.0)
+
+    @contextlib.contextmanager
+    def _waiting(self):
+        """Count the time inside as stalled: the head reads no heartbeat meanwhile."""
+        self._stall_start = time.monotonic()
+        try:
+            yield
+        finally:
+            self._stall_total += time.monotonic() - self._stall_start
+            self._stall_start = None
+
+    def silence(self, entry: dict) -> float:
+        """Seconds since a node's or remote driver's last heartbeat was read, less the
+        time the head's thread was waiting meanwhile (its heartbeats queued unread):
+        a head held up by a stuck worker must not declare healthy nodes dead.
+        Callable from any thread (the supervisor's watch reads it)."""
+        quiet = time.monotonic() - entry["last_heartbeat"]
+        return quiet - (self.stalled() - entry.get("stall_mark", 0.0))
 
     def cluster_info(self) -> dict:
         """Workers known to the head (with how many actors each hosts and the CPU
@@ -590,9 +626,10 @@ class Head:
         if info["worker_id"] in self.workers:
             worker = worker_service_handle(info["address"])
             try:
-                here = worker.kill.remote(actor_id, reason, restarting).result(
-                    timeout=STATUS_TIMEOUT_S
-                )
+                with self._waiting():
+                    here = worker.kill.remote(actor_id, reason, restarting).result(
+                        timeout=STATUS_TIMEOUT_S
+                    )
             except GetTimeoutError:  # busy (a long __zactor_exit__?): the kill is on its way
                 log.warning(
                     "zactor head: worker %s is slow to kill actor %s", info["worker_id"], actor_id
@@ -635,7 +672,8 @@ class Head:
             # on hearing it (the replies it gave so far wait for the notice below).
             worker = worker_service_handle(info["address"])
             try:
-                worker.kill.remote(actor_id, reason, False).result(timeout=STATUS_TIMEOUT_S)
+                with self._waiting():
+                    worker.kill.remote(actor_id, reason, False).result(timeout=STATUS_TIMEOUT_S)
             except Exception as exc:  # its worker died meanwhile: worker_died tells all
                 log.warning("zactor head: could not settle the end of actor %s: %s", actor_id, exc)
         entry = [actor_id, reason, restarting, incarnation]
@@ -806,8 +844,8 @@ class Head:
             "local": local,
             "start_time": cluster.process_start_time(pid) if local else None,
             "joined_at": time.time(),
-            "last_heartbeat": time.monotonic(),
         }
+        self._heard(self.drivers[address])
         if self._store is not None:
             self._store.put_driver(self.drivers[address])
         heartbeat_s = None if local else self.node_timeout_s / HEARTBEATS_PER_TIMEOUT
@@ -817,7 +855,7 @@ class Head:
         """The driver at ``address``, on another machine, is alive."""
         driver = self.drivers.get(address)
         if driver is not None:
-            driver["last_heartbeat"] = time.monotonic()
+            self._heard(driver)
 
     def driver_exited(self, address: str, silent: bool = False) -> None:
         """The driver at ``address`` is gone (``zactor.shutdown()``, or its process died):
@@ -829,7 +867,7 @@ class Head:
         driver = self.drivers.get(address)
         if driver is None:
             return
-        if silent and time.monotonic() - driver["last_heartbeat"] <= self.node_timeout_s:
+        if silent and self.silence(driver) <= self.node_timeout_s:
             return
         del self.drivers[address]
         if self._store is not None:
@@ -847,7 +885,9 @@ class Head:
         without counters. See :func:`compose_status`.
         """
         registry = registry_snapshot(self)
-        return compose_status(registry, ask_workers(registry["workers"], STATUS_TIMEOUT_S))
+        with self._waiting():
+            stats = ask_workers(registry["workers"], STATUS_TIMEOUT_S)
+        return compose_status(registry, stats)
 
     def _node_id(self) -> str:
         return self._supervisor.node_id if self._supervisor is not None else "node-0"
@@ -932,13 +972,13 @@ class Head:
                 self.ledger.holders[actor_id] = holders
                 if transit:
                     self.ledger.transit[actor_id] = transit
-        now = time.monotonic()  # the dead head's clock readings mean nothing here
+        # The dead head's clock readings mean nothing here: heard now, as at joining.
         self.drivers = snapshot.drivers  # the supervisor watches the local ones' pids again
         for driver in self.drivers.values():
-            driver["last_heartbeat"] = now  # a remote one has the node timeout to be heard
+            self._heard(driver)  # a remote one has the node timeout to be heard
         self.nodes = snapshot.nodes
         for node in self.nodes.values():
-            node["last_heartbeat"] = now  # as long to send one as at joining
+            self._heard(node)  # as long to send one as at joining
         for worker_id, worker in snapshot.workers.items():
             self.workers[worker_id] = worker
             self.placement.add_worker(worker_id, worker["node_id"], worker["resources"])

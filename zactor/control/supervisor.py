@@ -320,7 +320,6 @@ class Supervisor:
                 continue
             drivers = dict(head.drivers)  # one C-level copy: safe beside the head's thread
             reported &= drivers.keys()
-            now = time.monotonic()
             for address, info in drivers.items():
                 if address in reported:
                     continue
@@ -328,7 +327,7 @@ class Supervisor:
                     silent = False
                     gone = not cluster.process_alive(info["pid"], info["start_time"])
                 else:  # its pid means nothing here: its heartbeats say it runs
-                    silent = gone = now - info["last_heartbeat"] > head.node_timeout_s
+                    silent = gone = head.silence(info) > head.node_timeout_s
                 if gone:
                     if not silent:  # a silent one may prove alive: asked again until gone
                         reported.add(address)
@@ -340,14 +339,14 @@ class Supervisor:
                         return
 
     def _report_silent_nodes(self, head: Head, to_head, runtime: Runtime) -> None:
-        """Tell the head about each live node whose last heartbeat is older than its
-        timeout; the head declares it dead (once: it is no longer "alive" after)."""
-        now = time.monotonic()
+        """Tell the head about each live node silent for longer than its timeout
+        (:meth:`Head.silence`); the head checks again and declares it dead (once: it
+        is no longer "alive" after)."""
         timeout = head.node_timeout_s
         silent = [
-            (node_id, now - node["last_heartbeat"])
+            (node_id, head.silence(node))
             for node_id, node in dict(head.nodes).items()  # one C-level copy
-            if node["state"] == "alive" and now - node["last_heartbeat"] > timeout
+            if node["state"] == "alive" and head.silence(node) > timeout
         ]
         for node_id, quiet in silent:
             to_head.node_lost.tell(node_id, quiet)
