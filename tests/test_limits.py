@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,62 @@ def test_an_inbox_bounds_each_peer_and_the_message_size(tmp_path):
         assert inbox.sock.maxmsgsize == limits.max_message_bytes == (1 << 30)
     finally:
         transport.close()
+
+
+#: More peers than ZeroMQ's default socket limit (1023 a context) lets a process send to.
+MANY_PEERS = 1100
+
+
+@pytest.mark.skipif(
+    0 < resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 3 * MANY_PEERS + 200,
+    reason="the descriptor limit (ulimit -n) is too low to hold 1100 connections both ways",
+)
+def test_a_process_sends_to_more_peers_than_zeromqs_default_socket_limit(tmp_path):
+    # A head sends to every worker, node agent and driver: 100 nodes of 10 workers
+    # are more than 1023 peers (docs/scaling.md).
+    transport = ZmqTransport()
+    try:
+        inbox = transport.bind(f"ipc://{tmp_path}/inbox.sock")
+        connections = [transport.connect(inbox.address, f"peer-{i}") for i in range(MANY_PEERS)]
+        for connection in connections:
+            connection.send([b"x"])
+        got = set()
+        while len(got) < MANY_PEERS:  # bounded by the test's timeout
+            message = inbox.receive(10_000)
+            assert message is not None, f"only {len(got)} of {MANY_PEERS} peers were heard"
+            got.add(message[0])
+        assert len(got) == MANY_PEERS
+    finally:
+        transport.close()
+
+
+OUT_OF_DESCRIPTORS = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from zactor.transport.zeromq import TransportError, ZmqTransport
+transport = ZmqTransport()
+held = []  # a connection let go is closed, and its descriptor freed
+try:
+    for i in range(200):
+        held.append(transport.connect(f"ipc://{sys.argv[1]}/nobody-{i}.sock", f"peer-{i}"))
+except TransportError as exc:
+    print(exc)
+finally:
+    transport.close()
+"""
+
+
+def test_a_process_out_of_descriptors_is_told_to_raise_the_limit(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", OUT_OF_DESCRIPTORS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_environment(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "out of descriptors (its limit, ulimit -n, is 128)" in proc.stdout
+    assert "raise the limit" in proc.stdout
 
 
 def test_twenty_thousand_malformed_frames_leave_the_actor_intact(cluster):

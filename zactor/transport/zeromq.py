@@ -23,7 +23,9 @@ a tcp inbox may only bind loopback.
 
 from __future__ import annotations
 
+import errno
 import logging
+import resource
 import time
 
 import zmq
@@ -39,6 +41,12 @@ log = logging.getLogger("zactor")
 
 #: How long a closing socket keeps trying to deliver queued messages (ms).
 LINGER_MS = 200
+
+#: The most sockets one process's ZeroMQ context may open: its inbox and one DEALER per
+#: peer it sends to. ZeroMQ's default, 1023, would stop a head at about 1000 workers and
+#: node agents (docs/scaling.md) long before the process runs out of descriptors; past
+#: 16384 every process would pay for socket slots (8 bytes each, twice) it never uses.
+MAX_SOCKETS = 16384
 
 #: What the ZeroMQ transport raises (a ``zmq.ZMQError``): an address in use, a closed socket.
 TransportError = zmq.ZMQError
@@ -189,6 +197,7 @@ class ZmqTransport:
         self.context = zmq.Context(io_threads=1)
         self.curve = curve
         self._auth: _RoleAuthenticator | None = None
+        self.context.set(zmq.MAX_SOCKETS, socket_budget(self.context.get(zmq.MAX_SOCKETS)))
 
     def bind(self, address: str) -> ZmqInbox:
         """Bind a ROUTER at ``address`` (``tcp://host:0`` picks a free port).
@@ -233,7 +242,12 @@ class ZmqTransport:
 
     def connect(self, address: str, identity: str) -> ZmqConnection:
         """Connect a DEALER to ``address`` whose routing id is our inbox ``identity``."""
-        sock = self.context.socket(zmq.DEALER)
+        try:
+            sock = self.context.socket(zmq.DEALER)
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EMFILE:
+                raise
+            raise TransportError(errno.EMFILE, _out_of_sockets(self.context, address)) from None
         sock.identity = identity.encode()
         sock.sndhwm = 0
         sock.rcvhwm = 0
@@ -300,3 +314,24 @@ def handshake_failure(address: str, curve: Curve | None, timeout_s: float) -> st
                 return None
     finally:
         context.destroy(linger=0)
+
+
+def socket_budget(default: int) -> int:
+    """How many sockets a context may open: as many as the process may hold descriptors
+    (``RLIMIT_NOFILE``, each socket needs at least one), within ``default`` and
+    :data:`MAX_SOCKETS`."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_SOCKETS
+    return max(default, min(soft, MAX_SOCKETS))
+
+
+def _out_of_sockets(context: zmq.Context, address: str) -> str:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (
+        f"cannot open a connection to {address}: this process is out of descriptors (its "
+        f"limit, ulimit -n, is {soft}) or of ZeroMQ sockets (its context may open "
+        f"{context.get(zmq.MAX_SOCKETS)}). A process holds one connection per peer it sends "
+        "to (a head: every worker, node agent and driver; docs/scaling.md): raise the limit "
+        "(ulimit -n, or LimitNOFILE= in a systemd unit) before starting zactor"
+    )
