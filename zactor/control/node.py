@@ -50,6 +50,12 @@ REGISTER_TIMEOUT_S = 15.0
 #: How long a node keeps its workers while the head does not answer (seconds): long
 #: enough for a head to be restarted (``zactor start --head --recover``); then it stops.
 HEAD_LOST_S = 60.0
+#: How often, at most, an agent asks the head whether its workers registered (seconds).
+#: It asks soon at first (a worker starts in a fraction of a second) and less and less
+#: often: each question makes the head list every worker of the cluster, and a hundred
+#: nodes starting at once asking fifty times a second would keep the head too busy to
+#: read their heartbeats in time (docs/scaling.md).
+OWN_WORKERS_POLL_MAX_S = 0.5
 #: Exit code of an agent the head declared dead (a partition, or a head that forgot it).
 EXIT_DECLARED_DEAD = 3
 
@@ -134,6 +140,7 @@ class NodeAgent:
 def wait_for_own_workers(agent: NodeAgent, count: int, deadline: float) -> None:
     """Wait until the head lists ``count`` workers of this node; ``ClusterError`` at
     ``deadline`` (``time.monotonic()``)."""
+    pause = 0.02
     while time.monotonic() < deadline:
         try:
             info = agent.head.cluster_info.remote().result(timeout=1.0)
@@ -141,7 +148,8 @@ def wait_for_own_workers(agent: NodeAgent, count: int, deadline: float) -> None:
             continue
         if sum(1 for w in info["workers"] if w["node_id"] == agent.node_id) >= count:
             return
-        time.sleep(0.02)
+        time.sleep(pause)
+        pause = min(2 * pause, OWN_WORKERS_POLL_MAX_S)
     raise ClusterError(
         f"the workers of node {agent.node_id} did not register with the head at "
         f"{agent.runtime.head_address} in time: can the head's machine reach this one "
