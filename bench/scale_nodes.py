@@ -200,9 +200,11 @@ class Scale:
         def start(item) -> dict:
             node_id, machine = item
             began = time.monotonic()
+            keys = os.path.join(self.head.directory, "keys", "node.keys")  # copied, in life
             record = machine.zactor(
-                "start", "--address", self.address, "--node-id", node_id, "--num-workers", "1"
-            )
+                "start", "--address", self.address, "--node-id", node_id, "--num-workers", "1",
+                "--keys", keys,
+            )  # fmt: skip
             return dict(record, start_s=time.monotonic() - began)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
