@@ -229,6 +229,8 @@ def test_key_files_are_private(tcp_cluster):
     assert names == ["driver.keys", "head.keys", "node.keys"]
     for name in names:
         assert stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode) == 0o600
+    for name in ("zactor.log", "head.sqlite3", "cluster.json"):  # the cluster's own files
+        assert stat.S_IMODE(os.stat(standing.directory / name).st_mode) == 0o600, name
     # Each bundle holds only its roles' secrets, and every role's public key.
     for bundle, roles in cluster_keys.BUNDLES.items():
         keys = read_keys(standing, bundle)

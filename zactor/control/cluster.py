@@ -141,6 +141,16 @@ def write_json_atomically(path: str, record: dict) -> None:
         raise
 
 
+def open_private(path: str, mode: str):
+    """``open(path, mode)`` for a file only this user may read (0600, also if it existed):
+    a cluster's log names its addresses and its actors' output."""
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC), 0o600
+    )
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, mode)
+
+
 def remove_cluster_file(path: str, pid: int) -> None:
     """Remove the cluster file at ``path`` if it still names head ``pid``.
 
@@ -656,7 +666,7 @@ def start_head(
             cluster_keys.create_cluster_keys(cluster_keys.keys_dir(directory))
         log_path = os.path.join(directory, LOG_FILE)
         address_file = os.path.join(session_dir, "head.address")
-        with open(log_path, "wb") as log:
+        with open_private(log_path, "wb") as log:
             log.write(f"zactor start --head: {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             log.flush()
             proc = spawn.start_head(
@@ -955,7 +965,7 @@ def start_node(
     ]
     if host is not None:
         args += ["--host", host]
-    with open(log_path, "ab") as log:
+    with open_private(log_path, "ab") as log:
         log.write(f"zactor start --address: {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
         proc = spawn.start("zactor.control.node", args, stdout=log, stderr=log, detach=True)

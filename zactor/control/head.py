@@ -227,7 +227,7 @@ class Head:
         node = self.nodes.get(node_id)
         if node is None or node["state"] != "alive":
             return
-        silent_s = self.silence(node)
+        silent_s = silence(self, node)
         if silent_s <= self.node_timeout_s:  # a heartbeat was read since the report
             return
         cause = (
@@ -258,9 +258,9 @@ class Head:
     def _heard(self, entry: dict) -> None:
         """A node or remote driver's heartbeat (or joining) was read now."""
         entry["last_heartbeat"] = time.monotonic()
-        entry["stall_mark"] = self.stalled()
+        entry["stall_mark"] = self._stalled()
 
-    def stalled(self) -> float:
+    def _stalled(self) -> float:
         """Seconds this head's thread has spent waiting on workers (``status``, a kill's
         answer), the wait under way included. Callable from any thread."""
         start = self._stall_start
@@ -275,14 +275,6 @@ class Head:
         finally:
             self._stall_total += time.monotonic() - self._stall_start
             self._stall_start = None
-
-    def silence(self, entry: dict) -> float:
-        """Seconds since a node's or remote driver's last heartbeat was read, less the
-        time the head's thread was waiting meanwhile (its heartbeats queued unread):
-        a head held up by a stuck worker must not declare healthy nodes dead.
-        Callable from any thread (the supervisor's watch reads it)."""
-        quiet = time.monotonic() - entry["last_heartbeat"]
-        return quiet - (self.stalled() - entry.get("stall_mark", 0.0))
 
     def cluster_info(self) -> dict:
         """Workers known to the head (with how many actors each hosts and the CPU
@@ -867,7 +859,7 @@ class Head:
         driver = self.drivers.get(address)
         if driver is None:
             return
-        if silent and self.silence(driver) <= self.node_timeout_s:
+        if silent and silence(self, driver) <= self.node_timeout_s:
             return
         del self.drivers[address]
         if self._store is not None:
@@ -1050,6 +1042,15 @@ def _tell_self(runtime, method: str, *args) -> None:
     the registry belongs to the thread running the head's calls)."""
     getattr(head_handle(runtime), method).tell(*args)
     runtime.flush()
+
+
+def silence(head: Head, entry: dict) -> float:
+    """Seconds since a node's or remote driver's last heartbeat was read by ``head``,
+    less the time the head's thread was waiting on workers meanwhile (its heartbeats
+    queued unread): a head held up by a stuck worker must not declare healthy nodes
+    dead. Callable from any thread of the head process (the supervisor's watch)."""
+    quiet = time.monotonic() - entry["last_heartbeat"]
+    return quiet - (head._stalled() - entry.get("stall_mark", 0.0))
 
 
 # -- reading the registry off the head's thread -----------------------------------------------

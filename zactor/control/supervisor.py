@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from zactor.caller.handle import head_handle, worker_service_handle
 from zactor.control import cluster, spawn
+from zactor.control.head import silence
 from zactor.endpoint.recovery import clock_stamp
 from zactor.endpoint.runtime import Runtime, current
 from zactor.transport import ipc_address
@@ -327,7 +328,7 @@ class Supervisor:
                     silent = False
                     gone = not cluster.process_alive(info["pid"], info["start_time"])
                 else:  # its pid means nothing here: its heartbeats say it runs
-                    silent = gone = head.silence(info) > head.node_timeout_s
+                    silent = gone = silence(head, info) > head.node_timeout_s
                 if gone:
                     if not silent:  # a silent one may prove alive: asked again until gone
                         reported.add(address)
@@ -340,13 +341,13 @@ class Supervisor:
 
     def _report_silent_nodes(self, head: Head, to_head, runtime: Runtime) -> None:
         """Tell the head about each live node silent for longer than its timeout
-        (:meth:`Head.silence`); the head checks again and declares it dead (once: it
+        (:func:`~zactor.control.head.silence`); the head checks again and declares it dead (once: it
         is no longer "alive" after)."""
         timeout = head.node_timeout_s
         silent = [
-            (node_id, head.silence(node))
+            (node_id, silence(head, node))
             for node_id, node in dict(head.nodes).items()  # one C-level copy
-            if node["state"] == "alive" and head.silence(node) > timeout
+            if node["state"] == "alive" and silence(head, node) > timeout
         ]
         for node_id, quiet in silent:
             to_head.node_lost.tell(node_id, quiet)
