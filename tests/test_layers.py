@@ -3,7 +3,7 @@
 Read statically (``ast``), so a violation fails here even on a path no other
 test runs. The layers, lowest first (docs/internals.md explains each):
 
-0. ``errors``, ``checkpoint``: leaves every layer may use.
+0. ``errors``, ``checkpoint``, ``processes``: leaves every layer may use.
 1. ``wire``: frames, payloads, the declared protocol tables.
 2. ``transport``: moving messages; the only place that imports ``zmq``.
 3. ``endpoint``: a process's inbox, outboxes and pending calls.
@@ -29,7 +29,7 @@ import pytest
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zactor")
 
 LAYERS = [
-    ("base", ["zactor.errors", "zactor.checkpoint"]),
+    ("base", ["zactor.errors", "zactor.checkpoint", "zactor.processes"]),
     ("wire", ["zactor.wire"]),
     ("transport", ["zactor.transport"]),
     ("endpoint", ["zactor.endpoint"]),

@@ -17,6 +17,7 @@ import time
 
 from zactor.caller.handle import head_handle
 from zactor.endpoint.runtime import Runtime, set_current
+from zactor.processes import process_alive
 from zactor.transport import keys
 from zactor.wire.protocol import WORKER_TABLE
 from zactor.worker.host import ActorHost
@@ -91,21 +92,6 @@ def main(argv: list[str] | None = None) -> None:
 HEAD_CHECK_S = 0.1
 
 
-def _running(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X", b"x")
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not os.path.isdir("/proc/self")  # /proc exists but had no entry: gone
-
-
 def _await_head(parent: int, service: WorkerService, grace: float, orphaned) -> None:
     """Watch the head process (at first our parent, after a restart the head that asked
     us to rejoin); when it is gone, wait up to ``grace`` seconds for a restarted head to
@@ -121,7 +107,7 @@ def _await_head(parent: int, service: WorkerService, grace: float, orphaned) -> 
         if service.rejoined.is_set():
             service.rejoined.clear()
             head_pid = service.head_pid or head_pid
-        if os.getppid() == parent if head_pid == parent else _running(head_pid):
+        if os.getppid() == parent if head_pid == parent else process_alive(head_pid):
             continue
         log.warning(
             "zactor worker: the head (pid %s) is gone; waiting up to %.0f s for it to restart",
