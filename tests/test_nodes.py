@@ -345,3 +345,18 @@ def test_a_head_held_up_by_a_stuck_worker_declares_no_healthy_node_dead(machines
         os.kill(stuck, signal.SIGCONT)
     states = {n["node_id"]: n["state"] for n in machines.status()["nodes"]}
     assert states == {"node-0": "alive", "n1": "alive", "n2": "alive"}
+
+
+def test_stop_ends_the_workers_a_dead_head_left_waiting_and_its_store(machines):
+    machines.start_head(1)
+    record = json.loads(machines.cluster_file.read_text())
+    workers = [w["pid"] for w in machines.status()["workers"]]
+    os.kill(record["pid"], signal.SIGKILL)  # its workers wait for a --recover
+    poll(lambda: not alive(record["pid"]), timeout=20)
+    assert all(alive(pid) for pid in workers)
+    stopped = machines.json("stop")
+    assert stopped["worker_pids"] == workers and stopped["head_pid"] is None
+    poll(lambda: not any(alive(pid) for pid in workers), timeout=20)
+    assert not (machines.directory / "head.sqlite3").exists()
+    assert not os.path.exists(record["session_dir"])
+    assert machines.run("stop").returncode == 1  # nothing left to stop

@@ -218,16 +218,12 @@ def _start_embedded(num_workers: int, resources: dict | None, metrics_port: int 
 def _join(head_address: str, keys: ClusterKeys | None, host: str | None = None) -> None:
     """Connect to a running cluster's head, from an inbox of our own its workers can reach
     (a tcp port on ``host`` if given, see :func:`init`)."""
-    inbox_dir = make_session_dir()
+    address, inbox_dir = cluster.driver_inbox(head_address, host)
     try:
-        runtime = Runtime(
-            cluster.inbox_for(head_address, inbox_dir, "driver", host=host),
-            role="driver",
-            head_address=head_address,
-            keys=keys,
-        )
+        runtime = Runtime(address, role="driver", head_address=head_address, keys=keys)
     except BaseException:
-        shutil.rmtree(inbox_dir, ignore_errors=True)
+        if inbox_dir is not None:
+            shutil.rmtree(inbox_dir, ignore_errors=True)
         raise
     _session.runtime, _session.session_dir, _session.joined = runtime, inbox_dir, True
 

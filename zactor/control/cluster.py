@@ -467,6 +467,16 @@ def inbox_for(head_address: str, directory: str, role: str, host: str | None = N
     return tcp_address(host, 0)
 
 
+def driver_inbox(head_address: str, host: str | None = None) -> tuple[str, str | None]:
+    """A driver's inbox address (:func:`inbox_for`) and the private directory made for
+    its socket file, or None for a tcp inbox, which needs none (so a killed driver
+    leaves no directory behind)."""
+    if (host or local_host_for(head_address)) is not None:
+        return inbox_for(head_address, "", "driver", host), None
+    directory = make_session_dir()
+    return inbox_for(head_address, directory, "driver"), directory
+
+
 def worker_host(head_address: str) -> str | None:
     """Where a head at ``head_address`` has its workers listen: None for socket files
     (an ``ipc://`` or loopback head), else the head's own host, on tcp."""
@@ -493,16 +503,17 @@ def connect(head_address: str):
         )
     keys = driver_keys(head_address)
     check_keys(head_address, keys)
-    inbox_dir = make_session_dir()
+    address, inbox_dir = driver_inbox(head_address)
     try:
         runtime = Runtime(
-            inbox_for(head_address, inbox_dir, "driver"),
+            address,
             role="driver",
             head_address=head_address,
             keys=keys,
         )
     except BaseException:
-        shutil.rmtree(inbox_dir, ignore_errors=True)
+        if inbox_dir is not None:
+            shutil.rmtree(inbox_dir, ignore_errors=True)
         raise
     runtime_mod.set_current(runtime)
     try:
@@ -510,7 +521,8 @@ def connect(head_address: str):
     finally:
         runtime_mod.set_current(None)
         runtime.close()
-        shutil.rmtree(inbox_dir, ignore_errors=True)
+        if inbox_dir is not None:
+            shutil.rmtree(inbox_dir, ignore_errors=True)
 
 
 def _ask(head, method: str, *args, timeout: float = REQUEST_TIMEOUT_S):
@@ -772,6 +784,9 @@ def stop(timeout: float = STOP_TIMEOUT_S) -> dict:
     The head is asked to stop; one that does not within ``timeout`` seconds
     gets SIGTERM, then SIGKILL, and so do workers it left behind.
     """
+    stopped = _stop_headless()
+    if stopped is not None:
+        return stopped
     require_cluster()  # the friendly error, outside the lock
     with _locked():
         record = _running_locked()
@@ -823,6 +838,63 @@ def stop(timeout: float = STOP_TIMEOUT_S) -> dict:
     }
 
 
+def _stop_headless() -> dict | None:
+    """``zactor stop`` for a cluster whose head died and was not restarted (``--recover``):
+    its workers still wait for a head, its session directory and store are kept for
+    one. End the workers on this machine, remove both, and return what was stopped;
+    None if this machine has no such cluster."""
+    with _locked():
+        record = read_cluster_file()
+        directory = cluster_dir()
+        store_path = os.path.join(directory, STORE_FILE)
+        if record is not None and _recorded_process_alive(record):
+            return None  # a live head: the ordinary stop
+        if not os.path.exists(store_path):
+            return None
+        try:
+            store = HeadStore.open(store_path)
+        except ClusterError:  # damaged: nothing to learn from it, and nobody can recover it
+            remove_store(store_path)
+            return None
+        try:
+            snapshot = store.load()
+        finally:
+            store.close()
+        # This machine's workers (a node's belong to its agent), still the same processes:
+        # the store has no start times, so a pid is trusted only with the worker's id in
+        # its command line.
+        pids = [
+            w["pid"]
+            for w in snapshot.workers.values()
+            if w["node_id"] not in snapshot.nodes and _runs_worker(w["pid"], w["worker_id"])
+        ]
+        _signal_all(pids, signal.SIGTERM)
+        left = _wait_gone(pids, 5.0)
+        _signal_all(left, signal.SIGKILL)
+        _wait_gone(left, 5.0)
+        _remove_session_dir(snapshot.meta.get("session_dir"))
+        remove_store(store_path)
+        if record is not None:
+            remove_cluster_file(cluster_file_path(), record.get("pid"))
+    return {
+        "stopped": True,
+        "address": snapshot.meta.get("address"),
+        "head_pid": None,
+        "worker_pids": pids,
+        "forced": bool(left),
+    }
+
+
+def _runs_worker(pid: int, worker_id: str) -> bool:
+    """True if ``pid`` is the zactor worker process ``worker_id``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"zactor.worker.main" in argv and worker_id.encode() in argv
+
+
 # -- nodes: machines that join a head elsewhere (zactor.control.node) -------------------------
 
 #: A node agent's record in the cluster directory: ``node-<node id>.json``.
@@ -856,7 +928,8 @@ def running_nodes() -> list[dict]:
             continue  # being written, or corrupt: not a node we can stop
         if _recorded_process_alive(record):
             records.append(dict(record, node_file=path))
-        else:
+        else:  # a killed agent could not remove its socket files
+            _remove_session_dir(record.get("session_dir"))
             remove_cluster_file(path, record.get("pid"))
     return records
 
@@ -895,7 +968,9 @@ def start_node(
     directory = cluster_dir(create=True)
     node_file = os.path.join(directory, NODE_FILE.format(node_id))
     log_path = os.path.join(directory, NODE_LOG.format(node_id))
-    session_dir = make_session_dir()
+    # Socket files for the agent and its workers only where they listen on them (a head
+    # on this machine); on tcp there is nothing a killed agent could leave behind.
+    session_dir = make_session_dir() if (host or local_host_for(head_address)) is None else ""
     args = [
         "--head",
         head_address,
@@ -928,11 +1003,11 @@ def start_node(
             if record.get("pid") == proc.pid:
                 return dict(record, node_file=node_file)
         if proc.poll() is not None:
-            shutil.rmtree(session_dir, ignore_errors=True)
+            _remove_session_dir(session_dir)
             raise _start_failed(proc, log_path, "exited", what_failed="node agent")
         if time.monotonic() > deadline:
             _end_child(proc)
-            shutil.rmtree(session_dir, ignore_errors=True)
+            _remove_session_dir(session_dir)
             raise _start_failed(
                 proc, log_path, "did not join the head in time", what_failed="node agent"
             )
@@ -962,7 +1037,7 @@ def stop_nodes(timeout: float = STOP_TIMEOUT_S) -> list[dict]:
     for node in nodes:
         if not process_alive(node["pid"], node.get("start_time")):
             remove_cluster_file(node["node_file"], node["pid"])
-            shutil.rmtree(node.get("session_dir") or "", ignore_errors=True)
+            _remove_session_dir(node.get("session_dir"))
         stopped.append(
             {
                 "node_id": node["node_id"],

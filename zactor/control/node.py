@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zactor.control.node")
     parser.add_argument("--head", required=True, help="the head's address, tcp://HOST:PORT")
     parser.add_argument("--node-id", required=True)
-    parser.add_argument("--session-dir", required=True)
+    parser.add_argument(
+        "--session-dir", default="", help="where socket files go (none: tcp everywhere)"
+    )
     parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--resources", default="{}")
     parser.add_argument("--host", help="the address workers listen on (default: the route's)")
@@ -242,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         runtime.close()
         if args.node_file:
             cluster.remove_cluster_file(args.node_file, os.getpid())
-        shutil.rmtree(args.session_dir, ignore_errors=True)
+        if args.session_dir:
+            shutil.rmtree(args.session_dir, ignore_errors=True)
     if agent.declared_dead:
         code = EXIT_DECLARED_DEAD
     print(f"zactor node {args.node_id} stopped: {agent.stop_reason}", flush=True)
