@@ -19,8 +19,8 @@ import socket
 import urllib.request
 
 import pytest
-from gates import alive, poll
-from test_cli import Standing, reports
+from gates import alive, first_report, poll
+from test_cli import MARK, Standing, reports
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -301,9 +301,12 @@ def test_a_driver_on_another_machine_that_dies_loses_its_actors(machines):
 
 
 def test_a_driver_whose_head_died_is_told_so_and_its_actor_calls_go_on(machines, tmp_path):
-    address = machines.start_head()
-    head_pid = json.loads(machines.cluster_file.read_text())["pid"]
-    gate = tmp_path / "head-killed"
+    with socket.socket() as s:  # a fixed port: the recovered head listens where it did
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    record = machines.start("--port", str(port), "--num-workers", "1")
+    address = record["address"]
+    gate, back = tmp_path / "head-killed", tmp_path / "head-back"
     proc, first = machines.start_driver(
         f"""
         zactor.init(address={address!r})
@@ -313,21 +316,28 @@ def test_a_driver_whose_head_died_is_told_so_and_its_actor_calls_go_on(machines,
             time.sleep(0.01)
         after = zactor.get(counter.increment.remote(), timeout=30)  # never touches the head
         try:
-            Counter.remote()  # needs the head: waits a few seconds for it, then says why
+            Counter.remote()  # needs the head: waits a while for it, then says why
         except zactor.ClusterError as exc:
             error = str(exc)
         report(after=after, error=error)
+        while not os.path.exists({str(back)!r}):
+            time.sleep(0.01)
+        fresh = Counter.remote(5)  # the head answers again: so do calls to it
+        report(fresh=zactor.get(fresh.increment.remote(), timeout=60))
         """
     )
     assert first == {"value": 1}
-    os.kill(head_pid, signal.SIGKILL)
+    os.kill(record["pid"], signal.SIGKILL)
     gate.touch()
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    got = reports(out)[-1]
+    got = first_report(proc, MARK)
     assert got["after"] == 2
     assert f"the zactor head at {address} has not answered" in got["error"], got
     assert "zactor start --head --recover" in got["error"]
+    machines.start("--port", str(port), "--num-workers", "1", "--recover")
+    back.touch()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert reports(out)[-1] == {"fresh": 6}
 
 
 def test_a_head_held_up_by_a_stuck_worker_declares_no_healthy_node_dead(machines):

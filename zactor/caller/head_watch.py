@@ -8,7 +8,8 @@ answer says the head is there:
   machine whose heartbeats stop, since it cannot watch that driver's pid);
 - the driver learns the head runs. Calls to actors never touch the head and
   keep working while it is down; calls to the head (creating an actor,
-  ``get_actor``, ``kill``) wait for it, for up to ``silence`` seconds. Once
+  ``get_actor``, ``kill``) wait for it, for up to ``silence`` seconds
+  (:data:`HEAD_SILENCE_S`). Once
   the head has not answered for that long, each call to it fails with a
   :class:`~zactor.errors.ClusterError` saying so and what to do, rather than
   at its own timeout (60 s for a creation); as soon as the head answers again
@@ -27,8 +28,10 @@ from zactor.caller.handle import head_handle
 from zactor.errors import ClusterError
 
 #: How long a joined driver waits for a silent head before its calls to the head
-#: fail (seconds).
-HEAD_SILENCE_S = 5.0
+#: fail (seconds): longer than the head's own longest wait on a worker (its
+#: ``STATUS_TIMEOUT_S``, 5 s, in ``status`` or a kill), twice over, so that a head
+#: held up by a stuck worker is not taken for a dead one.
+HEAD_SILENCE_S = 12.0
 
 
 class HeadWatch:
@@ -52,14 +55,14 @@ class HeadWatch:
 
     def _beat(self) -> None:
         runtime = self._runtime
+        silent = self.silent_for()
+        if silent > self.silence:  # before this beat's ping, which must stay to be answered
+            runtime.recovery.fail_calls_to(runtime.head_address, self._silent_error(silent))
         try:
             ping = self._head.driver_heartbeat.remote(runtime.address)
         except ClusterError:  # shut down: no more heartbeats
             return
         ping.add_done_callback(self._answered)
-        silent = self.silent_for()
-        if silent > self.silence:
-            runtime.recovery.fail_calls_to(runtime.head_address, self._silent_error(silent))
         runtime.call_later(self.interval, self._beat)
 
     def _answered(self, future) -> None:

@@ -70,7 +70,8 @@ class NodeService:
         """Start a worker in place of ``worker_id``, which died (a new id and address)."""
         supervisor = self._agent.supervisor
         if supervisor is not None and worker_id in supervisor.processes:
-            supervisor.replace_worker(worker_id)
+            if not self._agent.stopping():  # a stopping node's workers are not replaced
+                supervisor.replace_worker(worker_id)
 
     def shutdown(self) -> None:
         """The cluster stops: stop this node's workers, then the agent."""
@@ -90,6 +91,7 @@ class NodeAgent:
         self.stop_reason: str | None = None
         self.declared_dead = False
         self._stopped = threading.Event()
+        self._signalled: str | None = None
 
     def stop(self, reason: str) -> None:
         """Have the agent stop, for ``reason`` (from any thread, or a signal handler):
@@ -98,10 +100,20 @@ class NodeAgent:
             self.stop_reason = reason
         self._stopped.set()
 
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopped.is_set()
+
+    def on_signal(self, reason: str) -> None:
+        """Stop, from a signal handler: it only notes why (setting an Event there could
+        deadlock on the lock the interrupted wait holds); :meth:`wait_stopped` acts."""
+        self._signalled = reason
+
     def wait_stopped(self) -> None:
-        """Block until :meth:`stop` is called (signals are handled meanwhile)."""
-        while not self._stopped.wait(0.5):
-            pass
+        """Block until :meth:`stop` is called, or a signal asked to stop."""
+        while not self._stopped.wait(0.2):
+            if self._signalled is not None:
+                self.stop(self._signalled)
 
     def heartbeat(self, interval: float) -> None:
         """Send heartbeats until stopped; stop if the head declared this node dead,
@@ -142,6 +154,8 @@ def wait_for_own_workers(agent: NodeAgent, count: int, deadline: float) -> None:
     ``deadline`` (``time.monotonic()``)."""
     pause = 0.02
     while time.monotonic() < deadline:
+        if agent.stopping() or agent._signalled is not None:
+            return  # declared dead or asked to stop while starting: main() ends the node
         try:
             info = agent.head.cluster_info.remote().result(timeout=1.0)
         except TimeoutError:
@@ -182,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     host = ActorHost(runtime)
     agent = NodeAgent(runtime, host, args.node_id)
     host.add_system_actor(NodeService(agent), NODE_TABLE)
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop("it was asked to stop (SIGTERM)"))
+    signal.signal(signal.SIGTERM, lambda *_: agent.on_signal("it was asked to stop (SIGTERM)"))
     serving = threading.Thread(target=host.serve, name="zactor-node-serve", daemon=True)
     serving.start()
     code = 0
@@ -201,6 +215,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"the head at {args.head} did not answer within {REGISTER_TIMEOUT_S:.0f} s: "
                 "check the address, that the head runs, and that this machine can reach it"
             ) from None
+        # Heartbeats from now on: starting many workers may take longer than the timeout.
+        beat = threading.Thread(
+            target=agent.heartbeat, args=(joined["heartbeat_s"],), name="zactor-heartbeat"
+        )
+        beat.daemon = True
+        beat.start()
         worker_host = args.host or cluster.local_host_for(args.head)
         agent.supervisor = supervisor = Supervisor(
             args.session_dir,
@@ -212,11 +232,6 @@ def main(argv: list[str] | None = None) -> None:
         )
         supervisor.start_workers(args.num_workers, resources)
         supervisor.watch(None, runtime)
-        beat = threading.Thread(
-            target=agent.heartbeat, args=(joined["heartbeat_s"],), name="zactor-heartbeat"
-        )
-        beat.daemon = True
-        beat.start()
         wait_for_own_workers(agent, args.num_workers, time.monotonic() + cluster.START_TIMEOUT_S)
         if args.node_file:
             record = {
@@ -263,7 +278,7 @@ def _stop_node(agent: NodeAgent) -> None:
     if supervisor is not None:
         supervisor.stop_watching()
         if agent.declared_dead:
-            for proc in supervisor.processes.values():
+            for proc in list(supervisor.processes.values()):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 proc.wait()

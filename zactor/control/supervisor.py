@@ -259,7 +259,7 @@ class Supervisor:
         except Exception:  # not initialised, or closing: nothing batched to send
             pass
         deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.processes.values():
+        for proc in list(self.processes.values()):
             try:
                 proc.wait(timeout=max(0.01, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -296,7 +296,8 @@ class Supervisor:
         exits: set[str] = set()
         looks = 0
         while not self._watch_stop.wait(WORKER_CHECK_S):
-            self._give_up_on_late_starts(time.monotonic())
+            if head is not None:  # a node agent's never hears which replacement registered
+                self._give_up_on_late_starts(time.monotonic())
             processes = dict(self.processes)  # one C-level copy: safe beside the head's thread
             exits &= processes.keys()
             for worker_id in processes.keys() - exits:
