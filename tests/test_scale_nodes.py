@@ -97,6 +97,7 @@ def test_a_starting_node_asks_the_head_less_and_less_often(monkeypatch):
     cluster_info = types.SimpleNamespace(remote=Answer)
     agent = types.SimpleNamespace(
         node_id="n1",
+        stopping=lambda: False,
         head=types.SimpleNamespace(cluster_info=cluster_info),
         runtime=types.SimpleNamespace(head_address="tcp://127.0.0.1:1"),
     )

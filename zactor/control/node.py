@@ -101,8 +101,8 @@ class NodeAgent:
         self._stopped.set()
 
     def stopping(self) -> bool:
-        """True once :meth:`stop` was called."""
-        return self._stopped.is_set()
+        """True once :meth:`stop` was called, or a signal asked to stop."""
+        return self._stopped.is_set() or self._signalled is not None
 
     def on_signal(self, reason: str) -> None:
         """Stop, from a signal handler: it only notes why (setting an Event there could
@@ -154,7 +154,7 @@ def wait_for_own_workers(agent: NodeAgent, count: int, deadline: float) -> None:
     ``deadline`` (``time.monotonic()``)."""
     pause = 0.02
     while time.monotonic() < deadline:
-        if agent.stopping() or agent._signalled is not None:
+        if agent.stopping():
             return  # declared dead or asked to stop while starting: main() ends the node
         try:
             info = agent.head.cluster_info.remote().result(timeout=1.0)
