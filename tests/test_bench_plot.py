@@ -263,6 +263,9 @@ def test_no_progress_when_standard_error_is_not_a_terminal(in_a_pipe):
     assert "\r" not in in_a_pipe["stderr"]
 
 
+_END = "<end of output>"
+
+
 def test_progress_line_is_cut_to_the_terminal_width():
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 30, 0, 0))
@@ -275,7 +278,13 @@ def test_progress_line_is_cut_to_the_terminal_width():
             with progress.above():
                 pass
             progress.close()
-        written = os.read(master, 4096).decode()
+            # The pty hands written bytes to the master side asynchronously, so one
+            # read may miss the tail: read up to a marker written after everything else.
+            stream.write(_END)
+        written = ""
+        while _END not in written:
+            written += os.read(master, 4096).decode()
+        written = written[: -len(_END)]
     finally:
         os.close(slave)
         os.close(master)
