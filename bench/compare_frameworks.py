@@ -10,11 +10,19 @@ this machine, one caller and one ``Counter`` actor per framework:
 (b) pipelined rate: 5,000 ``increment`` calls issued, then all awaited, in
     calls/s.
 
-Each framework is set up in its own phase (zactor, then Dask, then Ray), torn
-down before the next one starts. Within a phase, every round measures the
-raw yardstick and the framework back to back (their order alternates), so
-machine noise hits both; a figure is the median over the rounds (3 by
-default). The raw yardstick is a pyzmq DEALER in this process sending a
+A second yardstick (issue 12) is a hand-written actor over a
+``multiprocessing.Pipe`` (:mod:`zactor.benchmark.pipe_actor`, the one
+``zactor bench`` measures too): the same counter in a child process,
+``(method, args)`` tuples sent and the result sent back with
+``Connection.send``/``recv`` (pickle over a Unix socketpair); pipelined: a
+second thread sends while the caller reads the replies (a pipe holds too
+few messages to send them all first).
+
+Each system is set up in its own phase (the Pipe actor, then zactor, Dask and
+Ray), torn down before the next one starts, so each is measured alone. Within
+a phase, every round measures the raw yardstick and the system back to back
+(their order alternates), so machine noise hits both; a figure is the
+median over the rounds (3 by default). The raw yardstick is a pyzmq DEALER in this process sending a
 50-byte message to a ROUTER echo server in another process over ``ipc://``
 (sndhwm = rcvhwm = 0 on both sockets): its round-trip p50/p99, and its
 pipelined rate with one message per exchange (5,000 sends, then the 5,000
@@ -23,7 +31,8 @@ replies).
 The main table gives each framework's absolute figures and each divided by
 the raw yardstick's (the median over every raw round of the run): a latency
 ratio of 20x is 20 times the raw round trip; a rate ratio of 0.05x is 5% of
-the raw rate. A second table gives the raw yardstick measured during each
+the raw rate. Its last column divides each p50 by the Pipe actor's (measured
+in its own phase). A second table gives the raw yardstick measured during each
 framework's phase, and the framework's ratios to that phase's raw figures:
 a framework's idle runtime (threads polling, heartbeats) changes how fast
 this machine's round trips are, in either direction (on a VM, busy vCPUs
@@ -71,7 +80,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from zactor.benchmark.runner import STOP, echo_loop, raw_socket  # noqa: E402  (the same yardstick)
+from zactor.benchmark.pipe_actor import PipeActor  # noqa: E402  (zactor bench's, too)
+from zactor.benchmark.runner import (  # noqa: E402  (the same yardstick)
+    STOP,
+    _Counter,
+    echo_loop,
+    raw_socket,
+)
 
 #: The raw yardstick's request: about the size of a small actor-call frame.
 RAW_MESSAGE = b"z" * 50
@@ -361,6 +376,38 @@ class RayFramework(Framework):
         self.ray.shutdown()
 
 
+class PipeYardstick(Framework):
+    """The second yardstick: a :class:`PipeActor` hosting ``zactor bench``'s counter
+    (the same code as :class:`Counter`; the child imports its class by name, and
+    this script's are in ``__main__``)."""
+
+    name = "multiprocessing.Pipe actor"
+    module = "multiprocessing"
+
+    def version(self) -> str:
+        return f"python {platform.python_version()}"
+
+    def start(self, workers: int, directory: str) -> None:
+        self.actor = PipeActor(_Counter, method="inc")
+        self.expected = self.actor.call("inc")
+
+    def latency_ns(self, n: int, time_cap_s: float) -> np.ndarray:
+        lat = self.actor.latency_ns(n, time_cap_s)
+        self.expected += len(lat)
+        return lat
+
+    def pipelined_rate(self, n: int) -> float:
+        rate = self.actor.pipelined_rate(n)
+        self.expected += n + 1
+        value = self.actor.call("inc")  # after the clock: every call was counted
+        if value != self.expected:
+            raise RuntimeError(f"{self.name}: counter reached {value}, expected {self.expected}")
+        return rate
+
+    def stop(self) -> None:
+        self.actor.close()
+
+
 FRAMEWORKS = {"zactor": ZactorFramework, "dask": DaskFramework, "ray": RayFramework}
 
 
@@ -443,12 +490,15 @@ def _fmt_ratio(x: float) -> str:
     return f"{x:.1f}x" if x >= 1 else f"{x:.3f}x"
 
 
-def print_tables(results: dict, raw_by_phase: dict, raw_all: Rounds, args) -> None:
+def print_tables(
+    results: dict, pipe: Rounds | None, raw_by_phase: dict, raw_all: Rounds, args
+) -> None:
     raw50, raw99 = raw_all.median("p50_us"), raw_all.median("p99_us")
     rawrate = raw_all.median("rate")
+    pipe50 = pipe.median("p50_us") if pipe is not None else float("nan")
     header = (
-        f"{'':24} {'p50 us':>9} {'p99 us':>9} {'p50/raw':>8} {'p99/raw':>8} "
-        f"{'pipelined/s':>12} {'rate/raw':>9}"
+        f"{'':26} {'p50 us':>9} {'p99 us':>9} {'p50/raw':>8} {'p99/raw':>8} "
+        f"{'pipelined/s':>12} {'rate/raw':>9} {'p50/Pipe':>9}"
     )
     print()
     print(
@@ -458,21 +508,22 @@ def print_tables(results: dict, raw_by_phase: dict, raw_all: Rounds, args) -> No
     )
     print(header)
     print("-" * len(header))
-    print(
-        f"{RawYardstick.name:24} {raw50:9.1f} {raw99:9.1f} {'1.0x':>8} {'1.0x':>8} "
-        f"{rawrate:12,.0f} {'1.0x':>9}"
-    )
-    for name, rounds in results.items():
+    rows = {RawYardstick.name: raw_all}
+    if pipe is not None:
+        rows["Pipe actor (yardstick)"] = pipe
+    rows.update(results)
+    for name, rounds in rows.items():
         p50, p99, rate = rounds.median("p50_us"), rounds.median("p99_us"), rounds.median("rate")
         print(
-            f"{name:24} {p50:9.1f} {p99:9.1f} {_fmt_ratio(p50 / raw50):>8} "
-            f"{_fmt_ratio(p99 / raw99):>8} {rate:12,.0f} {_fmt_ratio(rate / rawrate):>9}"
+            f"{name:26} {p50:9.1f} {p99:9.1f} {_fmt_ratio(p50 / raw50):>8} "
+            f"{_fmt_ratio(p99 / raw99):>8} {rate:12,.0f} {_fmt_ratio(rate / rawrate):>9} "
+            f"{_fmt_ratio(p50 / pipe50):>9}"
         )
     print()
     print("raw yardstick measured during each framework's phase, and that framework over it:")
     for name, raw_rounds in raw_by_phase.items():
         r50, r99, rrate = (raw_rounds.median(a) for a in ("p50_us", "p99_us", "rate"))
-        fw = results[name]
+        fw = results[name] if name in results else pipe
         print(
             f"  during {name:17} raw p50 {r50:6.1f} us, p99 {r99:7.1f} us, {rrate:9,.0f} msg/s"
             f" | {name} p50 {_fmt_ratio(fw.median('p50_us') / r50)},"
@@ -568,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
 
     directory = tempfile.mkdtemp(prefix="zactor-compare-")
     raw = None
+    pipe: Rounds | None = None
     results: dict[str, Rounds] = {}
     raw_by_phase: dict[str, Rounds] = {}
     raw_all = Rounds()
@@ -575,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         raw = RawYardstick(directory)
-        for fw in frameworks:
+        for fw in [PipeYardstick(), *frameworks]:
             print(f"phase {fw.name}:", flush=True)
             try:
                 scratch = os.path.join(directory, fw.module)
@@ -585,10 +637,13 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc(file=sys.stdout)
                 failed.append(fw.name)
                 continue
-            results[fw.name] = fw_rounds
+            if isinstance(fw, PipeYardstick):
+                pipe = fw_rounds
+            else:
+                results[fw.name] = fw_rounds
             raw_by_phase[fw.name] = raw_rounds
             raw_all.extend(raw_rounds)
-        if not frameworks:  # still give the yardstick's own figures
+        if not raw_all.p50_us:  # still give the raw yardstick's own figures
             raw_rounds = Rounds()
             for _ in range(args.rounds):
                 measure_round(raw, raw_rounds, args.latency_calls, args.pipelined_calls)
@@ -598,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             raw.close()
         shutil.rmtree(directory, ignore_errors=True)
 
-    print_tables(results, raw_by_phase, raw_all, args)
+    print_tables(results, pipe, raw_by_phase, raw_all, args)
     wall = time.perf_counter() - started
     print(f"\ntotal wall time {wall:.0f} s; load average at end: {_loadavg()}")
 

@@ -44,6 +44,18 @@ Rows:
    parameter-server shard updates/s and MB/s with S=2 shards and W=2 workers
    pushing gradient slices by ``tell`` and pulling every
    :data:`PS_PULL_EVERY` steps.
+8. actor creation (issue 12), in each round after row 4: ``hs = [A.remote()
+   for _ in range(1000)]`` on the running cluster, then one ``inc`` call to
+   each, all awaited, in actors/s; the actors are ended after the clock stops
+   (``__zactor_terminate__``, awaited), so the cluster does not grow. No
+   yardstick: its target is absolute.
+
+Issue 12 (the same-host lane) sets targets on rows 1-4 and 8, printed as a
+block of their own after the table (:func:`summarize_issue12`), with a second
+yardstick for the sync latency: a hand-written ``multiprocessing.Pipe`` actor
+(:mod:`zactor.benchmark.pipe_actor`) in its own process pair, its blocks of
+calls interleaved with raw pyzmq's and zactor's; its pipelined rate (calls
+sent by a second thread) is measured after row 2 and printed for reference.
 
 Run ``zactor bench --quick`` (under a minute), ``zactor bench`` (a few minutes),
 ``zactor bench --json out.json`` to keep every figure (per round and medians)
@@ -83,6 +95,7 @@ import zmq
 
 from zactor.benchmark import durability as bench_durability
 from zactor.benchmark import plot as bench_plot
+from zactor.benchmark.pipe_actor import PipeActor
 from zactor.benchmark.progress import Progress
 from zactor.control import spawn
 
@@ -204,6 +217,7 @@ class BenchConfig:
     idle_pings: int
     startup_cycles: int
     warmup_fraction: float = 0.2
+    creation_actors: int = 1_000  # actors created (and called once) a round, row 8
 
 
 def make_config(
@@ -233,6 +247,7 @@ def make_config(
             isolation_sleep_s=0.2,
             idle_pings=100,
             startup_cycles=1,
+            creation_actors=50,
         )
     if quick:
         return BenchConfig(
@@ -552,6 +567,7 @@ class ZactorSide(CounterCalls):
         counter.inc.remote().result(timeout=60)
         super().__init__(counter, expected_count=1)
         self.config = config
+        self.counter_class = zactor.remote(_Counter)  # row 8 creates these
         accumulator = zactor.remote(_Accumulator)
         self.accumulators = {}
         self.adds = {}
@@ -594,6 +610,21 @@ class ZactorSide(CounterCalls):
         self.expected_count += n + 1
         if last != self.expected_count:
             raise RuntimeError(f"counter is {last}, expected {self.expected_count}")
+        return rate
+
+    def creation_rate(self, n: int) -> float:
+        """Actors per second: ``n`` ``A.remote()``, then one call to each, all awaited.
+
+        The actors are ended (and that awaited) after the clock stops.
+        """
+        cls, get = self.counter_class, self.zactor.get
+        t0 = time.perf_counter()
+        hs = [cls.remote() for _ in range(n)]
+        values = get([h.inc.remote() for h in hs])
+        rate = n / (time.perf_counter() - t0)
+        get([h.__zactor_terminate__.remote() for h in hs], timeout=CALL_TIMEOUT_S * 6)
+        if values != [1] * n:
+            raise RuntimeError(f"new counters answered {sorted(set(values))}, expected only 1")
         return rate
 
     def array_rate(self, mib: int, arr: np.ndarray, n: int) -> float:
@@ -766,22 +797,24 @@ def _abba(r: int, raw: Callable[[], float], zac: Callable[[], float]) -> tuple[f
 
 
 def _interleaved_latency(
-    r: int, calls: int, raw: Callable[[int], np.ndarray], zac: Callable[[int], np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``calls`` round trips on each side, in alternating blocks of :data:`LATENCY_BLOCK`."""
+    r: int, calls: int, sides: dict[str, Callable[[int], np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """``calls`` round trips on each side, in blocks of :data:`LATENCY_BLOCK` taking turns.
+
+    Each block every side runs once, in an order rotated by one from the
+    block before (and by one more each round), so no side always goes first.
+    """
     blocks = max(2, -(-calls // LATENCY_BLOCK))
     size = max(1, calls // blocks)
-    raw_parts, zac_parts = [], []
+    names = list(sides)
+    parts: dict[str, list] = {name: [] for name in names}
     gc.collect()
     for b in range(blocks):
         _pet()
-        if (b + r) % 2 == 0:
-            raw_parts.append(raw(size))
-            zac_parts.append(zac(size))
-        else:
-            zac_parts.append(zac(size))
-            raw_parts.append(raw(size))
-    return np.concatenate(raw_parts), np.concatenate(zac_parts)
+        shift = (b + r) % len(names)
+        for name in names[shift:] + names[:shift]:
+            parts[name].append(sides[name](size))
+    return {name: np.concatenate(p) for name, p in parts.items()}
 
 
 def _stepper(progress: Progress | None) -> Callable[[str], None]:
@@ -793,6 +826,7 @@ def _round(
     r: int,
     cfg: BenchConfig,
     raw: RawYardstick,
+    pipe: PipeActor,
     zac: ZactorSide,
     arrays: dict,
     scale: float = 1.0,
@@ -812,8 +846,13 @@ def _round(
     step = _stepper(progress)
     out: dict[str, Any] = {}
     step("sync call latency")
-    raw_lat, zac_lat = _interleaved_latency(r, n(cfg.latency_calls), raw.latency_ns, zac.latency_ns)
-    out["latency"] = {"raw": _percentiles_us(raw_lat), "zactor": _percentiles_us(zac_lat)}
+    lat = _interleaved_latency(
+        r,
+        n(cfg.latency_calls),
+        {"raw": raw.latency_ns, "zactor": zac.latency_ns, "pipe": pipe.latency_ns},
+    )
+    raw_lat, zac_lat = lat["raw"], lat["zactor"]
+    out["latency"] = {side: _percentiles_us(values) for side, values in lat.items()}
     if samples is not None:
         samples["raw"].append(raw_lat)
         samples["zactor"].append(zac_lat)
@@ -822,7 +861,8 @@ def _round(
     raw_rate, zac_rate = _abba(
         r, lambda: raw.pipelined_rate(calls), lambda: zac.pipelined_rate(calls)
     )
-    out["pipelined"] = {"raw": raw_rate, "zactor": zac_rate}
+    pipe_rate = statistics.fmean(_timed(lambda: pipe.pipelined_rate(calls)) for _ in "ab")
+    out["pipelined"] = {"raw": raw_rate, "zactor": zac_rate, "pipe": pipe_rate}
     step("tell calls")
     out["tell"] = statistics.fmean(_timed(lambda: zac.tell_rate(n(cfg.tell_calls))) for _ in "ab")
     step("numpy updates")
@@ -835,6 +875,8 @@ def _round(
             lambda arr=arr, half=half, mib=mib: zac.array_rate(mib, arr, half),
         )
         out["numpy"][mib] = {"raw": raw_rate, "zactor": zac_rate}
+    step("actor creation")
+    out["creation"] = _timed(lambda: zac.creation_rate(n(cfg.creation_actors)))
     return out
 
 
@@ -1221,8 +1263,12 @@ def _record(rec: _Recorder, res: dict, cfg: BenchConfig) -> None:
     for p in ("p50", "p90", "p99"):
         rec.add(f"latency_{p}_us", "zactor", res["latency"]["zactor"][p])
         rec.add(f"latency_{p}_us", "raw", res["latency"]["raw"][p])
+    for p in ("p50", "p90", "p99"):
+        rec.add(f"latency_{p}_us", "pipe", res["latency"]["pipe"][p])
     rec.add("pipelined_calls_per_s", "zactor", res["pipelined"]["zactor"])
     rec.add("pipelined_calls_per_s", "raw", res["pipelined"]["raw"])
+    rec.add("pipelined_calls_per_s", "pipe", res["pipelined"]["pipe"])
+    rec.add("creation_actors_per_s", "zactor", res["creation"])
     rec.add("tell_calls_per_s", "zactor", res["tell"])
     rec.add("tell_calls_per_s", "raw", res["pipelined"]["raw"])
     for mib in cfg.numpy_updates:
@@ -1312,7 +1358,7 @@ def summarize(rec: _Recorder, cfg: BenchConfig) -> dict:
 def _fmt(value: float | None, unit: str) -> str:
     if value is None or value != value:
         return "-"
-    if unit in ("calls/s",):
+    if unit in ("calls/s", "actors/s"):
         return f"{value:,.0f}"
     if unit == "us":
         return f"{value:,.1f}"
@@ -1395,6 +1441,138 @@ def format_table(results: dict, startup: dict, cfg: BenchConfig, isolation: dict
 def _shutdown_text(startup: dict) -> str:
     cycles = startup["shutdown_s"]["cycles"]
     return f"{statistics.median(cycles):.3f} s" if cycles else "-"
+
+
+# -- issue 12's targets -----------------------------------------------------------------------
+
+#: The yardsticks of issue 12's targets: a side of the recorder, and how it is printed.
+ISSUE12_YARDSTICKS = {"raw": "raw pyzmq", "pipe": "Pipe actor"}
+
+#: Issue 12's targets (the same-host lane): (key, metric, label, yardstick side or None
+#: for an absolute target, target: a ratio to the yardstick, else a value; "le" or "ge").
+ISSUE12_TARGETS = [
+    ("sync_p50_vs_raw", "latency_p50_us", "sync call p50", "raw", 0.5, "le"),
+    ("sync_p50_vs_pipe", "latency_p50_us", "sync call p50", "pipe", 1.0, "le"),
+    ("pipelined_vs_raw", "pipelined_calls_per_s", "pipelined calls", "raw", 5.0, "ge"),
+    ("tell_vs_raw", "tell_calls_per_s", "tell calls (raw: pipelined)", "raw", 10.0, "ge"),
+    ("numpy_1mib_vs_raw", "numpy_1mib_mb_per_s", "numpy 1 MiB add", "raw", 1.5, "ge"),
+    ("numpy_16mib_vs_raw", "numpy_16mib_mb_per_s", "numpy 16 MiB add", "raw", 2.0, "ge"),
+    ("creation", "creation_actors_per_s", "create {n:,} actors, a call each", None, 10_000, "ge"),
+]
+
+
+def _short_by(value: float | None, target: float, direction: str) -> float | None:
+    """How many times better ``value`` must get to meet ``target``; ``None`` when met."""
+    if value is None or value != value or value <= 0:
+        return None if value is None else float("inf")
+    factor = value / target if direction == "le" else target / value
+    return factor if factor > 1 else None
+
+
+def summarize_issue12(rec: _Recorder, cfg: BenchConfig) -> dict:
+    """Issue 12's targets, each figure beside its yardstick measured in this run.
+
+    ``targets`` maps each key of :data:`ISSUE12_TARGETS` to zactor's figure
+    (per round and median), the yardstick's (``None`` for an absolute
+    target), their ratio (of the medians, and per round), the target, whether
+    it is met, and ``short_by``: how many times better the figure must get
+    (``None`` when met). ``pipe_actor`` holds the Pipe actor's own figures
+    (and :func:`run` adds its process id, ``pid``).
+    """
+    targets: dict[str, Any] = {}
+    for key, metric, label, side, target, direction in ISSUE12_TARGETS:
+        if metric not in rec.rounds:
+            continue  # a numpy size this run did not measure
+        z = rec.median(metric, "zactor")
+        entry: dict[str, Any] = {
+            "label": label.format(n=cfg.creation_actors),
+            "unit": _ISSUE12_UNITS[metric],
+            "zactor": {"rounds": rec.rounds[metric]["zactor"], "median": z},
+            "yardstick": None,
+            "target": {"direction": "<=" if direction == "le" else ">="},
+        }
+        if side is None:
+            entry["target"]["value"] = target
+            entry["ratio"] = entry["ratio_rounds"] = None
+            compared = z
+        else:
+            y = rec.median(metric, side)
+            entry["yardstick"] = {
+                "name": ISSUE12_YARDSTICKS[side],
+                "rounds": rec.rounds[metric][side],
+                "median": y,
+            }
+            entry["target"]["ratio"] = target
+            entry["ratio"] = z / y if z is not None and y else None
+            entry["ratio_rounds"] = [
+                a / b for a, b in zip(rec.rounds[metric]["zactor"], rec.rounds[metric][side]) if b
+            ]
+            compared = entry["ratio"]
+        entry["met"] = _status(compared, target, direction) == "ok"
+        entry["short_by"] = _short_by(compared, target, direction)
+        targets[key] = entry
+    pipe = {
+        metric: {
+            "rounds": rec.rounds.get(metric, {}).get("pipe", []),
+            "median": rec.median(metric, "pipe"),
+        }
+        for metric in ("latency_p50_us", "latency_p99_us", "pipelined_calls_per_s")
+    }
+    return {"targets": targets, "creation_actors": cfg.creation_actors, "pipe_actor": pipe}
+
+
+_ISSUE12_UNITS = {
+    "latency_p50_us": "us",
+    "pipelined_calls_per_s": "calls/s",
+    "tell_calls_per_s": "calls/s",
+    "numpy_1mib_mb_per_s": "MB/s",
+    "numpy_16mib_mb_per_s": "MB/s",
+    "creation_actors_per_s": "actors/s",
+}
+
+
+def format_issue12(issue12: dict) -> str:
+    """The printed block of issue 12's targets (medians over rounds)."""
+    head = (
+        f"  {'metric':<44} {'zactor':>10} {'yardstick':>22} {'ratio':>7} {'target':>8}  "
+        f"{'':<18} {'ratio per round':<15}"
+    )
+    lines = [
+        "issue 12 targets (same-host lane): medians over rounds, each beside its yardstick "
+        "measured in this run",
+        head,
+        "  " + "-" * (len(head) - 2),
+    ]
+    for entry in issue12["targets"].values():
+        unit, target, yard = entry["unit"], entry["target"], entry["yardstick"]
+        label = f"{entry['label']} ({'µs' if unit == 'us' else unit})"
+        if yard is None:
+            yard_text, ratio_text = "(absolute target)", "-"
+            tgt = f"{target['direction']}{target['value']:,.0f}"
+        else:
+            yard_text = f"{yard['name']} {_fmt(yard['median'], unit)}"
+            ratio_text = "-" if entry["ratio"] is None else f"{entry['ratio']:.2f}x"
+            tgt = f"{target['direction']}{target['ratio']:g}x"
+        if entry["met"]:
+            status = "ok"
+        elif entry["short_by"] is None:
+            status = "MISS"
+        else:
+            status = f"MISS: {entry['short_by']:.2f}x short"
+        rr = entry["ratio_rounds"]
+        spread = f"{min(rr):.2f}-{max(rr):.2f}" if rr else ""
+        lines.append(
+            f"  {label:<44} {_fmt(entry['zactor']['median'], unit):>10} {yard_text:>22} "
+            f"{ratio_text:>7} {tgt:>8}  {status:<18} {spread:<15}"
+        )
+    pipe = issue12["pipe_actor"]
+    lines.append(
+        "  the Pipe actor (multiprocessing.Pipe, pickle, its own process pair, latency blocks "
+        f"interleaved): p50 {_fmt(pipe['latency_p50_us']['median'], 'us')} µs, p99 "
+        f"{_fmt(pipe['latency_p99_us']['median'], 'us')} µs, pipelined (a sender thread) "
+        f"{_fmt(pipe['pipelined_calls_per_s']['median'], 'calls/s')} calls/s"
+    )
+    return "\n".join(lines)
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -1515,7 +1693,8 @@ def run(args: argparse.Namespace, out=None) -> dict:
     )
     say(
         "yardstick: raw pyzmq DEALER -> ROUTER in another process (bare Python loop), "
-        "measured in this run, interleaved round by round"
+        "measured in this run, interleaved round by round; for issue 12's sync target also "
+        "a multiprocessing.Pipe actor in another process"
     )
     say()
 
@@ -1523,7 +1702,7 @@ def run(args: argparse.Namespace, out=None) -> dict:
         raise RuntimeError("zactor bench starts its own cluster: call it before zactor.init()")
     global _guard
     directory = tempfile.mkdtemp(prefix="zactor-bench-")
-    raw = None
+    raw = pipe = None
     startup: dict = {"init_s": {"cycles": []}, "shutdown_s": {"cycles": []}}
     rec = _Recorder()
     per_round: list = []
@@ -1541,24 +1720,28 @@ def run(args: argparse.Namespace, out=None) -> dict:
         progress.phase("starting the raw yardstick and the cluster")
         raw = RawYardstick(directory)
         guard.cleanups.append(raw.process.kill)
+        pipe = PipeActor(_Counter)
+        guard.cleanups.append(pipe.process.kill)
         t0 = time.perf_counter()
         zactor.init(num_workers=cfg.workers)
         startup["init_s"]["cycles"].append(time.perf_counter() - t0)
         zac = ZactorSide(cfg)
         arrays = {mib: np.ones(mib * MIB // 4, np.float32) for mib in cfg.numpy_updates}
         progress.phase("warm-up round")
-        _round(1, cfg, raw, zac, arrays, scale=cfg.warmup_fraction, progress=progress)
+        _round(1, cfg, raw, pipe, zac, arrays, scale=cfg.warmup_fraction, progress=progress)
         for r in range(cfg.rounds):
             progress.phase(f"round {r + 1}/{cfg.rounds}")
-            res = _round(r, cfg, raw, zac, arrays, samples=samples, progress=progress)
+            res = _round(r, cfg, raw, pipe, zac, arrays, samples=samples, progress=progress)
             per_round.append(res)
             _record(rec, res, cfg)
             say(
                 f"  round {r + 1}/{cfg.rounds}: p50 {res['latency']['zactor']['p50']:.1f} µs "
                 f"(raw {res['latency']['raw']['p50']:.1f}), pipelined "
                 f"{res['pipelined']['zactor']:,.0f}/s (raw {res['pipelined']['raw']:,.0f}), "
-                f"tell {res['tell']:,.0f}/s"
+                f"tell {res['tell']:,.0f}/s, Pipe actor p50 "
+                f"{res['latency']['pipe']['p50']:.1f} µs, {res['creation']:,.0f} actors/s"
             )
+        pipe.close()  # the rest is zactor only (and the raw yardstick)
         zac.check_arrays()
         isolation = {"worker": zac.shared_worker, "probes": len(zac.probes), "failed": None}
         say(f"  isolation: {cfg.rounds} rounds of a {cfg.isolation_sleep_s:g} s sleep ...")
@@ -1615,6 +1798,8 @@ def run(args: argparse.Namespace, out=None) -> dict:
             zactor.shutdown()
             if raw is not None:
                 raw.close()
+            if pipe is not None:
+                pipe.close()
             shutil.rmtree(directory, ignore_errors=True)
         finally:
             guard.stop()
@@ -1630,6 +1815,10 @@ def run(args: argparse.Namespace, out=None) -> dict:
         "MB = 10**6 bytes"
     )
     say(format_table(results, startup, cfg, isolation))
+    issue12 = summarize_issue12(rec, cfg)
+    issue12["pipe_actor"]["pid"] = pipe.pid  # for a test: the process is gone by now
+    say()
+    say(format_issue12(issue12))
     pools = summarize_pools(pool_rounds)
     say()
     say(format_pools(pools, pcfg))
@@ -1646,6 +1835,7 @@ def run(args: argparse.Namespace, out=None) -> dict:
         "pools": _jsonable(pools),
         "checkpoints": _jsonable(checkpoints),
         "detection": _jsonable(detection),
+        "issue12": _jsonable(issue12),
     }
     if args.json:
         with open(args.json, "w") as fh:

@@ -41,13 +41,15 @@ def start(
     stdout=None,
     stderr=None,
     detach: bool = False,
+    pass_fds: tuple = (),
 ) -> subprocess.Popen:
     """Start a process running ``module.entry()`` with ``sys.argv[1:] == args``,
     importing the same zactor as this process.
 
     ``detach=True`` starts it in a new session, so it has no controlling
     terminal and closing ours does not send it SIGHUP (``zactor start --head``).
-    Standard input is always ``/dev/null``.
+    Standard input is always ``/dev/null``. ``pass_fds``: descriptors the child
+    inherits (``subprocess.Popen``'s), as the bench's pipe actor's end of its pipe.
     """
     return subprocess.Popen(
         [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_ROOT, module, entry, *args],
@@ -56,6 +58,7 @@ def start(
         stderr=stderr,
         env=child_environment(),
         start_new_session=detach,
+        pass_fds=pass_fds,
     )
 
 
