@@ -1,4 +1,5 @@
-"""``zactor bench --plot``, the bench's progress line, and ``--json``'s shape (issue 13).
+"""``zactor bench --plot``, the bench's progress line, and ``--json``'s shape (issue 13);
+issue 12's targets block and its ``multiprocessing.Pipe`` actor yardstick.
 
 Every bench here is ``--smoke --workers 1`` (every row once with a few calls,
 seconds) in a child process of its own (the session's cluster lives in this
@@ -10,7 +11,11 @@ one). Two runs serve all the tests that need one:
 * a driver calling ``runner.run`` with both outputs on pipes, which also
   renders the figure again from the returned report and describes it: no
   progress reaches a pipe, and the figure has the panels, lines and bars
-  that the run's own samples and medians call for.
+  that the run's own samples and medians call for; it also says whether the
+  Pipe actor's process still runs once ``run`` returned.
+
+Nothing here looks at a figure's value (the smoke run's mean nothing), only
+at which figures there are and how they relate.
 
 A missing matplotlib is simulated in a child whose import system refuses it.
 """
@@ -39,7 +44,8 @@ from zactor.benchmark.progress import Progress
 pytestmark = pytest.mark.timeout(240)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: The key tree of ``zactor bench --json`` before --plot existed (see :func:`json_shape`).
+#: The key tree of ``zactor bench --json`` (see :func:`json_shape`): as before --plot
+#: existed, with issue 12's additions (``issue12``, the rounds' ``pipe`` and ``creation``).
 SHAPE_FILE = os.path.join(REPO, "tests", "data", "bench-json-shape.json")
 SMOKE = ["--smoke", "--workers", "1"]
 ERASE = "\r\x1b[K"
@@ -120,7 +126,7 @@ def on_a_terminal(tmp_path_factory):
 
 DRIVER = textwrap.dedent(
     """
-    import argparse, json, sys
+    import argparse, json, os, sys
 
     import numpy as np
     from matplotlib.container import BarContainer
@@ -130,6 +136,11 @@ DRIVER = textwrap.dedent(
 
     args = runner.add_arguments(argparse.ArgumentParser()).parse_args(sys.argv[1:])
     report = runner.run(args)
+    try:  # the Pipe actor is our child: closed, it was reaped and its /proc entry is gone
+        with open(f"/proc/{report['issue12']['pipe_actor']['pid']}/stat") as fh:
+            pipe_state = fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        pipe_state = None
     fig = plot.render(report)
     samples = report["latency_samples"]
     axes = []
@@ -158,6 +169,7 @@ DRIVER = textwrap.dedent(
             for side, arrays in samples.items()
         },
         "report": {k: v for k, v in report.items() if k != "latency_samples"},
+        "pipe_state_after_run": pipe_state,
     }))
     """
 )
@@ -245,12 +257,106 @@ def test_json_keeps_its_shape(on_a_terminal):
     assert "latency_samples" not in report
 
 
+# -- issue 12's targets ----------------------------------------------------------------------
+
+#: Issue 12's targets: key -> (what is measured, yardstick or None, target, direction).
+ISSUE12 = {
+    "sync_p50_vs_raw": ("latency_p50_us", "raw pyzmq", {"ratio": 0.5}, "<="),
+    "sync_p50_vs_pipe": ("latency_p50_us", "Pipe actor", {"ratio": 1.0}, "<="),
+    "pipelined_vs_raw": ("pipelined_calls_per_s", "raw pyzmq", {"ratio": 5.0}, ">="),
+    "tell_vs_raw": ("tell_calls_per_s", "raw pyzmq", {"ratio": 10.0}, ">="),
+    "numpy_1mib_vs_raw": ("numpy_1mib_mb_per_s", "raw pyzmq", {"ratio": 1.5}, ">="),
+    "numpy_16mib_vs_raw": ("numpy_16mib_mb_per_s", "raw pyzmq", {"ratio": 2.0}, ">="),
+    "creation": ("creation", None, {"value": 10_000}, ">="),
+}
+
+
+def test_issue12_targets_are_reported_beside_their_yardsticks(on_a_terminal):
+    with open(on_a_terminal["json"]) as fh:
+        report = json.load(fh)
+    issue12, results = report["issue12"], report["results"]
+    rounds = report["metadata"]["config"]["rounds"]
+    assert issue12["creation_actors"] == report["metadata"]["config"]["creation_actors"]
+    assert list(issue12["targets"]) == list(ISSUE12)
+    for key, (metric, yardstick, target, direction) in ISSUE12.items():
+        entry = issue12["targets"][key]
+        assert entry["target"] == dict(target, direction=direction), key
+        z = entry["zactor"]
+        assert len(z["rounds"]) == rounds and z["median"] > 0, key
+        if yardstick is None:  # absolute: the figure itself against the target
+            assert entry["yardstick"] is None and entry["ratio"] is None
+            assert z["rounds"] == [r["creation"] for r in report["rounds"]]
+            compared = z["median"]
+        else:
+            y = entry["yardstick"]
+            assert y["name"] == yardstick and len(y["rounds"]) == rounds and y["median"] > 0
+            assert entry["ratio"] == pytest.approx(z["median"] / y["median"])
+            assert entry["ratio_rounds"] == pytest.approx(
+                [a / b for a, b in zip(z["rounds"], y["rounds"])]
+            )
+            if yardstick == "raw pyzmq":  # the very figures of the main table
+                assert z == results[metric]["zactor"], key
+                assert {k: y[k] for k in ("rounds", "median")} == results[metric]["raw"], key
+            compared = entry["ratio"]
+        goal = target.get("ratio", target.get("value"))
+        met = compared <= goal if direction == "<=" else compared >= goal
+        assert entry["met"] is met, key
+        if met:
+            assert entry["short_by"] is None
+        else:
+            short = compared / goal if direction == "<=" else goal / compared
+            assert entry["short_by"] == pytest.approx(short) and short > 1, key
+    # The Pipe actor's own figures are the ones its sync target compares with.
+    pipe = issue12["pipe_actor"]
+    assert pipe["latency_p50_us"] == {
+        k: issue12["targets"]["sync_p50_vs_pipe"]["yardstick"][k] for k in ("rounds", "median")
+    }
+    assert pipe["latency_p50_us"]["rounds"] == [
+        r["latency"]["pipe"]["p50"] for r in report["rounds"]
+    ]
+    assert len(pipe["pipelined_calls_per_s"]["rounds"]) == rounds
+    assert pipe["pipelined_calls_per_s"]["median"] > 0
+
+
+def test_issue12_block_is_printed_with_every_target(on_a_terminal):
+    stdout = on_a_terminal["stdout"]
+    assert "issue 12 targets (same-host lane)" in stdout, stdout
+    block = stdout[stdout.index("issue 12 targets") :].split("\n\n")[0]
+    with open(on_a_terminal["json"]) as fh:
+        targets = json.load(fh)["issue12"]["targets"]
+    lines = block.splitlines()[3:]  # title, header, rule
+    assert len(lines) == len(targets) + 1  # and the Pipe actor's own line
+    for line, entry in zip(lines, targets.values()):
+        assert line.strip().startswith(entry["label"]), line
+        target = entry["target"]
+        if "ratio" in target:
+            assert f"{target['direction']}{target['ratio']:g}x" in line, line
+            assert entry["yardstick"]["name"] in line, line
+        else:
+            assert f"{target['direction']}{target['value']:,}" in line, line
+        assert (" ok " in line) if entry["met"] else ("MISS" in line), line
+        if entry["short_by"] is not None:
+            assert f"MISS: {entry['short_by']:.2f}x short" in line, line
+    assert lines[-1].strip().startswith("the Pipe actor (multiprocessing.Pipe"), lines[-1]
+
+
+def test_the_pipe_actor_is_gone_once_the_run_returns(in_a_pipe):
+    report = in_a_pipe["report"]
+    assert report["issue12"]["pipe_actor"]["pid"] > 0
+    assert in_a_pipe["pipe_state_after_run"] is None, in_a_pipe  # not even a zombie
+
+
 # -- the progress line ------------------------------------------------------------------------
 
 
 def test_a_terminal_shows_where_the_bench_is_and_is_left_clean(on_a_terminal):
     terminal, stdout = on_a_terminal["terminal"], on_a_terminal["stdout"]
-    for where in ("round 1/1: sync call latency", "isolation 1/1", "pools 1/1: routed calls"):
+    for where in (
+        "round 1/1: sync call latency",
+        "round 1/1: actor creation",
+        "isolation 1/1",
+        "pools 1/1: routed calls",
+    ):
         assert f"{ERASE}zactor bench: {where}  [0:" in terminal, terminal
     # The last line drawn was erased (the head may log a worker's death after that).
     assert terminal.rindex(ERASE) > terminal.rindex("elapsed]"), terminal[-300:]

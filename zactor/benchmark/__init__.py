@@ -4,5 +4,6 @@
 pyzmq yardstick); :mod:`~zactor.benchmark.durability` adds the checkpoint and
 failure-detection rows; :mod:`~zactor.benchmark.plot` draws a run
 (``--plot``, matplotlib optional); :mod:`~zactor.benchmark.progress` shows
-where a run is, on a terminal.
+where a run is, on a terminal; :mod:`~zactor.benchmark.pipe_actor` is the
+hand-written ``multiprocessing.Pipe`` actor measured beside it (issue 12).
 """
