@@ -1448,16 +1448,24 @@ def _shutdown_text(startup: dict) -> str:
 #: The yardsticks of issue 12's targets: a side of the recorder, and how it is printed.
 ISSUE12_YARDSTICKS = {"raw": "raw pyzmq", "pipe": "Pipe actor"}
 
-#: Issue 12's targets (the same-host lane): (key, metric, label, yardstick side or None
-#: for an absolute target, target: a ratio to the yardstick, else a value; "le" or "ge").
+#: Issue 12's targets (the same-host lane): (key, metric, label, unit, yardstick side or
+#: None for an absolute target, target: a ratio to the yardstick, else a value, "le"/"ge").
 ISSUE12_TARGETS = [
-    ("sync_p50_vs_raw", "latency_p50_us", "sync call p50", "raw", 0.5, "le"),
-    ("sync_p50_vs_pipe", "latency_p50_us", "sync call p50", "pipe", 1.0, "le"),
-    ("pipelined_vs_raw", "pipelined_calls_per_s", "pipelined calls", "raw", 5.0, "ge"),
-    ("tell_vs_raw", "tell_calls_per_s", "tell calls (raw: pipelined)", "raw", 10.0, "ge"),
-    ("numpy_1mib_vs_raw", "numpy_1mib_mb_per_s", "numpy 1 MiB add", "raw", 1.5, "ge"),
-    ("numpy_16mib_vs_raw", "numpy_16mib_mb_per_s", "numpy 16 MiB add", "raw", 2.0, "ge"),
-    ("creation", "creation_actors_per_s", "create {n:,} actors, a call each", None, 10_000, "ge"),
+    ("sync_p50_vs_raw", "latency_p50_us", "sync call p50", "us", "raw", 0.5, "le"),
+    ("sync_p50_vs_pipe", "latency_p50_us", "sync call p50", "us", "pipe", 1.0, "le"),
+    ("pipelined_vs_raw", "pipelined_calls_per_s", "pipelined calls", "calls/s", "raw", 5.0, "ge"),
+    ("tell_vs_raw", "tell_calls_per_s", "tell calls, raw: pipelined", "calls/s", "raw", 10, "ge"),
+    ("numpy_1mib_vs_raw", "numpy_1mib_mb_per_s", "numpy 1 MiB add", "MB/s", "raw", 1.5, "ge"),
+    ("numpy_16mib_vs_raw", "numpy_16mib_mb_per_s", "numpy 16 MiB add", "MB/s", "raw", 2, "ge"),
+    (
+        "creation",
+        "creation_actors_per_s",
+        "create {n:,} actors, a call each",
+        "actors/s",
+        None,
+        10_000,
+        "ge",
+    ),
 ]
 
 
@@ -1480,13 +1488,13 @@ def summarize_issue12(rec: _Recorder, cfg: BenchConfig) -> dict:
     (and :func:`run` adds its process id, ``pid``).
     """
     targets: dict[str, Any] = {}
-    for key, metric, label, side, target, direction in ISSUE12_TARGETS:
+    for key, metric, label, unit, side, target, direction in ISSUE12_TARGETS:
         if metric not in rec.rounds:
             continue  # a numpy size this run did not measure
         z = rec.median(metric, "zactor")
         entry: dict[str, Any] = {
             "label": label.format(n=cfg.creation_actors),
-            "unit": _ISSUE12_UNITS[metric],
+            "unit": unit,
             "zactor": {"rounds": rec.rounds[metric]["zactor"], "median": z},
             "yardstick": None,
             "target": {"direction": "<=" if direction == "le" else ">="},
@@ -1519,16 +1527,6 @@ def summarize_issue12(rec: _Recorder, cfg: BenchConfig) -> dict:
         for metric in ("latency_p50_us", "latency_p99_us", "pipelined_calls_per_s")
     }
     return {"targets": targets, "creation_actors": cfg.creation_actors, "pipe_actor": pipe}
-
-
-_ISSUE12_UNITS = {
-    "latency_p50_us": "us",
-    "pipelined_calls_per_s": "calls/s",
-    "tell_calls_per_s": "calls/s",
-    "numpy_1mib_mb_per_s": "MB/s",
-    "numpy_16mib_mb_per_s": "MB/s",
-    "creation_actors_per_s": "actors/s",
-}
 
 
 def format_issue12(issue12: dict) -> str:
