@@ -48,6 +48,7 @@ from zactor.processes import child_pids, process_alive, process_start_time
 from zactor.transport import (
     ClusterKeys,
     handshake_failure,
+    inbox_files,
     ipc_address,
     is_loopback,
     make_session_dir,
@@ -258,14 +259,15 @@ def _signal_all(pids: list[int], sig: int) -> None:
 
 
 def remove_dead_inbox(address: str) -> None:
-    """Remove the socket file of a process that died without closing its inbox, and its
+    """Remove the socket files of a process that died without closing its inbox, and their
     directory if that is a ``zactor-*`` one left empty (a killed driver cannot do it)."""
-    path = socket_file(address)
-    if path is None:
+    files = inbox_files(address)
+    if not files:
         return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    directory = os.path.dirname(path)
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    directory = os.path.dirname(files[0])
     if os.path.basename(directory).startswith("zactor-"):
         with contextlib.suppress(OSError):  # not empty, or gone: not ours to remove
             os.rmdir(directory)

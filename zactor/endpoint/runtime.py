@@ -33,7 +33,7 @@ from typing import Callable
 from zactor.endpoint.recovery import Notices, Recovery
 from zactor.endpoint.refs import HandleRefs
 from zactor.errors import ClusterError, FrameError
-from zactor.transport import ClusterKeys, TransportError, Transports, socket_file
+from zactor.transport import ClusterKeys, TransportError, Transports, inbox_files
 from zactor.wire import hotpath as _hotpath
 from zactor.wire import records as wire
 from zactor.wire import serialization
@@ -153,6 +153,8 @@ class Runtime:
             raise
         self.address = inbox.address
         self._receive = inbox.receive
+        if hasattr(inbox, "on_drop"):  # a lane: connections closed for what they sent
+            inbox.on_drop = self.drop
         #: On an inbox that authenticates senders (CURVE), ``peer_role(buffers)`` is the
         #: role whose key sent a message; None on one that does not (ipc). Read for
         #: system calls only, never on the path of ordinary calls.
@@ -636,9 +638,8 @@ class Runtime:
         self.remove_socket_file()
 
     def remove_socket_file(self) -> None:
-        """Remove the inbox's socket file (``ipc://`` addresses only)."""
-        path = socket_file(self.address)
-        if path:
+        """Remove the inbox's socket files (``ipc://`` addresses only)."""
+        for path in inbox_files(self.address):
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -13,9 +13,12 @@ what they mean. A transport makes two things:
 Transports are chosen by the address's scheme through a registry
 (:func:`register_scheme`); ``ipc`` and ``tcp`` are served by ZeroMQ
 (:mod:`zactor.transport.zeromq`), with CURVE on tcp when the process has the
-cluster's keys (:mod:`zactor.transport.keys`). A new transport (a same-host
-lane) is a class with ``bind``, ``connect`` and ``close``, registered for its
-scheme: the endpoint above never names a socket library. Address parsing
+cluster's keys (:mod:`zactor.transport.keys`), and peers on this machine
+(``ipc``) also by the same-host lane (:mod:`zactor.transport.lane`), which
+bypasses libzmq's I/O threads; ``ZACTOR_TRANSPORT=zmq`` turns the lane off
+(:func:`same_host_lane_enabled`). A transport is a class with ``bind``,
+``connect`` and ``close``, registered for its schemes: the endpoint above
+never names a socket library. Address parsing
 lives in :mod:`zactor.transport.addresses`.
 """
 
@@ -25,6 +28,7 @@ from typing import Callable, Protocol
 
 from zactor.transport.addresses import (
     Address,
+    inbox_files,
     ipc_address,
     is_loopback,
     is_zactor_address,
@@ -35,6 +39,7 @@ from zactor.transport.addresses import (
     tcp_address,
 )
 from zactor.transport.keys import ClusterKeys, Curve, KeysError
+from zactor.transport.lane import LaneTransport, same_host_lane_enabled
 from zactor.transport.zeromq import TransportError, ZmqTransport, handshake_failure
 
 
@@ -85,8 +90,10 @@ def register_scheme(scheme: str, factory: Callable[[Curve | None], Transport]) -
     _FACTORIES[scheme] = factory
 
 
-register_scheme("ipc", ZmqTransport)
-register_scheme("tcp", ZmqTransport)
+# One factory for both: a process has one ZeroMQ context whatever its peers, and its
+# ipc peers on this machine get the lane (zactor.transport.lane) unless told otherwise.
+register_scheme("ipc", LaneTransport)
+register_scheme("tcp", LaneTransport)
 
 
 class Transports:
@@ -124,10 +131,12 @@ __all__ = [
     "Curve",
     "Inbox",
     "KeysError",
+    "LaneTransport",
     "Transport",
     "TransportError",
     "Transports",
     "ZmqTransport",
+    "inbox_files",
     "ipc_address",
     "handshake_failure",
     "is_zactor_address",
@@ -135,6 +144,7 @@ __all__ = [
     "make_session_dir",
     "parse_address",
     "register_scheme",
+    "same_host_lane_enabled",
     "scheme_of",
     "socket_file",
     "tcp_address",
