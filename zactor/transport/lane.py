@@ -81,6 +81,7 @@ _HELLO = struct.Struct("<2sH")
 _HELLO_MAGIC = b"ZH"
 _LENGTH = struct.Struct("<Q")
 _ONE_FRAME = _HEADER.pack(_MAGIC, 0, 1)
+_FIRST = struct.Struct("<2sHIQ")  # the header and the first frame's length
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 _ZMQ_POLLIN = zmq.POLLIN
@@ -266,40 +267,58 @@ class LaneInbox:
         view = memoryview(data)
         size = len(data)
         pos = 0
-        while True:
-            if peer.identity is None:
-                if size - pos < _HELLO.size:
-                    break
-                magic, length = _HELLO.unpack_from(data, pos)
-                if magic != _HELLO_MAGIC or length == 0:
-                    return self._garbage(peer, "it did not open with a lane hello")
-                if size - pos < _HELLO.size + length:
-                    break
-                peer.identity = bytes(view[pos + _HELLO.size : pos + _HELLO.size + length])
-                pos += _HELLO.size + length
-                continue
-            if size - pos < _HEADER.size:
-                break
-            magic, _, count = _HEADER.unpack_from(data, pos)
+        if peer.identity is None:
+            if size < _HELLO.size:
+                peer.buf = data
+                return True
+            magic, length = _HELLO.unpack_from(data)
+            if magic != _HELLO_MAGIC or length == 0:
+                return self._garbage(peer, "it did not open with a lane hello")
+            pos = _HELLO.size + length
+            if size < pos:
+                peer.buf = data
+                return True
+            peer.identity = bytes(view[_HELLO.size : pos])
+        identity = peer.identity
+        ready = peer.ready
+        largest = limits.max_message_bytes
+        while size - pos >= _FIRST.size:
+            magic, _, count, first = _FIRST.unpack_from(data, pos)
             if magic != _MAGIC or not 0 < count <= MAX_FRAMES:
                 return self._garbage(peer, "it sent bytes that are not a lane message")
-            start = pos + _HEADER.size + 8 * count
-            if size < start:
-                break
-            sizes = struct.unpack_from(f"<{count}Q", data, pos + _HEADER.size)
-            total = sum(sizes)
-            if max(sizes) > limits.max_message_bytes or total > 2 * limits.max_message_bytes:
-                return self._too_large(peer, max(max(sizes), total))
-            if size - start >= total:
-                self._deliver(peer, _frames(peer.identity, view[start : start + total], sizes))
-                pos = start + total
-                continue
+            if count == 1:  # the common message: frame 0 alone
+                if first > largest:
+                    return self._too_large(peer, first)
+                start = pos + _FIRST.size
+                end = start + first
+                if end > size:
+                    sizes = (first,)
+                    total = first
+                else:
+                    ready.append((identity, view[start:end], ()))
+                    pos = end
+                    continue
+            else:
+                start = pos + _HEADER.size + 8 * count
+                if size < start:
+                    break
+                sizes = struct.unpack_from(f"<{count}Q", data, pos + _HEADER.size)
+                total = sum(sizes)
+                if max(sizes) > largest or total > 2 * largest:
+                    return self._too_large(peer, max(max(sizes), total))
+                if size - start >= total:
+                    ready.append(_frames(identity, view[start : start + total], sizes))
+                    pos = start + total
+                    continue
             if total > READ_CHUNK:  # read the rest straight into the message's own buffer
                 body = bytearray(total)
                 body[: size - start] = view[start:]
                 peer.body, peer.got, peer.sizes = body, size - start, sizes
                 pos = size
             break
+        if ready and not peer.queued:
+            peer.queued = True
+            self._ready.append(peer)
         peer.buf = bytes(view[pos:]) if pos < size else b""
         return True
 
@@ -392,9 +411,11 @@ class LaneConnection:
         """Send one message (a list of frames); never blocks."""
         if len(frames) == 1 and type(frames[0]) is bytes:
             frame = frames[0]
+            total = len(frame) + _FIRST.size
             parts = [_ONE_FRAME + _LENGTH.pack(len(frame)), frame]
         else:
-            header, _ = pack_header(frames)
+            header, size = pack_header(frames)
+            total = len(header) + size
             parts = [header, *frames]
         with self.lock:
             if self.fallback is not None:
@@ -411,7 +432,8 @@ class LaneConnection:
                 self._lost()
                 self.fallback.send(frames)
                 return
-            self._enqueue(parts, sent)
+            if sent != total:
+                self._enqueue(parts, sent)
 
     def _enqueue(self, parts: list, sent: int) -> None:
         """Queue what of ``parts`` is left after ``sent`` bytes were written (lock held)."""
