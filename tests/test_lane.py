@@ -295,3 +295,49 @@ def test_sends_never_block_and_arrive_in_order_once_read(tmp_path):
         client.close()
         server.close()
     assert not os.path.exists(path)
+
+
+@pytest.fixture
+def lane_pair(tmp_path):
+    """A lane inbox and a transport to connect to it, in this process, closed after."""
+    from zactor.transport import LaneTransport, ipc_address
+
+    if not same_host_lane_enabled():
+        pytest.skip("ZACTOR_TRANSPORT=zmq: this run has no same-host lane")
+    server, client = LaneTransport(), LaneTransport()
+    inbox = server.bind(ipc_address(str(tmp_path), "inbox.sock"))
+    try:
+        yield inbox, client, ipc_address(str(tmp_path), "client.sock")
+    finally:
+        client.close()
+        server.close()
+
+
+def test_what_a_peer_sent_whole_before_its_garbage_is_delivered(lane_pair):
+    inbox, _, identity = lane_pair
+    drops = []
+    inbox.on_drop = lambda kind, who, message: drops.append(kind)
+    good = hello(identity) + lane_message([b"first"]) + lane_message([b"second"])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(inbox.path)
+        sock.sendall(good + b"XXjunk" * 4)  # one write: all read in the same pass
+        got = [inbox.receive(10_000), inbox.receive(10_000)]
+    assert [bytes(m[1]) for m in got] == [b"first", b"second"]
+    assert drops == ["lane-garbage"]
+
+
+def test_a_message_of_more_buffers_than_one_sendmsg_takes_keeps_its_place(lane_pair):
+    """Past IOV_MAX buffers the kernel refuses a sendmsg outright: the connection writes
+    it in parts instead, on the lane, in order with the messages around it."""
+    inbox, client, identity = lane_pair
+    conn = client.connect(inbox.address, identity)
+    many = [b"%d" % i for i in range(1100)]
+    for seq in range(5):
+        conn.send([struct.pack("<I", seq), *(many if seq == 3 else [])])
+    assert conn.fallback is None
+    order = []
+    for _ in range(5):
+        _, first, buffers = inbox.receive(10_000)
+        order.append((struct.unpack("<I", first)[0], len(buffers)))
+    assert order == [(0, 0), (1, 0), (2, 0), (3, 1100), (4, 0)]
+    assert not conn.queue

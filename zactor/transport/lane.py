@@ -45,6 +45,7 @@ only what it had in flight.
 from __future__ import annotations
 
 import collections
+import errno
 import itertools
 import logging
 import os
@@ -58,7 +59,7 @@ import zmq
 
 from zactor.transport.addresses import LANE_SUFFIX, socket_file
 from zactor.transport.keys import Curve
-from zactor.transport.zeromq import LINGER_MS, ZmqInbox, ZmqTransport
+from zactor.transport.zeromq import LINGER_MS, TransportError, ZmqInbox, ZmqTransport
 from zactor.wire import limits
 
 log = logging.getLogger("zactor")
@@ -82,6 +83,11 @@ _HELLO_MAGIC = b"ZH"
 _LENGTH = struct.Struct("<Q")
 _ONE_FRAME = _HEADER.pack(_MAGIC, 0, 1)
 _FIRST = struct.Struct("<2sHIQ")  # the header and the first frame's length
+#: Most buffers one sendmsg takes (the kernel refuses more with EMSGSIZE).
+IOV_MAX = os.sysconf("SC_IOV_MAX")
+#: The errors that mean the peer closed its end or died: its messages go over ZeroMQ.
+_PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED})
+_NOSIGNAL = socket.MSG_NOSIGNAL  # a gone peer is an error, never a SIGPIPE
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 _ZMQ_POLLIN = zmq.POLLIN
@@ -183,7 +189,7 @@ class LaneInbox:
                     if peer is not None and not peer.ready:
                         self._read(peer)
             message = self._next()
-            if message is not None or deadline is None and timeout_ms == 0:
+            if message is not None:
                 return message
             if deadline is not None:
                 wait = deadline - time.monotonic()
@@ -352,6 +358,9 @@ class LaneInbox:
             self._epoll.unregister(peer.fd)
         peer.sock.close()
         peer.buf, peer.body = b"", None
+        if peer.ready and not peer.queued:  # read in the same pass as what ended it
+            peer.queued = True
+            self._ready.append(peer)
 
     def peers(self) -> int:
         """How many lane connections this inbox has open."""
@@ -424,11 +433,15 @@ class LaneConnection:
             if self.queue:  # earlier messages wait: this one goes after them
                 self._enqueue(parts, 0)
                 return
+            if self.transport.closed:
+                raise TransportError(errno.ENOTSOCK, "the lane was closed: zactor is shut down")
             try:
-                sent = self.sock.sendmsg(parts)
+                sent = self.sock.sendmsg(parts[:IOV_MAX], (), _NOSIGNAL)
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            except OSError:  # the peer is gone
+            except OSError as exc:
+                if exc.errno not in _PEER_GONE:
+                    raise
                 self._lost()
                 self.fallback.send(frames)
                 return
@@ -458,10 +471,13 @@ class LaneConnection:
         queue = self.queue
         while queue:
             try:
-                sent = self.sock.sendmsg(list(itertools.islice(queue, 64)))
+                sent = self.sock.sendmsg(list(itertools.islice(queue, 64)), (), _NOSIGNAL)
             except (BlockingIOError, InterruptedError):
                 return False
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in _PEER_GONE:
+                    log.warning("zactor lane to %s: cannot write (%s); retrying", self.address, exc)
+                    return False
                 self._lost()
                 return True
             while sent:
@@ -484,13 +500,16 @@ class LaneConnection:
     def drain(self, timeout_s: float) -> None:
         """Write what is queued, waiting up to ``timeout_s`` for the peer to read it."""
         deadline = time.monotonic() + timeout_s
-        while self.queue and self.fallback is None:
+        poller = select.poll()  # not select(): descriptors may be past 1024
+        poller.register(self.fd, select.POLLOUT)
+        while True:
+            with self.lock:
+                if not self.queue or self.fallback is not None or self.flush_some():
+                    return
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            select.select([], [self.fd], [], left)
-            with self.lock:
-                self.flush_some()
+            poller.poll(left * 1e3)
 
     def close(self) -> None:
         """Close the socket (queued messages are lost: :meth:`drain` first)."""
@@ -525,7 +544,10 @@ class _Flusher(threading.Thread):
         with self._lock:
             if self._conns.get(conn.fd) is conn:
                 del self._conns[conn.fd]
-                self._epoll.unregister(conn.fd)
+                try:
+                    self._epoll.unregister(conn.fd)
+                except OSError:  # closed already: epoll dropped it with its last reference
+                    pass
 
     def run(self) -> None:
         while True:
@@ -563,6 +585,8 @@ class LaneTransport:
         self._inboxes: list[LaneInbox] = []
         self._conns: list[LaneConnection] = []
         self._flusher: _Flusher | None = None
+        #: Set by :meth:`close`: a send raises ``TransportError`` as on a closed ZeroMQ socket.
+        self.closed = False
 
     @property
     def refused(self) -> dict:
@@ -600,14 +624,16 @@ class LaneTransport:
         if path is None or not identity.startswith("ipc://"):
             return self.zmq.connect(address, identity)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)  # a peer not accepting (its backlog full) must not block us
+        hello = identity.encode()
+        hello = _HELLO.pack(_HELLO_MAGIC, len(hello)) + hello
         try:
             sock.connect(path)
+            if sock.send(hello, _NOSIGNAL) != len(hello):
+                raise BlockingIOError
         except OSError:  # no lane there (yet): ZeroMQ, for this connection's whole life
             sock.close()
             return self.zmq.connect(address, identity)
-        hello = identity.encode()
-        sock.sendall(_HELLO.pack(_HELLO_MAGIC, len(hello)) + hello)
-        sock.setblocking(False)
         conn = LaneConnection(self, sock, address, identity)
         with self._lock:
             self._conns.append(conn)
@@ -616,6 +642,8 @@ class LaneTransport:
     def flusher(self) -> _Flusher:
         """The thread that writes full connections' queues (started on first use)."""
         with self._lock:
+            if self.closed:
+                raise TransportError(errno.ENOTSOCK, "the lane was closed: zactor is shut down")
             if self._flusher is None:
                 self._flusher = _Flusher()
                 self._flusher.start()
@@ -630,13 +658,17 @@ class LaneTransport:
     def close(self) -> None:
         """Deliver what is queued (for up to ZeroMQ's linger), close everything."""
         with self._lock:
+            if self.closed:
+                return
             conns, self._conns = self._conns, []
             inboxes, self._inboxes = self._inboxes, []
-            flusher, self._flusher = self._flusher, None
         deadline = time.monotonic() + LINGER_MS / 1e3
         for conn in conns:
             conn.drain(max(0.0, deadline - time.monotonic()))
-        if flusher is not None:
+        with self._lock:
+            self.closed = True  # sends from now on raise; no flusher starts again
+            flusher, self._flusher = self._flusher, None
+        if flusher is not None:  # after the drain: a peer dying meanwhile is unwatched
             flusher.stop()
         for conn in conns:
             conn.close()
