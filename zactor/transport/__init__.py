@@ -21,6 +21,7 @@ lives in :mod:`zactor.transport.addresses`.
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Protocol
 
 from zactor.transport.addresses import (
@@ -74,6 +75,12 @@ class Transport(Protocol):
 
 
 _FACTORIES: dict[str, Callable[[Curve | None], Transport]] = {}
+
+
+def same_host_lane_enabled() -> bool:
+    """True unless ``ZACTOR_TRANSPORT=zmq`` forces plain ZeroMQ between every pair of
+    processes (the same-host optimisations then stay off: a way to rule them out)."""
+    return os.environ.get("ZACTOR_TRANSPORT", "") != "zmq"
 
 
 def register_scheme(scheme: str, factory: Callable[[Curve | None], Transport]) -> None:
@@ -135,6 +142,7 @@ __all__ = [
     "make_session_dir",
     "parse_address",
     "register_scheme",
+    "same_host_lane_enabled",
     "scheme_of",
     "socket_file",
     "tcp_address",
