@@ -27,7 +27,7 @@ from zactor.control import cluster, spawn
 from zactor.endpoint import runtime as _runtime_mod
 from zactor.endpoint.runtime import Runtime, anonymous_namespace
 from zactor.errors import ActorExit, ClusterError
-from zactor.transport import ClusterKeys, ipc_address, make_session_dir, socket_file
+from zactor.transport import ClusterKeys, ipc_address, make_session_dir, shared_memory, socket_file
 from zactor.wire import limits
 
 #: How long ``init()`` waits for the embedded cluster's workers (seconds).
@@ -302,6 +302,8 @@ def shutdown() -> None:
                 head_process.wait()
         _runtime_mod.set_current(None)
         runtime.close()
+        if not joined:  # the cluster was ours: even a killed head leaves no segment behind
+            shared_memory.sweep(runtime.head_address)
         if session_dir is not None:
             shutil.rmtree(session_dir, ignore_errors=True)
 

@@ -26,7 +26,7 @@ from zactor.control import cluster, spawn
 from zactor.control.head import silence
 from zactor.endpoint.recovery import clock_stamp
 from zactor.endpoint.runtime import Runtime, current
-from zactor.transport import ipc_address
+from zactor.transport import ipc_address, shared_memory
 
 if TYPE_CHECKING:
     from zactor.control.head import Head
@@ -232,10 +232,7 @@ class Supervisor:
     def _start_worker(self) -> str:
         worker_id = f"{self.worker_prefix}worker-{self._next_worker}"
         self._next_worker += 1
-        if self.worker_host is None:
-            address = ipc_address(self.session_dir, f"{worker_id}.sock")
-        else:
-            address = f"tcp://{self.worker_host}:0"
+        address = self._worker_address(worker_id)
         self.processes[worker_id] = spawn.start_worker(
             self.head_address,
             address,
@@ -245,6 +242,12 @@ class Supervisor:
             head_grace=self.head_grace,
         )
         return worker_id
+
+    def _worker_address(self, worker_id: str) -> str:
+        """The address worker ``worker_id`` binds (port 0: a tcp worker picks its port)."""
+        if self.worker_host is None:
+            return ipc_address(self.session_dir, f"{worker_id}.sock")
+        return f"tcp://{self.worker_host}:0"
 
     def stop_workers(self, addresses: list[str]) -> None:
         """Ask the workers at ``addresses`` to stop, then kill the processes of this
@@ -305,6 +308,10 @@ class Supervisor:
                 if cause is None:
                     continue
                 exits.add(worker_id)
+                # What it made in shared memory, and what was sent to it, is nobody's now.
+                shared_memory.sweep(
+                    self.head_address, processes[worker_id].pid, self._worker_address(worker_id)
+                )
                 died_at = self.died_at(worker_id)
                 try:
                     to_head.worker_died.tell(worker_id, cause, died_at)
@@ -334,6 +341,8 @@ class Supervisor:
                     if not silent:  # a silent one may prove alive: asked again until gone
                         reported.add(address)
                     cluster.remove_dead_inbox(address)
+                    if info["local"]:
+                        shared_memory.sweep(self.head_address, info["pid"], address)
                     try:
                         to_head.driver_exited.tell(address, silent)
                         runtime.flush()
