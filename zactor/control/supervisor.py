@@ -308,10 +308,8 @@ class Supervisor:
                 if cause is None:
                     continue
                 exits.add(worker_id)
-                # What it made in shared memory, and what was sent to it, is nobody's now.
-                shared_memory.sweep(
-                    self.head_address, processes[worker_id].pid, self._worker_address(worker_id)
-                )
+                # What was sent to it through shared memory is nobody's now.
+                shared_memory.sweep(self.head_address, self._worker_address(worker_id))
                 died_at = self.died_at(worker_id)
                 try:
                     to_head.worker_died.tell(worker_id, cause, died_at)
@@ -342,7 +340,7 @@ class Supervisor:
                         reported.add(address)
                     cluster.remove_dead_inbox(address)
                     if info["local"]:
-                        shared_memory.sweep(self.head_address, info["pid"], address)
+                        shared_memory.sweep(self.head_address, address)
                     try:
                         to_head.driver_exited.tell(address, silent)
                         runtime.flush()

@@ -41,11 +41,14 @@ Names never taken are unlinked:
 - by the sender, when the peer is known dead (:meth:`SharedMemory.peer_gone`),
   or when it closes, after waiting up to :data:`LINGER_S` (ZeroMQ's linger)
   for its peers to take them;
+- by the receiver when it closes (what was sent to it and never read);
 - by the process that watches a dead process's exit (a supervisor: a
   worker's, or the head's watch of a local driver), with :func:`sweep` of its
-  pid and address: the names it made and those sent to it; the head, when the
-  cluster stops, and a driver that ran an embedded cluster, sweep the whole
-  cluster's. SIGKILL anywhere leaves no name behind once these ran.
+  address: the names sent to it. The names a dead process made are opened by
+  their receivers, which read the messages that arrived before it died;
+- by the head, when the cluster stops, and a driver that ran an embedded
+  cluster, which sweep the whole cluster's. SIGKILL anywhere leaves no name
+  behind once these ran.
 
 A malformed reference (not this cluster's or not addressed to this inbox, a
 name that does not exist, a wrong length, a slot not marked full, a damaged
@@ -129,6 +132,8 @@ class SharedMemory:
     def __init__(
         self, head_address: str, inbox_address: str, drop: Callable[[str, bytes, str], None]
     ) -> None:
+        self.head_address = head_address
+        self.inbox_address = inbox_address
         self.token = cluster_token(head_address)
         self.prefix = f"{PREFIX}{self.token}-"
         self.tag = address_tag(inbox_address)
@@ -179,6 +184,8 @@ class SharedMemory:
         for slots in mapped.values():
             for mapping in slots.values():
                 _close(mapping)
+        # Closed after the sockets: nothing sent here can be read any more.
+        sweep(self.head_address, self.inbox_address)
 
     def _new_slot(self, peer_tag: str, capacity: int) -> tuple[str, mmap.mmap] | None:
         """A new segment of :data:`HEADER` + ``capacity`` bytes, mapped; None if the
@@ -440,17 +447,18 @@ def _unlink(name: str) -> None:
         pass
 
 
-def sweep(head_address: str, pid: int | None = None, address: str | None = None) -> int:
-    """Unlink the cluster's segments (that of ``head_address``): all of them, or those
-    process ``pid`` made and those sent to the inbox at ``address``. Returns how many.
+def sweep(head_address: str, address: str | None = None) -> int:
+    """Unlink the names of the cluster's segments (that of ``head_address``) in
+    ``/dev/shm``: all of them, or those sent to the inbox at ``address``, whose process
+    is gone or closed (it will never open them). Returns how many.
 
-    Called by whoever cleans up after a process: its supervisor when it died, the
-    head when the cluster stops.
+    The names a dead process made for live peers are left: they open them when they
+    read the messages, which arrived before it died (and they sweep their own when
+    they close).
     """
     if not available():
         return 0
     prefix = f"{PREFIX}{cluster_token(head_address)}-"
-    made = f"{prefix}{pid}-" if pid is not None else None
     sent_to = f"-{address_tag(address)}-" if address is not None else None
     removed = 0
     try:
@@ -462,10 +470,8 @@ def sweep(head_address: str, pid: int | None = None, address: str | None = None)
             name = entry.name
             if not name.startswith(prefix):
                 continue
-            if made is not None or sent_to is not None:
-                mine = made is not None and name.startswith(made)
-                if not mine and not (sent_to is not None and sent_to in name[len(prefix) :]):
-                    continue
+            if sent_to is not None and sent_to not in name[len(prefix) :]:
+                continue
             try:
                 os.unlink(entry.path)
                 removed += 1
