@@ -6,17 +6,17 @@ A message's frames after frame 0 are out-of-band buffers (numpy arrays, large
 :data:`MIN_BYTES` is copied into a *slot*, a shared-memory segment of the
 sender's pool for that peer, and its frame is sent empty; the message's
 preamble carries :data:`~zactor.wire.hotpath.SHARED_BUFFERS` and a last frame,
-the *table*, names the slots. The receiving inbox copies each slot's bytes out
-into a read-only ``bytes`` in its buffer's place and hands the slot back, before
-anything parses the message: the layers above see the frames they always saw,
-and a received array is read-only, valid as long as it is held.
+the *table*, names the slots. The receiving inbox puts a read-only view of
+each slot in its buffer's place before anything parses the message: the
+layers above see the frames they always saw, and a received array is a
+read-only view of the slot, valid as long as it is held. When the last view
+is gone the slot is free again.
 
-One copy on each side and no socket: a fresh segment per buffer costs more
-than the copies (tmpfs allocates and zeroes every page: 9 ms for 16 MiB on
-the reference VM, against 1 ms for a copy into a slot already mapped), and
-mapping a segment per message costs a page-table walk (1.6 ms for 16 MiB).
-Copying out rather than lending the slot keeps a slot's life independent of
-how long user code holds an array.
+One copy (the sender's) and no socket: a fresh segment per buffer costs more
+than the copy (tmpfs allocates and zeroes every page: 9 ms for 16 MiB on
+the reference VM, against 1.1-1.4 ms for a copy into a slot already mapped),
+and mapping a segment per message costs a page-table walk (1.6 ms for
+16 MiB), so slots are reused and stay mapped on both sides.
 
 This is a step on frames, not on one socket library: a connection calls its
 ``export`` (:meth:`SharedMemory.exporter`) on every message with buffers, an
@@ -24,7 +24,9 @@ inbox its ``shared.take`` on every message whose preamble carries the flag.
 
 Slots. A slot is a segment: a :data:`HEADER` whose first byte says whether it
 holds a message's bytes (1, written by the sender after the copy) or is free
-(0, written by the receiver after its copy), then the data. The sender keeps
+(0, written by the receiver once no view of it is left), then the data. A
+slot an array still holds is not reused: a held array pins its slot, and
+once all of a peer's are pinned, buffers to it go through the socket. The sender keeps
 at most :data:`POOL_SLOTS` slots and :data:`POOL_BYTES` bytes per peer; a
 buffer that finds no free slot within those goes through the socket. The
 table says, per buffer, whether its slot is new (the receiver opens it by
@@ -43,9 +45,10 @@ Names never taken are unlinked:
   for its peers to take them;
 - by the receiver when it closes (what was sent to it and never read);
 - by the process that watches a dead process's exit (a supervisor: a
-  worker's, or the head's watch of a local driver), with :func:`sweep` of its
-  address: the names sent to it. The names a dead process made are opened by
-  their receivers, which read the messages that arrived before it died;
+  worker's, or the head's watch of a local driver), with :func:`sweep`: the
+  names sent to it at once, the names it made :data:`DEAD_SENDER_GRACE_S`
+  later (its messages that reached live peers are read by then; those that
+  never left it are not, and their names go);
 - by the head, when the cluster stops, and a driver that ran an embedded
   cluster, which sweep the whole cluster's. SIGKILL anywhere leaves no name
   behind once these ran.
@@ -74,7 +77,10 @@ import stat
 import struct
 import threading
 import time
+import weakref
 from typing import Callable
+
+import numpy as np
 
 from zactor.wire import hotpath
 
@@ -96,6 +102,9 @@ POOL_BYTES = 256 * 1024 * 1024
 LINGER_S = 0.2
 #: How a segment's name starts.
 PREFIX = "zactor-"
+#: How long after a process's death the names it made are swept (s): its messages
+#: that reached live peers before it died are read (their names opened) by then.
+DEAD_SENDER_GRACE_S = 5.0
 
 _SHARED = hotpath.SHARED_BUFFERS
 _with_flags = hotpath.with_preamble_flags
@@ -249,7 +258,7 @@ class SharedMemory:
             if mapping is None:
                 problem = f"shared-memory slot {name} was never sent to this inbox"
                 break
-            problem = self._copy_out(frames, index, nbytes, name, mapping)
+            problem = self._lend(frames, index, nbytes, name, mapping)
             if problem is not None:
                 break
         if problem is not None:
@@ -304,8 +313,9 @@ class SharedMemory:
             os.close(fd)
             _unlink(name)
 
-    def _copy_out(self, frames: list, index: int, nbytes: int, name: str, mapping) -> str | None:
-        """Put slot ``name``'s ``nbytes`` in ``frames[index]`` and free the slot; or say why not."""
+    def _lend(self, frames: list, index: int, nbytes: int, name: str, mapping) -> str | None:
+        """Put a read-only view of slot ``name``'s ``nbytes`` in ``frames[index]``, which
+        frees the slot when the last view of it is gone; or say why not."""
         if len(frames[index]):
             return f"buffer frame {index} is not empty but shared-memory slot {name} replaces it"
         if HEADER + nbytes > len(mapping) or nbytes == 0:
@@ -315,11 +325,22 @@ class SharedMemory:
             )
         if mapping[0] != _FULL:
             return f"shared-memory slot {name} is not marked full: nothing was put in it"
-        with memoryview(mapping) as view:
-            frames[index] = view[HEADER : HEADER + nbytes].tobytes()  # immutable: read-only
-        mapping[0] = _FREE  # after the copy: the sender may fill it again
+        # Every view the decoder makes (arrays, slices, pickled objects' buffers) holds
+        # ``owner`` through the memoryview's buffer: when the last one goes, so does it,
+        # and the slot is free. A read-only memoryview, not ``owner`` itself: numpy lets
+        # an array over a read-only array be made writeable, not one over a memoryview.
+        owner = np.frombuffer(mapping, np.uint8, nbytes, HEADER)
+        owner.flags.writeable = False
+        weakref.finalize(owner, _release, mapping)
+        frames[index] = memoryview(owner)
         self.taken += 1  # only the inbox's reader takes
         return None
+
+
+def _release(mapping: mmap.mmap) -> None:
+    """The last view of a slot is gone: the sender may fill it again."""
+    if not mapping.closed:
+        mapping[0] = _FREE
 
 
 class _Exporter:
@@ -385,7 +406,10 @@ class _Exporter:
                     best = name
         if best is not None:
             return best, self.slots[best][0], _KNOWN
-        capacity = max(MIN_BYTES, 1 << (nbytes - 1).bit_length())
+        # Size classes an eighth of a power of two apart: at most 12.5% unused, and a
+        # slot takes the next buffers of about the same size.
+        step = max(4096, 1 << max(0, nbytes.bit_length() - 4))
+        capacity = -(-nbytes // step) * step
         while len(self.slots) >= POOL_SLOTS or self.pool_bytes + capacity > POOL_BYTES:
             free = [n for n, (m, _) in self.slots.items() if m[0] == _FREE]
             if not free:
@@ -447,19 +471,21 @@ def _unlink(name: str) -> None:
         pass
 
 
-def sweep(head_address: str, address: str | None = None) -> int:
+def sweep(head_address: str, address: str | None = None, pid: int | None = None) -> int:
     """Unlink the names of the cluster's segments (that of ``head_address``) in
-    ``/dev/shm``: all of them, or those sent to the inbox at ``address``, whose process
-    is gone or closed (it will never open them). Returns how many.
+    ``/dev/shm``: all of them, or those sent to the inbox at ``address`` (its process is
+    gone or closed: it will never open them) and those process ``pid`` made. Returns
+    how many.
 
-    The names a dead process made for live peers are left: they open them when they
-    read the messages, which arrived before it died (and they sweep their own when
-    they close).
+    A dead process's own names are for the caller to sweep a while after its death
+    (:data:`DEAD_SENDER_GRACE_S`): a live receiver opens them as it reads the messages
+    that arrived before the death; only those never delivered are left.
     """
     if not available():
         return 0
     prefix = f"{PREFIX}{cluster_token(head_address)}-"
     sent_to = f"-{address_tag(address)}-" if address is not None else None
+    made = f"{prefix}{pid}-" if pid is not None else None
     removed = 0
     try:
         entries = os.scandir(SHM_DIR)
@@ -470,8 +496,12 @@ def sweep(head_address: str, address: str | None = None) -> int:
             name = entry.name
             if not name.startswith(prefix):
                 continue
-            if sent_to is not None and sent_to not in name[len(prefix) :]:
-                continue
+            if sent_to is not None or made is not None:
+                if not (
+                    (sent_to is not None and sent_to in name[len(prefix) :])
+                    or (made is not None and name.startswith(made))
+                ):
+                    continue
             try:
                 os.unlink(entry.path)
                 removed += 1
