@@ -156,6 +156,84 @@ def test_arrays_inside_containers_and_pickles(store):
     assert (box.array == 2.0).all()
 
 
+# -- one process's two ends, without a cluster ------------------------------------------------
+
+
+@pytest.fixture
+def ends():
+    """Two endpoints' shared-memory steps (``a`` sends to ``b``) and the drops ``b`` saw."""
+    head = f"ipc:///nowhere/{os.getpid()}-{id(object())}/head.sock"
+    drops = []
+    a = shared_memory.SharedMemory(head, "ipc:///nowhere/a.sock", lambda *d: drops.append(d))
+    b = shared_memory.SharedMemory(head, "ipc:///nowhere/b.sock", lambda *d: drops.append(d))
+    yield a, b, drops
+    a.close()
+    b.close()
+    assert shared_memory.segments(head) == []
+
+
+def _send(a, b, *buffers, peer="ipc:///nowhere/b.sock"):
+    frames = hotpath.pack_one(1, 0, 0, 1, 0, b"p", list(buffers))
+    out = a.exporter(peer)(frames)
+    got = b.take(b"ipc:///nowhere/a.sock", out[0], out[1:]) if len(out) > len(frames) else None
+    return out, got
+
+
+def test_slots_are_reused_and_pinned_by_held_views(ends):
+    a, b, drops = ends
+    data = np.arange(MIB // 8, dtype=np.float64)
+    out, got = _send(a, b, data)
+    assert out[1] == b"" and hotpath.preamble_flags(out[0]) == hotpath.SHARED_BUFFERS
+    held = np.frombuffer(got[0], np.float64)
+    assert (held == data).all() and not held.flags.writeable
+    _send(a, b, data + 1)  # the first slot is held: a second one
+    assert a.exported == 2 and len(a._exporters["ipc:///nowhere/b.sock"].slots) == 2
+    del got, out
+    _, again = _send(a, b, data + 2)  # the second slot was free: reused
+    assert len(a._exporters["ipc:///nowhere/b.sock"].slots) == 2
+    assert (held == data).all()  # the held view never saw the later sends
+    assert (np.frombuffer(again[0], np.float64) == data + 2).all() and drops == []
+
+
+def test_a_full_pool_sends_through_the_socket(ends, monkeypatch):
+    a, b, drops = ends
+    monkeypatch.setattr(shared_memory, "POOL_SLOTS", 2)
+    views = [_send(a, b, np.full(MIB // 8, i, np.float64))[1] for i in range(2)]
+    out, got = _send(a, b, np.zeros(MIB // 8))
+    assert got is None and memoryview(out[1]).nbytes == MIB  # no free slot: the frame itself
+    views.clear()  # the slots are free again: a bigger buffer retires one for its own
+    out, got = _send(a, b, np.zeros(MIB // 2))
+    assert got is not None and len(got[0]) == MIB * 4 and drops == []
+    assert len(a._exporters["ipc:///nowhere/b.sock"].slots) == 2
+
+
+def test_a_dead_senders_slots_are_unmapped_when_a_new_slot_comes(ends, tmp_path):
+    a, b, drops = ends
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    a._own = f"{a.prefix}{int(finished.stdout)}-"  # as if a's process had died since
+    assert _send(a, b, np.zeros(MIB // 8))[1] is not None
+    assert b"ipc:///nowhere/a.sock" in b._mapped  # its own message never unmaps it
+    c = shared_memory.SharedMemory(a.head_address, "ipc:///nowhere/c.sock", None)
+    frames = hotpath.pack_one(1, 0, 0, 1, 0, b"p", [np.zeros(MIB // 8)])
+    out = c.exporter("ipc:///nowhere/b.sock")(frames)
+    assert b.take(b"ipc:///nowhere/c.sock", out[0], out[1:]) is not None
+    assert b"ipc:///nowhere/a.sock" not in b._mapped and b"ipc:///nowhere/c.sock" in b._mapped
+    c.close()
+
+
+def test_a_closing_sender_unlinks_what_was_never_taken(ends):
+    a, _b, _ = ends
+    frames = hotpath.pack_one(1, 0, 0, 1, 0, b"p", [np.zeros(MIB // 8)])
+    a.exporter("ipc:///nowhere/b.sock")(frames)
+    assert len(shared_memory.segments(a.head_address)) == 1  # b never reads it
+    a.close()  # waits LINGER_S for b, then unlinks it (the fixture checks none is left)
+
+
 # -- malformed references -------------------------------------------------------------------
 
 
@@ -181,8 +259,10 @@ def test_malformed_references_are_dropped_and_the_worker_keeps_serving(store, tm
 
     short = segment(f"{ours}-f001", shared_memory.HEADER + 10, 1)
     empty = segment(f"{ours}-f002", shared_memory.HEADER + MIB, 0)
+    after_bad = segment(f"{ours}-f006", shared_memory.HEADER + MIB, 1)
+    out_of_range = segment(f"{ours}-f004", shared_memory.HEADER + MIB, 1)
     tables = [
-        _entry(0, MIB, 0, f"{ours}-f000"),  # no such segment
+        _entry(0, MIB, 0, f"{ours}-f000") + _entry(0, MIB, 0, f"{ours}-f006"),  # no such one
         _entry(0, MIB, 0, f"zactor-{'0' * 12}-{os.getpid()}-{tag}-f003"),  # another cluster's
         _entry(0, MIB, 0, f"{ours}-f001"),  # longer than the segment
         _entry(0, MIB, 0, f"{ours}-f002"),  # a slot nothing was put in
@@ -204,7 +284,8 @@ def test_malformed_references_are_dropped_and_the_worker_keeps_serving(store, tm
         context.destroy(linger=1000)
     poll(lambda: _dropped(address).get("shared-memory", 0) >= before + len(tables), timeout=30)
     assert store.echo.remote(np.ones(MIB, np.uint8)).result(timeout=30).sum() == MIB
-    assert not os.path.exists(short) and not os.path.exists(empty)  # ours: unlinked
+    for path in (short, empty, after_bad, out_of_range):  # made for it: unlinked all the same
+        assert not os.path.exists(path)
 
 
 def _dropped(address):

@@ -154,6 +154,8 @@ class SharedMemory:
         self._exporters: dict[str, _Exporter] = {}
         #: Slots of each sender this inbox mapped: sender identity -> name -> mapping.
         self._mapped: dict[bytes, dict[str, mmap.mmap]] = {}
+        #: The pid of each sender whose slots this inbox mapped.
+        self._senders: dict[bytes, int] = {}
         self._full_logged = False
         #: Buffers this endpoint sent through slots, and took from them, so far.
         self.exported = 0
@@ -232,49 +234,71 @@ class SharedMemory:
 
     def take(self, identity: bytes, frame0, buffers) -> list | None:
         """The buffers of a message whose preamble carries ``SHARED_BUFFERS``: the table
-        (the last frame) read, each slot's bytes copied out, read-only, in its buffer's
-        place and the slot handed back. None, dropping the message, if any reference
-        is malformed."""
+        (the last frame) read, and a read-only view of each slot it names in its
+        buffer's place. None, dropping the message, if any reference is malformed."""
         frames = list(buffers)
         if not frames:
             self.drop("shared-memory", identity, "the shared-memory flag without a table frame")
             return None
         with self._lock:  # peer_gone may run on another thread
             slots = self._mapped.setdefault(identity, {})
+        entries = list(self._read_table(bytes(frames.pop()), len(frames)))
         problem = None
-        for index, nbytes, op, name in self._read_table(bytes(frames.pop()), len(frames)):
+        for at, (index, nbytes, op, name) in enumerate(entries):
             if type(index) is str:  # the table is damaged from here on
                 problem = index
-                break
-            if op == _RETIRE:
+            elif op == _RETIRE:
                 _close(slots.pop(name, None))
                 continue
-            if op == _NEW and name not in slots:
+            elif op == _NEW and name not in slots:
                 mapping, problem = self._map(name)
+                if mapping is not None:
+                    slots[name] = mapping
+                    self._unmap_dead_senders(identity, name)
+            if problem is None:
+                mapping = slots.get(name)
                 if mapping is None:
-                    break
-                slots[name] = mapping
-            mapping = slots.get(name)
-            if mapping is None:
-                problem = f"shared-memory slot {name} was never sent to this inbox"
-                break
-            problem = self._lend(frames, index, nbytes, name, mapping)
+                    problem = f"shared-memory slot {name} was never sent to this inbox"
+                else:
+                    problem = self._lend(frames, index, nbytes, name, mapping)
             if problem is not None:
-                break
-        if problem is not None:
-            self.drop("shared-memory", identity, problem)
-            return None
+                for _index, _nbytes, later, name in entries[at:]:
+                    if later == _NEW and name:  # made for this inbox: nobody else will
+                        _unlink(name)
+                self.drop("shared-memory", identity, problem)
+                return None  # the views lent so far free their slots as they go
         return frames
+
+    def _unmap_dead_senders(self, identity: bytes, name: str) -> None:
+        """Note that ``identity`` runs as the pid in ``name``; unmap the slots of senders
+        whose process is gone. A dead worker's are unmapped when the head says it died
+        (:meth:`peer_gone`); nobody says so of a driver, so a new slot (rare: a pool
+        fills once) is when a receiver looks."""
+        self._senders[identity] = int(name[len(self.prefix) :].partition("-")[0])
+        for sender, pid in list(self._senders.items()):
+            if sender == identity:  # it just sent: alive, or its message still counts
+                continue
+            try:
+                os.kill(pid, 0)
+                continue
+            except (ProcessLookupError, PermissionError):  # gone (another user's has its pid)
+                pass
+            with self._lock:
+                slots = self._mapped.pop(sender, {})
+            del self._senders[sender]
+            for mapping in slots.values():
+                _close(mapping)
 
     def _read_table(self, table: bytes, nframes: int):
         """Yield ``(index, nbytes, op, name)`` per entry; on a damaged entry, yield
-        ``(what is wrong, 0, 0, "")`` and stop. A new entry's name is this inbox's."""
+        ``(what is wrong, 0, op, name)`` (``name`` empty unless it is this inbox's) and
+        stop. Every name yielded is this inbox's."""
         at = 0
         if not table:
-            yield "an empty shared-memory table", 0, 0, ""
+            yield "an empty shared-memory table", 0, _RETIRE, ""
         while at < len(table):
             if at + _ENTRY.size > len(table):
-                yield "a shared-memory table cut short", 0, 0, ""
+                yield "a shared-memory table cut short", 0, _RETIRE, ""
                 return
             index, nbytes, op, length = _ENTRY.unpack_from(table, at)
             at += _ENTRY.size
@@ -285,12 +309,13 @@ class SharedMemory:
                     f"shared-memory segment {name[:80]!r} is not one this cluster sends to this "
                     "inbox (another cluster's, or another process's)",
                     0,
-                    0,
+                    _RETIRE,
                     "",
                 )
                 return
             if op != _RETIRE and index >= nframes:
-                yield f"shared-memory slot {name} stands for buffer {index} of {nframes}", 0, 0, ""
+                problem = f"shared-memory slot {name} stands for buffer {index} of {nframes}"
+                yield problem, 0, op, name
                 return
             yield index, nbytes, op, name
 
