@@ -183,7 +183,7 @@ def test_a_hand_built_call_gets_a_result(echo_on_worker, peer):
     assert (kind, call_id, actor_id, value) == (wire.RESULT, 4242, h._actor_id, 2)
     # A numpy argument as an out-of-band frame; the reply's array comes back the same way
     # (below shared_memory.MIN_BYTES: a larger one would come in a slot of shared memory).
-    a = np.arange(16 * 1024, dtype=np.float32)
+    a = np.arange(8 * 1024, dtype=np.float32)
     payload, buffers = serialization.dumps_call((a,), {})
     assert len(buffers) == 1
     method = h._methods.index("double")

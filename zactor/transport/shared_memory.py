@@ -90,7 +90,7 @@ log = logging.getLogger("zactor")
 SHM_DIR = "/dev/shm"
 #: Buffer frames at least this large go through a slot; a smaller one costs less
 #: through the socket (measured: BENCHMARKS.md).
-MIN_BYTES = 128 * 1024
+MIN_BYTES = 64 * 1024
 #: Bytes at the start of a slot before its data: the state byte, padded so the data
 #: starts 64-byte aligned.
 HEADER = 64
