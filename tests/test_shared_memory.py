@@ -25,7 +25,7 @@ import zactor
 from zactor.caller.handle import worker_service_handle
 from zactor.control.spawn import child_environment
 from zactor.endpoint import runtime as runtime_mod
-from zactor.transport import shared_memory
+from zactor.transport import same_host_lane_enabled, shared_memory
 from zactor.wire import hotpath, serialization
 
 pytestmark = [
@@ -34,6 +34,11 @@ pytestmark = [
 ]
 
 MIB = 1 << 20
+
+#: Tests of a cluster's use of it; under ZACTOR_TRANSPORT=zmq (the suite's other run) it is off.
+on = pytest.mark.skipif(
+    not same_host_lane_enabled(), reason="ZACTOR_TRANSPORT=zmq turns shared memory off"
+)
 
 
 @zactor.remote
@@ -79,6 +84,7 @@ def _head():
     return runtime_mod.current().head_address
 
 
+@on
 def test_an_array_argument_and_result_go_through_shared_memory(store):
     sent = np.arange(MIB // 4, dtype=np.float32).reshape(512, 512)
     before, worker_before = _driver_counters(), store.counters.remote().result(timeout=30)
@@ -94,6 +100,7 @@ def test_an_array_argument_and_result_go_through_shared_memory(store):
     poll(lambda: shared_memory.segments(_head()) == [])  # every name was taken
 
 
+@on
 def test_a_received_array_is_read_only_and_stays_valid_while_held(store):
     """Held arrays pin their slots: past the pool's size the rest go through the socket."""
     count = shared_memory.POOL_SLOTS + 4
@@ -119,6 +126,7 @@ def test_a_received_array_is_read_only_and_stays_valid_while_held(store):
     assert _driver_counters()[1] == before + 1
 
 
+@on
 def test_bytes_go_through_shared_memory_both_ways(store):
     blob = os.urandom(3 * MIB)
     before = _driver_counters()
@@ -129,6 +137,7 @@ def test_bytes_go_through_shared_memory_both_ways(store):
     assert after[0] - before[0] == 2 and after[1] - before[1] == 1
 
 
+@on
 def test_buffers_below_the_threshold_travel_as_frames(store):
     small = np.ones(shared_memory.MIN_BYTES // 8 - 1, np.float64)  # one element short
     assert serialization.OUT_OF_BAND_BYTES <= small.nbytes < shared_memory.MIN_BYTES
@@ -242,6 +251,7 @@ def _entry(index, nbytes, op, name):
     return struct.pack("<IQBB", index, nbytes, op, len(encoded)) + encoded
 
 
+@on
 def test_malformed_references_are_dropped_and_the_worker_keeps_serving(store, tmp_path):
     address, _ = store.where.remote().result(timeout=30)
     token, tag = shared_memory.cluster_token(_head()), shared_memory.address_tag(address)
@@ -323,13 +333,14 @@ def test_zactor_transport_zmq_turns_it_off():
     assert out == [True, True, True]
 
 
+@on
 def test_a_sigkilled_worker_leaves_no_segment(tmp_path):
     out = run_scenario(
         """
         import json, os, signal, time
         import numpy as np, zactor
         from zactor.endpoint import runtime
-        from zactor.transport import shared_memory
+        from zactor.transport import same_host_lane_enabled, shared_memory
         zactor.init(num_workers=2)
 
         @zactor.remote
@@ -388,7 +399,7 @@ KILLED_DRIVER = """
 import json, os, signal, time
 import numpy as np, zactor
 from zactor.endpoint import runtime
-from zactor.transport import shared_memory
+from zactor.transport import same_host_lane_enabled, shared_memory
 
 zactor.init(num_workers=2)
 
@@ -431,6 +442,7 @@ time.sleep(600)
 """
 
 
+@on
 def test_a_sigkilled_driver_leaves_no_segment(tmp_path):
     path = tmp_path / "driver.py"
     path.write_text(textwrap.dedent(KILLED_DRIVER))
