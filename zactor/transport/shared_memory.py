@@ -49,8 +49,9 @@ Names never taken are unlinked:
   names sent to it at once, the names it made :data:`DEAD_SENDER_GRACE_S`
   later (its messages that reached live peers are read by then; those that
   never left it are not, and their names go);
-- by the head, when the cluster stops, and a driver that ran an embedded
-  cluster, which sweep the whole cluster's. SIGKILL anywhere leaves no name
+- by the head, when the cluster stops, a driver that ran an embedded cluster,
+  and the ``zactor`` command clearing a killed standing head's leftovers,
+  which sweep the whole cluster's. SIGKILL anywhere leaves no name
   behind once these ran.
 
 A malformed reference (not this cluster's or not addressed to this inbox, a
