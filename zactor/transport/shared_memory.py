@@ -365,8 +365,10 @@ class SharedMemory:
 
 def _release(mapping: mmap.mmap) -> None:
     """The last view of a slot is gone: the sender may fill it again."""
-    if not mapping.closed:
+    try:
         mapping[0] = _FREE
+    except ValueError:  # unmapped meanwhile (its sender died): nobody fills it again
+        pass
 
 
 class _Exporter:
