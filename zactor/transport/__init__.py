@@ -122,14 +122,16 @@ class Transports:
         inbox = self.for_address(address).bind(address)
         if head_address is not None and same_host_lane_enabled() and shared_memory.available():
             self.shared = shared_memory.SharedMemory(head_address, inbox.address, drop)
-            if same_host(inbox.address):
+            # An inbox that declares the hook (``shared = None``) takes shared buffers.
+            if same_host(inbox.address) and hasattr(inbox, "shared"):
                 inbox.shared = self.shared
         return inbox
 
     def connect(self, address: str, identity: str) -> Connection:
         """A connection to the inbox at ``address``, sending as ``identity``."""
         conn = self.for_address(address).connect(address, identity)
-        if self.shared is not None and same_host(address):
+        # A connection that declares the hook (``export = None``) sends shared buffers.
+        if self.shared is not None and same_host(address) and hasattr(conn, "export"):
             conn.export = self.shared.exporter(address)
         return conn
 
