@@ -32,6 +32,7 @@ from zactor.transport import (
     ipc_address,
     make_session_dir,
     same_host_lane_enabled,
+    shared_memory,
     socket_file,
 )
 from zactor.transport.lane import lane_path
@@ -318,6 +319,8 @@ def shutdown() -> None:
                 head_process.wait()
         _runtime_mod.set_current(None)
         runtime.close()
+        if not joined:  # the cluster was ours: even a killed head leaves no segment behind
+            shared_memory.sweep(runtime.head_address)
         if session_dir is not None:
             shutil.rmtree(session_dir, ignore_errors=True)
 

@@ -53,6 +53,7 @@ from zactor.transport import (
     is_loopback,
     make_session_dir,
     parse_address,
+    shared_memory,
     socket_file,
     tcp_address,
 )
@@ -230,6 +231,8 @@ def _remove_stale(record: dict) -> None:
     # listen in its session directory, which the restarted head takes over.
     if not record.get("store"):
         _remove_session_dir(session_dir)
+        if isinstance(record.get("address"), str):  # its processes are gone with it
+            shared_memory.sweep(record["address"])
     remove_cluster_file(cluster_file_path(), record.get("pid"))
 
 
@@ -875,6 +878,8 @@ def _stop_headless() -> dict | None:
         _signal_all(left, signal.SIGKILL)
         _wait_gone(left, 5.0)
         _remove_session_dir(snapshot.meta.get("session_dir"))
+        if isinstance(snapshot.meta.get("address"), str):
+            shared_memory.sweep(snapshot.meta["address"])
         remove_store(store_path)
         if record is not None:
             remove_cluster_file(cluster_file_path(), record.get("pid"))

@@ -73,7 +73,7 @@ class Outbox:
     def __init__(self, runtime: Runtime, address: str) -> None:
         self.runtime = runtime
         self.address = address
-        self.conn = runtime.transports.for_address(address).connect(address, runtime.address)
+        self.conn = runtime.transports.connect(address, runtime.address)
         #: Every record sent carries the sender's role (zactor.wire.protocol).
         self.flags = ROLE_FLAGS.get(runtime.role, 0)
         self.lock = threading.Lock()
@@ -147,14 +147,12 @@ class Runtime:
         self.log = log
         self.transports = Transports(keys.for_role(role) if keys is not None else None)
         try:
-            inbox = self.transports.for_address(inbox_address).bind(inbox_address)
+            inbox = self.transports.bind(inbox_address, head_address, self.drop)
         except BaseException:
             self.transports.close()
             raise
         self.address = inbox.address
         self._receive = inbox.receive
-        if hasattr(inbox, "on_drop"):  # a lane: connections closed for what they sent
-            inbox.on_drop = self.drop
         #: On an inbox that authenticates senders (CURVE), ``peer_role(buffers)`` is the
         #: role whose key sent a message; None on one that does not (ipc). Read for
         #: system calls only, never on the path of ordinary calls.
@@ -221,6 +219,7 @@ class Runtime:
         with self.lock:
             self._outboxes.pop(address, None)
             self._outbox_by_identity.pop(address.encode(), None)
+        self.transports.peer_gone(address)
 
     def mark_dirty(self, box: Outbox) -> None:
         """``box`` holds a batch: remember to flush it, and wake the flusher."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from zactor.transport import shared_memory
 from zactor.transport.addresses import (
     Address,
     inbox_files,
@@ -34,6 +35,7 @@ from zactor.transport.addresses import (
     is_zactor_address,
     make_session_dir,
     parse_address,
+    same_host,
     scheme_of,
     socket_file,
     tcp_address,
@@ -98,11 +100,47 @@ register_scheme("tcp", LaneTransport)
 
 class Transports:
     """The transports one endpoint uses: one per factory, made on first use, each given
-    the endpoint's keys (``curve``, None without)."""
+    the endpoint's keys (``curve``, None without).
+
+    :meth:`bind` and :meth:`connect` also set up the same-host steps that work on
+    frames whatever carries them: buffers through shared memory
+    (:mod:`zactor.transport.shared_memory`).
+    """
 
     def __init__(self, curve: Curve | None = None) -> None:
         self.curve = curve
         self._made: dict[Callable[[Curve | None], Transport], Transport] = {}
+        #: This endpoint's shared-memory step (None: off, or not bound yet).
+        self.shared: shared_memory.SharedMemory | None = None
+
+    def bind(
+        self, address: str, head_address: str | None, drop: Callable[[str, bytes, str], None]
+    ) -> Inbox:
+        """The endpoint's inbox at ``address``; ``drop(kind, identity, message)`` counts
+        and logs a malformed message the transport layer finds (a bad shared-memory
+        reference), ``head_address`` names the cluster (segment names carry it)."""
+        inbox = self.for_address(address).bind(address)
+        if hasattr(inbox, "on_drop"):  # a lane: connections closed for what they sent
+            inbox.on_drop = drop
+        if head_address is not None and same_host_lane_enabled() and shared_memory.available():
+            self.shared = shared_memory.SharedMemory(head_address, inbox.address, drop)
+            # An inbox that declares the hook (``shared = None``) takes shared buffers.
+            if same_host(inbox.address) and hasattr(inbox, "shared"):
+                inbox.shared = self.shared
+        return inbox
+
+    def connect(self, address: str, identity: str) -> Connection:
+        """A connection to the inbox at ``address``, sending as ``identity``."""
+        conn = self.for_address(address).connect(address, identity)
+        # A connection that declares the hook (``export = None``) sends shared buffers.
+        if self.shared is not None and same_host(address) and hasattr(conn, "export"):
+            conn.export = self.shared.exporter(address)
+        return conn
+
+    def peer_gone(self, address: str) -> None:
+        """The process at ``address`` died: free what was sent to it and never taken."""
+        if self.shared is not None:
+            self.shared.peer_gone(address)
 
     def for_address(self, address: str) -> Transport:
         """The transport serving ``address``'s scheme; ``ValueError`` for an unknown one."""
@@ -122,6 +160,8 @@ class Transports:
         made, self._made = self._made, {}
         for transport in made.values():
             transport.close()
+        if self.shared is not None:  # after the sockets' linger delivered what they held
+            self.shared.close()
 
 
 __all__ = [
@@ -144,6 +184,7 @@ __all__ = [
     "make_session_dir",
     "parse_address",
     "register_scheme",
+    "same_host",
     "same_host_lane_enabled",
     "scheme_of",
     "socket_file",

@@ -58,6 +58,11 @@ def scheme_of(address: str) -> str:
     return address.partition("://")[0]
 
 
+def same_host(address: str) -> bool:
+    """True if ``address`` is certainly on this machine: a socket file (``ipc://``)."""
+    return address.startswith("ipc://")
+
+
 def is_zactor_address(address: str) -> bool:
     """True if ``address`` is well formed (a peer's routing id must be one)."""
     try:
