@@ -60,7 +60,7 @@ import zmq
 from zactor.transport.addresses import LANE_SUFFIX, socket_file
 from zactor.transport.keys import Curve
 from zactor.transport.zeromq import LINGER_MS, TransportError, ZmqInbox, ZmqTransport
-from zactor.wire import limits
+from zactor.wire import hotpath, limits
 
 log = logging.getLogger("zactor")
 
@@ -88,6 +88,8 @@ IOV_MAX = os.sysconf("SC_IOV_MAX")
 #: The errors that mean the peer closed its end or died: its messages go over ZeroMQ.
 _PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED})
 _NOSIGNAL = socket.MSG_NOSIGNAL  # a gone peer is an error, never a SIGPIPE
+_preamble_flags = hotpath.preamble_flags
+_SHARED = hotpath.SHARED_BUFFERS
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 _ZMQ_POLLIN = zmq.POLLIN
@@ -95,8 +97,9 @@ _ZMQ_EVENTS = zmq.EVENTS
 
 
 def same_host_lane_enabled() -> bool:
-    """True unless ``$ZACTOR_TRANSPORT`` is ``zmq``: processes on one machine then
-    talk over the lane (this module), else over ZeroMQ like peers on other hosts."""
+    """True unless ``$ZACTOR_TRANSPORT`` is ``zmq``: processes on one machine then talk
+    over the lane (this module) and send large buffers through shared memory
+    (:mod:`zactor.transport.shared_memory`); else over ZeroMQ alone, as between hosts."""
     return os.environ.get(TRANSPORT_ENV, "") != "zmq"
 
 
@@ -169,6 +172,7 @@ class LaneInbox:
         #: ``on_drop(kind, identity, message)`` hears of every connection closed for what it
         #: sent; the endpoint counts them with its other drops (``Runtime.drop``).
         self.on_drop = _log_drop
+        self._shared = None
 
     def receive(self, timeout_ms: int):
         """Wait up to ``timeout_ms`` (-1: for ever) for one message; None if none came."""
@@ -209,15 +213,31 @@ class LaneInbox:
             message = self.zinbox.receive(0)
             if message is not None:
                 return message
-        if ready:
+        while ready:
             self._zmq_turn = True
             peer = ready[0]
             message = peer.ready.popleft()
             if not peer.ready:
                 ready.popleft()
                 peer.queued = False
+            identity, frame0, buffers = message
+            if buffers and self._shared is not None and _preamble_flags(frame0) & _SHARED:
+                buffers = self._shared.take(identity, frame0, buffers)
+                if buffers is None:  # a malformed table: dropped and logged
+                    continue
+                return identity, frame0, buffers
             return message
         return None
+
+    @property
+    def shared(self):
+        """The shared-memory step that takes buffers sent through it (None: off);
+        set by :class:`zactor.transport.Transports`, for both roads into this inbox."""
+        return self._shared
+
+    @shared.setter
+    def shared(self, shared) -> None:
+        self._shared = self.zinbox.shared = shared
 
     def _accept(self) -> None:
         while True:
@@ -402,7 +422,17 @@ class LaneConnection:
     """A Unix socket to a same-host peer's lane; :meth:`send` writes from the calling
     thread, and queues for the flusher what the socket does not take at once."""
 
-    __slots__ = ("sock", "fd", "lock", "queue", "transport", "address", "identity", "fallback")
+    __slots__ = (
+        "sock",
+        "fd",
+        "lock",
+        "queue",
+        "transport",
+        "address",
+        "identity",
+        "fallback",
+        "export",
+    )
 
     def __init__(self, transport: LaneTransport, sock: socket.socket, address: str, identity: str):
         self.sock = sock
@@ -415,6 +445,9 @@ class LaneConnection:
         #: Set once the peer is gone: later messages go over ZeroMQ, which delivers them
         #: to a process that binds the address again, as ZeroMQ alone would.
         self.fallback = None
+        #: ``export(frames) -> frames``: moves large buffers into shared memory
+        #: (zactor.transport.shared_memory; set by Transports, None: off).
+        self.export = None
 
     def send(self, frames: list) -> None:
         """Send one message (a list of frames); never blocks."""
@@ -423,6 +456,8 @@ class LaneConnection:
             total = len(frame) + _FIRST.size
             parts = [_ONE_FRAME + _LENGTH.pack(len(frame)), frame]
         else:
+            if self.export is not None:
+                frames = self.export(frames)
             header, size = pack_header(frames)
             total = len(header) + size
             parts = [header, *frames]
