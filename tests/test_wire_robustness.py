@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(60)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREAMBLE = struct.Struct("<2sBBI")
 RECORD = struct.Struct("<BBHIQQII")
-VERSION = 6  # the wire protocol version (zactor.wire.protocol)
+VERSION = 7  # the wire protocol version (zactor.wire.protocol)
 NO_ARGS = serialization.dumps_call((), {})[0]
 
 
@@ -181,8 +181,9 @@ def test_a_hand_built_call_gets_a_result(echo_on_worker, peer):
     peer.send(frame0([(wire.CALL, method, 4242, h._actor_id, NO_ARGS, 0)]))
     ((kind, call_id, actor_id, value),) = parse_reply(peer.receive())
     assert (kind, call_id, actor_id, value) == (wire.RESULT, 4242, h._actor_id, 2)
-    # A numpy argument as an out-of-band frame; the reply's array comes back the same way.
-    a = np.arange(64 * 1024, dtype=np.float32)
+    # A numpy argument as an out-of-band frame; the reply's array comes back the same way
+    # (below shared_memory.MIN_BYTES: a larger one would come in a slot of shared memory).
+    a = np.arange(8 * 1024, dtype=np.float32)
     payload, buffers = serialization.dumps_call((a,), {})
     assert len(buffers) == 1
     method = h._methods.index("double")

@@ -27,7 +27,15 @@ from zactor.control import cluster, spawn
 from zactor.endpoint import runtime as _runtime_mod
 from zactor.endpoint.runtime import Runtime, anonymous_namespace
 from zactor.errors import ActorExit, ClusterError
-from zactor.transport import ClusterKeys, ipc_address, make_session_dir, socket_file
+from zactor.transport import (
+    ClusterKeys,
+    ipc_address,
+    make_session_dir,
+    same_host_lane_enabled,
+    shared_memory,
+    socket_file,
+)
+from zactor.transport.lane import lane_path
 from zactor.wire import limits
 
 #: How long ``init()`` waits for the embedded cluster's workers (seconds).
@@ -203,6 +211,15 @@ def _start_embedded(num_workers: int, resources: dict | None, metrics_port: int 
         watch_parent=True,
         metrics_port=metrics_port,
     )
+    # A peer's connection keeps the road it took first (zactor.transport.lane): wait for
+    # the head's lane, or this driver's calls to it would go over ZeroMQ for good.
+    lane = lane_path(head_address) if same_host_lane_enabled() else None
+    if lane is not None:
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        while not os.path.exists(lane) and head_process.poll() is None:
+            if time.monotonic() > deadline:
+                break  # the head is slow: ZeroMQ gets there too, and _wait_for_workers says
+            time.sleep(0.005)
     runtime = Runtime(
         ipc_address(session_dir, f"driver-{os.getpid()}.sock"),
         role="driver",
@@ -302,6 +319,8 @@ def shutdown() -> None:
                 head_process.wait()
         _runtime_mod.set_current(None)
         runtime.close()
+        if not joined:  # the cluster was ours: even a killed head leaves no segment behind
+            shared_memory.sweep(runtime.head_address)
         if session_dir is not None:
             shutil.rmtree(session_dir, ignore_errors=True)
 

@@ -48,10 +48,12 @@ from zactor.processes import child_pids, process_alive, process_start_time
 from zactor.transport import (
     ClusterKeys,
     handshake_failure,
+    inbox_files,
     ipc_address,
     is_loopback,
     make_session_dir,
     parse_address,
+    shared_memory,
     socket_file,
     tcp_address,
 )
@@ -229,6 +231,8 @@ def _remove_stale(record: dict) -> None:
     # listen in its session directory, which the restarted head takes over.
     if not record.get("store"):
         _remove_session_dir(session_dir)
+        if isinstance(record.get("address"), str):  # its processes are gone with it
+            shared_memory.sweep(record["address"])
     remove_cluster_file(cluster_file_path(), record.get("pid"))
 
 
@@ -258,14 +262,15 @@ def _signal_all(pids: list[int], sig: int) -> None:
 
 
 def remove_dead_inbox(address: str) -> None:
-    """Remove the socket file of a process that died without closing its inbox, and its
+    """Remove the socket files of a process that died without closing its inbox, and their
     directory if that is a ``zactor-*`` one left empty (a killed driver cannot do it)."""
-    path = socket_file(address)
-    if path is None:
+    files = inbox_files(address)
+    if not files:
         return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    directory = os.path.dirname(path)
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    directory = os.path.dirname(files[0])
     if os.path.basename(directory).startswith("zactor-"):
         with contextlib.suppress(OSError):  # not empty, or gone: not ours to remove
             os.rmdir(directory)
@@ -873,6 +878,8 @@ def _stop_headless() -> dict | None:
         _signal_all(left, signal.SIGKILL)
         _wait_gone(left, 5.0)
         _remove_session_dir(snapshot.meta.get("session_dir"))
+        if isinstance(snapshot.meta.get("address"), str):
+            shared_memory.sweep(snapshot.meta["address"])
         remove_store(store_path)
         if record is not None:
             remove_cluster_file(cluster_file_path(), record.get("pid"))

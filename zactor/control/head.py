@@ -111,6 +111,10 @@ class Head:
         self.drivers: dict[str, dict] = {}  # by inbox address; the supervisor's thread reads it
         #: actor id -> (blob, creation spec) of actors that may restart.
         self.creations: dict[int, tuple] = {}
+        #: actor id -> (cause, incarnation) of a restartable actor that failed before its
+        #: creation reached the head (the worker's report overtook its creator's): the
+        #: failure is settled when the creation comes (remember_creation).
+        self._failed_early: dict[int, tuple] = {}
         self._awaiting_worker: list[int] = []  # restarts waiting for a replacement worker
         #: What became of the latest replacement worker that did not start, if one did not.
         self._failed_start: str | None = None
@@ -417,6 +421,7 @@ class Head:
         self.ledger.forget(actor_id)
         self.placement.release(actor_id)
         self.creations.pop(actor_id, None)
+        self._failed_early.pop(actor_id, None)
         self._save_actor(actor_id)
 
     def _unname(self, info: dict) -> None:
@@ -518,6 +523,9 @@ class Head:
             self.creations[actor_id] = (blob, creation)
             if self._store is not None:
                 self._store.put_creation(actor_id, blob, creation)
+            early = self._failed_early.pop(actor_id, None)
+            if early is not None:
+                self.actor_failed(actor_id, *early)
 
     def worker_died(self, worker_id: str, cause: str, died_at=None) -> None:
         """The supervisor saw worker ``worker_id`` exit (``cause``: how; ``died_at``: a
@@ -652,6 +660,14 @@ class Head:
         that restarted it came first) changes nothing."""
         info = self.actors.get(actor_id)
         if info is None or info["incarnation"] != incarnation:
+            return
+        if (
+            info["max_restarts"]
+            and actor_id not in self.creations
+            and info["state"] in ("starting", "alive")
+        ):
+            # Its creator's remember_creation, sent as it created it, is still on its way.
+            self._failed_early[actor_id] = (cause, incarnation)
             return
         restarting = self._may_restart(info)  # not if it was being retired
         reason = self._death_reason(info, cause, restarting)

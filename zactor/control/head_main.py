@@ -21,7 +21,7 @@ from zactor.control.metrics import MAX_ACTOR_SERIES, ClusterMetrics
 from zactor.control.status_page import StatusServer
 from zactor.control.supervisor import Supervisor
 from zactor.endpoint.runtime import Runtime, set_current
-from zactor.transport import ClusterKeys, KeysError, TransportError
+from zactor.transport import ClusterKeys, KeysError, TransportError, shared_memory
 from zactor.transport import keys as cluster_keys
 from zactor.wire.protocol import HEAD, HEAD_TABLE
 from zactor.worker.host import ActorHost
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         supervisor.stop_watching()
         supervisor.stop_workers([worker["address"] for worker in head.workers.values()])
         runtime.close()
+        shared_memory.sweep(runtime.head_address)  # the cluster's, killed processes' too
         if store is not None:  # stopped on purpose: nothing is left to recover
             store.close()
             remove_store(args.store)

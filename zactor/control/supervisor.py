@@ -26,7 +26,7 @@ from zactor.control import cluster, spawn
 from zactor.control.head import silence
 from zactor.endpoint.recovery import clock_stamp
 from zactor.endpoint.runtime import Runtime, current
-from zactor.transport import ipc_address
+from zactor.transport import ipc_address, shared_memory
 
 if TYPE_CHECKING:
     from zactor.control.head import Head
@@ -135,6 +135,8 @@ class Supervisor:
         #: a standing cluster's, see ``zactor start --head --recover``), or exit at once (0).
         self.head_grace = 0.0
         self._watch_stop = threading.Event()
+        #: ``(when, pid)``: dead processes whose shared-memory names are swept then.
+        self._dead_senders: list[tuple[float, int]] = []
         self._watch: threading.Thread | None = None
 
     def start_workers(self, count: int, resources: dict | None = None) -> None:
@@ -232,10 +234,7 @@ class Supervisor:
     def _start_worker(self) -> str:
         worker_id = f"{self.worker_prefix}worker-{self._next_worker}"
         self._next_worker += 1
-        if self.worker_host is None:
-            address = ipc_address(self.session_dir, f"{worker_id}.sock")
-        else:
-            address = f"tcp://{self.worker_host}:0"
+        address = self._worker_address(worker_id)
         self.processes[worker_id] = spawn.start_worker(
             self.head_address,
             address,
@@ -245,6 +244,12 @@ class Supervisor:
             head_grace=self.head_grace,
         )
         return worker_id
+
+    def _worker_address(self, worker_id: str) -> str:
+        """The address worker ``worker_id`` binds (port 0: a tcp worker picks its port)."""
+        if self.worker_host is None:
+            return ipc_address(self.session_dir, f"{worker_id}.sock")
+        return f"tcp://{self.worker_host}:0"
 
     def stop_workers(self, addresses: list[str]) -> None:
         """Ask the workers at ``addresses`` to stop, then kill the processes of this
@@ -296,6 +301,7 @@ class Supervisor:
         exits: set[str] = set()
         looks = 0
         while not self._watch_stop.wait(WORKER_CHECK_S):
+            self._sweep_dead_senders(time.monotonic())
             if head is not None:  # a node agent's never hears which replacement registered
                 self._give_up_on_late_starts(time.monotonic())
             processes = dict(self.processes)  # one C-level copy: safe beside the head's thread
@@ -305,6 +311,7 @@ class Supervisor:
                 if cause is None:
                     continue
                 exits.add(worker_id)
+                self._swept_on_death(self._worker_address(worker_id), processes[worker_id].pid)
                 died_at = self.died_at(worker_id)
                 try:
                     to_head.worker_died.tell(worker_id, cause, died_at)
@@ -334,11 +341,26 @@ class Supervisor:
                     if not silent:  # a silent one may prove alive: asked again until gone
                         reported.add(address)
                     cluster.remove_dead_inbox(address)
+                    if info["local"]:
+                        self._swept_on_death(address, info["pid"])
                     try:
                         to_head.driver_exited.tell(address, silent)
                         runtime.flush()
                     except Exception:  # the head is closing: nobody left to tell
                         return
+
+    def _swept_on_death(self, address: str, pid: int) -> None:
+        """Process ``pid`` at ``address`` died: unlink the shared-memory names sent to it
+        now, and the ones it made after :data:`~shared_memory.DEAD_SENDER_GRACE_S`."""
+        shared_memory.sweep(self.head_address, address)
+        due = time.monotonic() + shared_memory.DEAD_SENDER_GRACE_S
+        self._dead_senders.append((due, pid))
+
+    def _sweep_dead_senders(self, now: float) -> None:
+        """Sweep the names of the dead processes whose grace ended by ``now``."""
+        while self._dead_senders and self._dead_senders[0][0] <= now:
+            _, pid = self._dead_senders.pop(0)
+            shared_memory.sweep(self.head_address, pid=pid)
 
     def _report_silent_nodes(self, head: Head, to_head, runtime: Runtime) -> None:
         """Tell the head about each live node silent for longer than its timeout

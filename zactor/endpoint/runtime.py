@@ -33,7 +33,7 @@ from typing import Callable
 from zactor.endpoint.recovery import Notices, Recovery
 from zactor.endpoint.refs import HandleRefs
 from zactor.errors import ClusterError, FrameError
-from zactor.transport import ClusterKeys, TransportError, Transports, socket_file
+from zactor.transport import ClusterKeys, TransportError, Transports, inbox_files
 from zactor.wire import hotpath as _hotpath
 from zactor.wire import records as wire
 from zactor.wire import serialization
@@ -73,7 +73,7 @@ class Outbox:
     def __init__(self, runtime: Runtime, address: str) -> None:
         self.runtime = runtime
         self.address = address
-        self.conn = runtime.transports.for_address(address).connect(address, runtime.address)
+        self.conn = runtime.transports.connect(address, runtime.address)
         #: Every record sent carries the sender's role (zactor.wire.protocol).
         self.flags = ROLE_FLAGS.get(runtime.role, 0)
         self.lock = threading.Lock()
@@ -147,7 +147,7 @@ class Runtime:
         self.log = log
         self.transports = Transports(keys.for_role(role) if keys is not None else None)
         try:
-            inbox = self.transports.for_address(inbox_address).bind(inbox_address)
+            inbox = self.transports.bind(inbox_address, head_address, self.drop)
         except BaseException:
             self.transports.close()
             raise
@@ -219,6 +219,7 @@ class Runtime:
         with self.lock:
             self._outboxes.pop(address, None)
             self._outbox_by_identity.pop(address.encode(), None)
+        self.transports.peer_gone(address)
 
     def mark_dirty(self, box: Outbox) -> None:
         """``box`` holds a batch: remember to flush it, and wake the flusher."""
@@ -636,9 +637,8 @@ class Runtime:
         self.remove_socket_file()
 
     def remove_socket_file(self) -> None:
-        """Remove the inbox's socket file (``ipc://`` addresses only)."""
-        path = socket_file(self.address)
-        if path:
+        """Remove the inbox's socket files (``ipc://`` addresses only)."""
+        for path in inbox_files(self.address):
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -13,9 +13,12 @@ what they mean. A transport makes two things:
 Transports are chosen by the address's scheme through a registry
 (:func:`register_scheme`); ``ipc`` and ``tcp`` are served by ZeroMQ
 (:mod:`zactor.transport.zeromq`), with CURVE on tcp when the process has the
-cluster's keys (:mod:`zactor.transport.keys`). A new transport (a same-host
-lane) is a class with ``bind``, ``connect`` and ``close``, registered for its
-scheme: the endpoint above never names a socket library. Address parsing
+cluster's keys (:mod:`zactor.transport.keys`), and peers on this machine
+(``ipc``) also by the same-host lane (:mod:`zactor.transport.lane`), which
+bypasses libzmq's I/O threads; ``ZACTOR_TRANSPORT=zmq`` turns the lane off
+(:func:`same_host_lane_enabled`). A transport is a class with ``bind``,
+``connect`` and ``close``, registered for its schemes: the endpoint above
+never names a socket library. Address parsing
 lives in :mod:`zactor.transport.addresses`.
 """
 
@@ -23,18 +26,22 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from zactor.transport import shared_memory
 from zactor.transport.addresses import (
     Address,
+    inbox_files,
     ipc_address,
     is_loopback,
     is_zactor_address,
     make_session_dir,
     parse_address,
+    same_host,
     scheme_of,
     socket_file,
     tcp_address,
 )
 from zactor.transport.keys import ClusterKeys, Curve, KeysError
+from zactor.transport.lane import LaneTransport, same_host_lane_enabled
 from zactor.transport.zeromq import TransportError, ZmqTransport, handshake_failure
 
 
@@ -85,17 +92,55 @@ def register_scheme(scheme: str, factory: Callable[[Curve | None], Transport]) -
     _FACTORIES[scheme] = factory
 
 
-register_scheme("ipc", ZmqTransport)
-register_scheme("tcp", ZmqTransport)
+# One factory for both: a process has one ZeroMQ context whatever its peers, and its
+# ipc peers on this machine get the lane (zactor.transport.lane) unless told otherwise.
+register_scheme("ipc", LaneTransport)
+register_scheme("tcp", LaneTransport)
 
 
 class Transports:
     """The transports one endpoint uses: one per factory, made on first use, each given
-    the endpoint's keys (``curve``, None without)."""
+    the endpoint's keys (``curve``, None without).
+
+    :meth:`bind` and :meth:`connect` also set up the same-host steps that work on
+    frames whatever carries them: buffers through shared memory
+    (:mod:`zactor.transport.shared_memory`).
+    """
 
     def __init__(self, curve: Curve | None = None) -> None:
         self.curve = curve
         self._made: dict[Callable[[Curve | None], Transport], Transport] = {}
+        #: This endpoint's shared-memory step (None: off, or not bound yet).
+        self.shared: shared_memory.SharedMemory | None = None
+
+    def bind(
+        self, address: str, head_address: str | None, drop: Callable[[str, bytes, str], None]
+    ) -> Inbox:
+        """The endpoint's inbox at ``address``; ``drop(kind, identity, message)`` counts
+        and logs a malformed message the transport layer finds (a bad shared-memory
+        reference), ``head_address`` names the cluster (segment names carry it)."""
+        inbox = self.for_address(address).bind(address)
+        if hasattr(inbox, "on_drop"):  # a lane: connections closed for what they sent
+            inbox.on_drop = drop
+        if head_address is not None and same_host_lane_enabled() and shared_memory.available():
+            self.shared = shared_memory.SharedMemory(head_address, inbox.address, drop)
+            # An inbox that declares the hook (``shared = None``) takes shared buffers.
+            if same_host(inbox.address) and hasattr(inbox, "shared"):
+                inbox.shared = self.shared
+        return inbox
+
+    def connect(self, address: str, identity: str) -> Connection:
+        """A connection to the inbox at ``address``, sending as ``identity``."""
+        conn = self.for_address(address).connect(address, identity)
+        # A connection that declares the hook (``export = None``) sends shared buffers.
+        if self.shared is not None and same_host(address) and hasattr(conn, "export"):
+            conn.export = self.shared.exporter(address)
+        return conn
+
+    def peer_gone(self, address: str) -> None:
+        """The process at ``address`` died: free what was sent to it and never taken."""
+        if self.shared is not None:
+            self.shared.peer_gone(address)
 
     def for_address(self, address: str) -> Transport:
         """The transport serving ``address``'s scheme; ``ValueError`` for an unknown one."""
@@ -115,6 +160,8 @@ class Transports:
         made, self._made = self._made, {}
         for transport in made.values():
             transport.close()
+        if self.shared is not None:  # after the sockets' linger delivered what they held
+            self.shared.close()
 
 
 __all__ = [
@@ -124,10 +171,12 @@ __all__ = [
     "Curve",
     "Inbox",
     "KeysError",
+    "LaneTransport",
     "Transport",
     "TransportError",
     "Transports",
     "ZmqTransport",
+    "inbox_files",
     "ipc_address",
     "handshake_failure",
     "is_zactor_address",
@@ -135,6 +184,8 @@ __all__ = [
     "make_session_dir",
     "parse_address",
     "register_scheme",
+    "same_host",
+    "same_host_lane_enabled",
     "scheme_of",
     "socket_file",
     "tcp_address",

@@ -58,6 +58,11 @@ def scheme_of(address: str) -> str:
     return address.partition("://")[0]
 
 
+def same_host(address: str) -> bool:
+    """True if ``address`` is certainly on this machine: a socket file (``ipc://``)."""
+    return address.startswith("ipc://")
+
+
 def is_zactor_address(address: str) -> bool:
     """True if ``address`` is well formed (a peer's routing id must be one)."""
     try:
@@ -97,3 +102,14 @@ def make_session_dir() -> str:
 def socket_file(address: str) -> str | None:
     """The filesystem path behind an ``ipc://`` address, else ``None``."""
     return address[len("ipc://") :] if address.startswith("ipc://") else None
+
+
+#: What a same-host lane's socket file adds to its inbox's (zactor.transport.lane).
+LANE_SUFFIX = ".lane"
+
+
+def inbox_files(address: str) -> list[str]:
+    """The files an inbox at ``address`` makes: its socket file and its lane's
+    (``ipc://`` only; none for ``tcp://``). A process that dies leaves them behind."""
+    path = socket_file(address)
+    return [] if path is None else [path, path + LANE_SUFFIX]

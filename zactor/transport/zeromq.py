@@ -35,7 +35,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zactor.transport.addresses import is_loopback, parse_address
 from zactor.transport.keys import ZAP_DOMAIN, Curve, insecure_bind_error
-from zactor.wire import limits
+from zactor.wire import hotpath, limits
 
 log = logging.getLogger("zactor")
 
@@ -52,16 +52,23 @@ MAX_SOCKETS = 16384
 TransportError = zmq.ZMQError
 
 
+_preamble_flags = hotpath.preamble_flags
+_SHARED = hotpath.SHARED_BUFFERS
+
+
 class ZmqInbox:
     """A bound ROUTER: :meth:`receive` returns one message at a time."""
 
-    __slots__ = ("sock", "address", "_timeout")
+    __slots__ = ("sock", "address", "_timeout", "shared")
 
     def __init__(self, sock: zmq.Socket) -> None:
         self.sock = sock
         #: The address peers use to reach it (the real port when bound to port 0).
         self.address: str = sock.last_endpoint.decode()
         self._timeout = -1
+        #: Set on a same-host inbox: takes buffers sent through shared memory
+        #: (:class:`zactor.transport.shared_memory.SharedMemory`).
+        self.shared = None
 
     def receive(self, timeout_ms: int):
         """Wait up to ``timeout_ms`` (-1: for ever) for one message.
@@ -80,7 +87,14 @@ class ZmqInbox:
         except zmq.Again:
             return None
         frame0 = sock.recv(copy=False)
-        return identity, frame0, (sock.recv_multipart(copy=False) if frame0.more else ())
+        if not frame0.more:
+            return identity, frame0, ()
+        buffers = sock.recv_multipart(copy=False)
+        if self.shared is not None and _preamble_flags(frame0) & _SHARED:
+            buffers = self.shared.take(identity, frame0, buffers)
+            if buffers is None:  # malformed, dropped and logged
+                return None
+        return identity, frame0, buffers
 
     def fileno(self) -> int:
         """A file descriptor that becomes readable when messages may be waiting
@@ -172,16 +186,21 @@ class _RoleAuthenticator(ThreadAuthenticator):
 class ZmqConnection:
     """A connected DEALER; :meth:`send` sends one message (a list of frames)."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("sock", "export")
 
     def __init__(self, sock: zmq.Socket) -> None:
         self.sock = sock
+        #: Set on a connection to a same-host peer: ``export(frames) -> frames`` moves
+        #: large buffers into shared memory (:mod:`zactor.transport.shared_memory`).
+        self.export = None
 
     def send(self, frames: list) -> None:
         """Send one message; large frames are sent without copying."""
         if len(frames) == 1:
             self.sock.send(frames[0])
         else:
+            if self.export is not None:
+                frames = self.export(frames)
             self.sock.send_multipart(frames, copy=False)
 
 

@@ -5,13 +5,19 @@ the compiled module; ``ZACTOR_PURE_PYTHON=1`` selects it (see
 ``zactor.wire.hotpath``), and the tests run both side by side.
 
 A message is a list of ZeroMQ frames. Frame 0 holds an 8-byte preamble
-(struct ``<2sBBI``: magic ``b"ZA"``, protocol version, reserved 0, record
+(struct ``<2sBBI``: magic ``b"ZA"``, protocol version, flags, record
 count), then ``count`` 32-byte records (struct ``<BBHIQQII``: kind, flags,
 reserved 0, method, call_id, actor_id, payload_len, nbuffers), then every
 record's payload back to back in record order. Frames 1.. are out-of-band
 buffers, handed to the records in order (record ``i`` owns ``nbuffers`` of
 them, starting after those of the records before it). All integers are
 little-endian.
+
+The preamble's flags byte is 0 but for :data:`SHARED_BUFFERS`: then the
+message's last frame is not a buffer but a table of shared-memory segments
+that hold some of the buffers (:mod:`zactor.transport.shared_memory`), and
+those buffers' own frames are empty. A same-host inbox puts the segments in
+their place before :func:`parse_frame` sees the message, so it ignores the byte.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ __all__ = [
     "PREAMBLE_SIZE",
     "RECORD_SIZE",
     "COPY_PAYLOAD_MAX",
+    "SHARED_BUFFERS",
+    "preamble_flags",
+    "with_preamble_flags",
     "parse_frame",
     "pack_record",
     "pack_one",
@@ -38,13 +47,15 @@ __all__ = [
 #: First two bytes of every frame 0.
 MAGIC = b"ZA"
 #: Version of the wire format spoken by this module.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 #: Size of the preamble at the start of frame 0.
 PREAMBLE_SIZE = 8
 #: Size of one record.
 RECORD_SIZE = 32
 #: ``parse_frame`` copies payloads up to this size into ``bytes`` (cheaper than a view).
 COPY_PAYLOAD_MAX = 256
+#: Preamble flag: the message's last frame is a table of shared-memory segments.
+SHARED_BUFFERS = 0x01
 
 _PREAMBLE = struct.Struct("<2sBBI")
 _RECORD = struct.Struct("<BBHIQQII")
@@ -88,6 +99,30 @@ def _ssize(value) -> int:
     if value < -_SSIZE_MAX - 1 or value > _SSIZE_MAX:
         raise OverflowError("Python int too large to convert to C ssize_t")
     return value
+
+
+# -- the preamble's flags -------------------------------------------------------------------
+
+
+def preamble_flags(frame0):
+    """The flags byte of frame 0's preamble (0 for a frame shorter than the preamble)."""
+    mv = memoryview(frame0)
+    if mv.ndim != 1 or mv.format != "B" or not mv.c_contiguous:
+        mv = mv.cast("B")
+    return mv[3] if mv.nbytes >= PREAMBLE_SIZE else 0
+
+
+def with_preamble_flags(frame0, flags):
+    """A copy of frame 0 (``bytes``) whose preamble carries ``flags`` (0..255)."""
+    flags = _field(flags, _U8_MAX, "flags")
+    data = bytearray(frame0)
+    if len(data) < PREAMBLE_SIZE:
+        raise ValueError(
+            f"frame of {len(data)} bytes has no {PREAMBLE_SIZE}-byte preamble to set flags in; "
+            "pass frame 0 as pack_one() or BatchWriter.take() built it"
+        )
+    data[3] = flags
+    return bytes(data)
 
 
 # -- parsing --------------------------------------------------------------------------------

@@ -5,12 +5,18 @@
 same behaviour, same bytes on the wire, same exceptions.
 
 A message is a list of ZeroMQ frames. Frame 0 holds an 8-byte preamble
-(struct ``<2sBBI``: magic ``b"ZA"``, protocol version, reserved 0, record
+(struct ``<2sBBI``: magic ``b"ZA"``, protocol version, flags, record
 count), then ``count`` 32-byte records (struct ``<BBHIQQII``: kind, flags,
 reserved 0, method, call_id, actor_id, payload_len, nbuffers), then every
 record's payload back to back in record order. Frames 1.. are out-of-band
 buffers, handed to the records in order (record ``i`` owns ``nbuffers`` of
 them, starting after those of the records before it).
+
+The preamble's flags byte is 0 but for :data:`SHARED_BUFFERS`: then the
+message's last frame is not a buffer but a table of shared-memory segments
+that hold some of the buffers (:mod:`zactor.transport.shared_memory`), and
+those buffers' own frames are empty. A same-host inbox puts the segments in
+their place before :func:`parse_frame` sees the message, so it ignores the byte.
 
 All integers are little-endian. They are read and written byte by byte with
 shifts, which is portable to any host byte order; C compilers turn these
@@ -46,6 +52,9 @@ __all__ = [
     "PREAMBLE_SIZE",
     "RECORD_SIZE",
     "COPY_PAYLOAD_MAX",
+    "SHARED_BUFFERS",
+    "preamble_flags",
+    "with_preamble_flags",
     "parse_frame",
     "pack_record",
     "pack_one",
@@ -56,18 +65,20 @@ __all__ = [
 #: First two bytes of every frame 0.
 MAGIC = b"ZA"
 #: Version of the wire format spoken by this module.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 #: Size of the preamble at the start of frame 0.
 PREAMBLE_SIZE = 8
 #: Size of one record.
 RECORD_SIZE = 32
 #: ``parse_frame`` copies payloads up to this size into ``bytes`` (cheaper than a view).
 COPY_PAYLOAD_MAX = 256
+#: Preamble flag: the message's last frame is a table of shared-memory segments.
+SHARED_BUFFERS = 0x01
 
 cdef enum:
     _PREAMBLE = 8
     _RECORD = 32
-    _VERSION = 6
+    _VERSION = 7
     _COPY_PAYLOAD_MAX = 256
     # Capacities above these are given back to the allocator by take().
     _KEEP_RECORDS = 64 * 1024

@@ -44,6 +44,42 @@ cdef inline void _write_record(unsigned char* p, uint8_t kind, uint8_t flags, ui
     _st32(p + 28, nbuffers)
 
 
+# -- the preamble's flags ------------------------------------------------------------------
+
+cdef object _byte_view(object frame0):
+    """A one-dimensional view of unsigned bytes over ``frame0``."""
+    cdef object mv = PyMemoryView_FromObject(frame0)
+    cdef Py_buffer* view = PyMemoryView_GET_BUFFER(mv)
+    if (view.ndim != 1 or view.format == NULL or view.format[0] != b'B' or view.format[1] != 0
+            or not PyBuffer_IsContiguous(view, b'C')):
+        mv = mv.cast("B")
+    return mv
+
+
+def preamble_flags(frame0):
+    """The flags byte of frame 0's preamble (0 for a frame shorter than the preamble)."""
+    cdef object mv = _byte_view(frame0)
+    cdef Py_buffer* view = PyMemoryView_GET_BUFFER(mv)
+    if view.len < _PREAMBLE:
+        return 0
+    return (<const unsigned char*>view.buf)[3]
+
+
+def with_preamble_flags(frame0, flags):
+    """A copy of frame 0 (``bytes``) whose preamble carries ``flags`` (0..255)."""
+    cdef uint8_t f = <uint8_t>_field(flags, _U8_MAX, "flags")
+    cdef object mv = _byte_view(frame0)
+    cdef Py_buffer* view = PyMemoryView_GET_BUFFER(mv)
+    if view.len < _PREAMBLE:
+        raise ValueError(
+            f"frame of {view.len} bytes has no {_PREAMBLE}-byte preamble to set flags in; "
+            "pass frame 0 as pack_one() or BatchWriter.take() built it"
+        )
+    cdef bytes out = PyBytes_FromStringAndSize(<const char*>view.buf, view.len)
+    (<unsigned char*>PyBytes_AS_STRING(out))[3] = f
+    return out
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 cdef enum _Status:

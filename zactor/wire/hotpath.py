@@ -33,6 +33,9 @@ PendingTable = impl.PendingTable
 RECORD_SIZE = impl.RECORD_SIZE
 PREAMBLE_SIZE = impl.PREAMBLE_SIZE
 PROTOCOL_VERSION = impl.PROTOCOL_VERSION
+SHARED_BUFFERS = impl.SHARED_BUFFERS
+preamble_flags = impl.preamble_flags
+with_preamble_flags = impl.with_preamble_flags
 
 # Key hashing for pools (HashPool): same answers from both implementations.
 hash_key = impl.hash_key

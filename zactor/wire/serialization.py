@@ -23,7 +23,9 @@
 
 An array sent out of band is read by ZeroMQ's I/O thread after ``remote()``
 returns: do not modify it in place until that call's future is done (send
-``arr.copy()`` if you must reuse the buffer at once).
+``arr.copy()`` if you must reuse the buffer at once). Between processes on one
+machine, large buffers go through shared memory instead of the socket
+(:mod:`zactor.transport.shared_memory`); the receiver sees the same frames.
 """
 
 from __future__ import annotations
