@@ -21,6 +21,7 @@ import cloudpickle
 from zactor.caller.future import CallGate, Future, Resend
 from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS, check_method_options
 from zactor.endpoint import runtime as _runtime_mod
+from zactor.endpoint.recovery import died_error
 from zactor.errors import ActorDiedError, remote_exception
 from zactor.wire import records as wire
 from zactor.wire import serialization
@@ -99,7 +100,7 @@ class _Target:
             if down is not None:
                 reason, restarting = down
                 if not restarting:
-                    raise ActorDiedError(reason)
+                    raise died_error(reason)
                 runtime.gate_token(self.gate)  # held tells carry it too
                 return runtime, None
         if runtime is not self.runtime:
@@ -107,6 +108,18 @@ class _Target:
             runtime.gate_token(self.gate)  # its tells' credits find it through runtime
             self.runtime = runtime
         return runtime, self.outbox
+
+    def placed(self) -> str:
+        """The actor's address: for an actor this process created without waiting for
+        the head (``zactor.caller.creation``), once the head has placed it. Raises
+        :class:`ActorDiedError` if it could not be."""
+        if self.address is None:
+            runtime = _runtime_mod.current()
+            recovery = runtime.recovery
+            runtime.wait_until(lambda: not recovery.unplaced(self.actor_id), None)
+            if self.address is None:
+                raise died_error(runtime.down[self.actor_id][0])
+        return self.address
 
     def __del__(self) -> None:
         if self.refs is not None:
@@ -179,7 +192,9 @@ class ActorHandle:
             token = runtime.refs.sent(self._actor_id)
         args = (
             self._actor_id,
-            self._target.address,  # where it lives now, if it restarted elsewhere
+            # Where it lives now (if it restarted elsewhere); once placed, if it was just
+            # created: the receiver would not know where to send its calls.
+            self._target.placed(),
             self._class_name,
             self._methods,
             self._name,
@@ -200,7 +215,7 @@ class ActorHandle:
         target = self._target
         return cls(
             self._actor_id,
-            target.address,
+            target.placed(),  # rerouted only if made before the placement: wait for it
             self._class_name,
             self._methods,
             self._name,
