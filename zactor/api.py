@@ -480,7 +480,7 @@ def get_runtime_context() -> RuntimeContext:
         node_id=runtime.node_id,
         worker_id=runtime.worker_id,
         actor_id=None if actor is None else actor.actor_id,
-        current_actor=None if actor is None else actor.handle,
+        current_actor=None if actor is None else actor.self_handle(),
         address=runtime.address,
         namespace=runtime.default_namespace(),
     )

@@ -88,7 +88,27 @@ class ActorClass:
     def _check_arguments(self, args: tuple, kwargs: dict) -> None:
         """Raise ``TypeError`` now, at ``.remote()``, for arguments the constructor
         would refuse (as Ray does), not at the actor's first call."""
-        check_bindable(self._cls, args, kwargs, self.__qualname__, "its constructor takes")
+        if args or kwargs or not self.__dict__.get("_takes_none"):
+            check_bindable(self._cls, args, kwargs, self.__qualname__, "its constructor takes")
+            if not (args or kwargs):  # no arguments are fine: creating many, check once
+                self._takes_none = True
+
+    def _spec(self, options: dict, runtime) -> dict:
+        """:func:`creation_spec` of an actor of this class with ``options`` (a copy: the
+        caller adds to it); made once while the options, the runtime and the namespace
+        stay the same, as when creating many actors in a row."""
+        namespace = runtime.default_namespace()
+        cached = self.__dict__.get("_spec_cache")
+        if cached is None or cached[0] is not options or cached[1] is not runtime:
+            cached = None
+        elif cached[2] != namespace:
+            cached = None
+        if cached is None:
+            spec = creation_spec(
+                self._cls.__qualname__, self._methods, options, runtime, self._method_options
+            )
+            cached = self._spec_cache = (options, runtime, namespace, spec)
+        return dict(cached[3])
 
     def _blob(self, args: tuple, kwargs: dict) -> bytes:
         """What the worker builds an actor from: the cloudpickle of ``(class, args,
@@ -248,17 +268,11 @@ def _make_remote(target: Any, options: dict) -> ActorClass | RemoteFunction:
 def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -> ActorHandle:
     runtime = _runtime_mod.current()
     actor_class._check_arguments(args, kwargs)
-    spec = creation_spec(
-        actor_class._cls.__qualname__,
-        actor_class._methods,
-        options,
-        runtime,
-        actor_class._method_options,
-    )
-    head = head_handle(runtime)
+    spec = actor_class._spec(options, runtime)
     blob = actor_class._blob(args, kwargs)
     if spec["name"] is None:
-        return create_unplaced(runtime, head, spec, blob, options)
+        return create_unplaced(runtime, spec, blob, options)
+    head = head_handle(runtime)
     info = place_now(head, spec)  # the name may be taken, or get_if_exists find another
     handle = handle_from_info(info)
     if info.get("existing"):

@@ -76,7 +76,8 @@ def creation_spec(
 
 
 def start_actor(head: ActorHandle, info: dict, blob: bytes, spec: dict, options: dict) -> None:
-    """Tell the worker the head chose (``info``, ``Head.place``'s answer to ``spec``) to
+    """Tell the worker the head chose (``info``, ``Head.place``'s answer to ``spec``: its
+    ``actor_id``, ``address`` and ``checkpoint_key`` are used) to
     build the actor from ``blob``, the cloudpickle of ``(class, args, kwargs)``; a
     restartable actor's creation is also left with the head, which re-creates it."""
     creation = dict(
@@ -123,9 +124,7 @@ def _gave_up(spec: dict, exc: BaseException) -> str:
     )
 
 
-def create_unplaced(
-    runtime, head: ActorHandle, spec: dict, blob: bytes, options: dict
-) -> ActorHandle:
+def create_unplaced(runtime, spec: dict, blob: bytes, options: dict) -> ActorHandle:
     """Create the unnamed actor ``spec`` describes (``blob``: its pickled class and
     arguments) without waiting for the head: its handle, at once.
 
@@ -134,7 +133,9 @@ def create_unplaced(
     were made. If the head cannot place it, they fail (and later ones too) with
     :class:`~zactor.errors.ActorDiedError` giving the head's reason.
     """
-    actor_id = lease(runtime).take()
+    ids = lease(runtime)
+    head = ids.head
+    actor_id = ids.take()
     spec["actor_id"] = actor_id
     runtime.recovery.placing(actor_id)  # before the handle: its first call is held
     handle = handle_from_info(dict(spec, address=None))
@@ -183,7 +184,8 @@ class IdLease:
 
     def __init__(self, runtime, head: ActorHandle) -> None:
         self._runtime = runtime
-        self._head = head
+        #: The head's registry, for this process's creations too.
+        self.head = head
         self._lock = threading.Lock()
         #: [next, end) ranges of unused ids, oldest first.
         self._ranges: list[list[int]] = []
@@ -210,7 +212,7 @@ class IdLease:
     def _ask_locked(self) -> Future:
         self._size = min(2 * self._size, LEASE_IDS[1]) if self._ranges else self._size
         size = self._size
-        self._asking = future = self._head.lease_actor_ids.remote(size)
+        self._asking = future = self.head.lease_actor_ids.remote(size)
         future.add_done_callback(functools.partial(self._leased, size))
         return future
 

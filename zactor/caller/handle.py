@@ -101,11 +101,9 @@ class _Target:
                 reason, restarting = down
                 if not restarting:
                     raise died_error(reason)
-                runtime.gate_token(self.gate)  # held tells carry it too
                 return runtime, None
         if runtime is not self.runtime:
             self.outbox = runtime.outbox(self.address)
-            runtime.gate_token(self.gate)  # its tells' credits find it through runtime
             self.runtime = runtime
         return runtime, self.outbox
 
@@ -124,6 +122,12 @@ class _Target:
     def __del__(self) -> None:
         if self.refs is not None:
             self.refs.release(self.actor_id)
+
+
+#: Method name -> index, by method table: handles of one class share one.
+_indexes: dict[tuple, dict] = {}
+#: Most method tables :data:`_indexes` keeps (beyond, it starts again).
+_INDEXES_KEPT = 1024
 
 
 class ActorHandle:
@@ -154,8 +158,13 @@ class ActorHandle:
         self._actor_id = actor_id
         self._address = address
         self._class_name = class_name
-        self._methods = tuple(methods)
-        self._index = {m: i for i, m in enumerate(self._methods)}
+        self._methods = methods = tuple(methods)
+        index = _indexes.get(methods)
+        if index is None:
+            if len(_indexes) >= _INDEXES_KEPT:
+                _indexes.clear()
+            index = _indexes[methods] = {m: i for i, m in enumerate(methods)}
+        self._index = index  # shared by the handles of one class: never changed
         self._name = name
         self._namespace = namespace
         #: Method name -> its options (``@zactor.method``), checked by the actor class.
@@ -422,6 +431,8 @@ class ActorMethod:
             if wait and gate.inflight >= gate.limit:  # restarting: wait, the tell is held
                 runtime.wait_until(lambda: gate.inflight < gate.limit, None)
         payload, buffers = _dumps_call(args, kwargs)
+        if gate.runtime is not runtime:  # the first tell here: credits find the gate by it
+            runtime.gate_token(gate)
         gate.inflight += 1
         if box is None:  # the actor is restarting: the tell goes out once it is back
             try:
@@ -431,7 +442,7 @@ class ActorMethod:
             except ActorDiedError:
                 gate.inflight -= 1
                 raise
-        else:  # gate.token: registered with this runtime by target.box()
+        else:
             box.put(_TELL, self._index, gate.token, target.actor_id, payload, buffers)
 
     def __call__(self, *args, **kwargs):

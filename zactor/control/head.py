@@ -312,6 +312,8 @@ class Head:
         replacement that could is starting: the caller asks again (see
         :meth:`_choose`). Nothing is reserved unless it returns.
 
+        ``spec["actor_id"]``, an id of the caller's lease (:meth:`lease_actor_ids`), names
+        the actor; the answer is then only ``{"actor_id", "address", "checkpoint_key"}``.
         ``spec["worker_id"]`` places the actor on that worker (``ClusterError`` if
         it is gone). ``spec["task_runner"]`` marks a caller's task runner
         (:mod:`zactor.caller.task`): it reserves nothing, and placement does not
@@ -380,6 +382,10 @@ class Head:
         if not detached:
             self.ledger.track(actor_id, spec.get("owner"))
         self._save_actor(actor_id, placed=True)
+        if spec.get("actor_id") is not None:
+            # A creator that leased the id made its handle already: it needs only where
+            # to send the creation (a burst of them: every field costs on both sides).
+            return {"actor_id": actor_id, "address": info["address"], "checkpoint_key": key}
         return info
 
     def lease_actor_ids(self, count: int) -> int:

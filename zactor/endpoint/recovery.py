@@ -332,8 +332,10 @@ class Recovery:
             with self._lock:
                 calls = self.held.pop(actor_id, None)
                 if not calls:  # nothing more waits: new calls may go straight out now
-                    self.down.pop(actor_id, None)
+                    # Moved first: a handle that finds the actor up (``_Target.box``
+                    # reads ``down`` unlocked) must find its address too.
                     self._reroute(actor_id, address)
+                    self.down.pop(actor_id, None)
                     break
             box = runtime.outbox(address)
             for kind, method, call_id, payload, buffers in calls:

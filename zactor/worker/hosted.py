@@ -7,6 +7,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+from zactor.caller.handle import handle_from_info
 from zactor.errors import _Terminate, describe_exception
 from zactor.wire import serialization
 from zactor.wire.protocol import TERMINATE_METHOD, actor_method_table
@@ -64,6 +65,7 @@ class HostedActor:
         "errors",
         "tell_errors",
         "handle",
+        "handle_info",
         "kind",
         "max_concurrency",
         "runner",
@@ -117,7 +119,9 @@ class HostedActor:
         self.calls = 0
         self.errors = 0
         self.tell_errors = 0
-        self.handle = None
+        self.handle = None  # made on first use (self_handle)
+        #: The head's description of this actor, which :meth:`self_handle` is made from.
+        self.handle_info: dict | None = None
         self.kind = "sync"
         self.max_concurrency = 1
         # A ThreadedRunner or AsyncRunner; None for a sync actor. An actor with a runner
@@ -140,6 +144,13 @@ class HostedActor:
         self.slow = False
         #: (identity, call_id) of the ``__zactor_terminate__`` calls answered when it ends.
         self.farewells: list = []
+
+    def self_handle(self):
+        """A handle to this actor that does not keep it alive (``current_actor`` of
+        ``zactor.get_runtime_context()``), made on first use: most actors never ask."""
+        if self.handle is None and self.handle_info is not None:
+            self.handle = handle_from_info(self.handle_info, counted=False)
+        return self.handle
 
     def bind(self, instance: Any, names: tuple) -> None:
         """Bind the class's methods to ``instance``, looked up on the class.

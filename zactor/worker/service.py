@@ -14,7 +14,6 @@ import threading
 import cloudpickle
 
 from zactor.caller.actor_class import ActorClass
-from zactor.caller.handle import handle_from_info
 from zactor.wire import records as wire
 from zactor.worker.checkpointer import Checkpointer
 from zactor.worker.host import ActorHost
@@ -83,7 +82,7 @@ class WorkerService:
         # does so in its creator's job namespace too.
         actor.job_namespace = spec.get("job_namespace")
         info = dict(spec, actor_id=actor_id, address=host.runtime.address)
-        actor.handle = handle_from_info(info, counted=False)  # must not keep itself alive
+        actor.handle_info = info  # its handle to itself must not keep it alive: uncounted
         try:
             actor.durable = Checkpointer.from_spec(actor_id, spec)
             if actor.durable is not None:
