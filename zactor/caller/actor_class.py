@@ -94,9 +94,9 @@ class ActorClass:
                 self._takes_none = True
 
     def _spec(self, options: dict, runtime) -> dict:
-        """:func:`creation_spec` of an actor of this class with ``options`` (a copy: the
-        caller adds to it); made once while the options, the runtime and the namespace
-        stay the same, as when creating many actors in a row."""
+        """:func:`creation_spec` of an actor of this class with ``options``, made once
+        while the options, the runtime and the namespace stay the same, as when
+        creating many actors in a row: shared, so never changed."""
         namespace = runtime.default_namespace()
         cached = self.__dict__.get("_spec_cache")
         if cached is None or cached[0] is not options or cached[1] is not runtime:
@@ -108,7 +108,7 @@ class ActorClass:
                 self._cls.__qualname__, self._methods, options, runtime, self._method_options
             )
             cached = self._spec_cache = (options, runtime, namespace, spec)
-        return dict(cached[3])
+        return cached[3]
 
     def _blob(self, args: tuple, kwargs: dict) -> bytes:
         """What the worker builds an actor from: the cloudpickle of ``(class, args,

@@ -111,12 +111,17 @@ class _Target:
         """The actor's address: for an actor this process created without waiting for
         the head (``zactor.caller.creation``), once the head has placed it. Raises
         :class:`ActorDiedError` if it could not be."""
+        runtime = _runtime_mod._current
         if self.address is None:
             runtime = _runtime_mod.current()
             recovery = runtime.recovery
             runtime.wait_until(lambda: not recovery.unplaced(self.actor_id), None)
             if self.address is None:
                 raise died_error(runtime.down[self.actor_id][0])
+        if runtime is not None:
+            # Its creation may wait in a batch: on the wire before the handle leaves, so
+            # the receiver's calls cannot reach the worker first.
+            runtime.flush()
         return self.address
 
     def __del__(self) -> None:

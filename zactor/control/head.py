@@ -388,6 +388,23 @@ class Head:
             return {"actor_id": actor_id, "address": info["address"], "checkpoint_key": key}
         return info
 
+    def place_many(self, spec: dict, actor_ids: list) -> list:
+        """:meth:`place` for actors of one ``spec``, each named by an id of the caller's
+        lease (``actor_ids``): one message for a burst of creations. For each, in order,
+        ``[address, checkpoint_key, False]`` if placed, else ``[None, why, starting]``
+        (``starting``: a replacement worker that could take it is starting, as
+        :class:`WorkerStartingError` says: ask again)."""
+        answers = []
+        for actor_id in actor_ids:
+            try:
+                info = self.place(dict(spec, actor_id=actor_id))
+            except Exception as exc:  # that one is refused; the others go on
+                why = str(exc.args[0]) if exc.args else repr(exc)
+                answers.append([None, why, isinstance(exc, WorkerStartingError)])
+            else:
+                answers.append([info["address"], info["checkpoint_key"], False])
+        return answers
+
     def lease_actor_ids(self, count: int) -> int:
         """Reserve ``count`` actor ids for the caller and return the first: it names the
         actors it creates with them at once, and sends ``place`` each id in its spec

@@ -95,6 +95,7 @@ HEAD_TABLE = SystemTable(
         "node_lost": _HEAD_ONLY,
         "node_stopping": {NODE},
         "place": _CALLERS,
+        "place_many": _CALLERS,
         "recover": _HEAD_ONLY,  # called in the head process, before it serves
         "refs": _ANY,
         "register_driver": {DRIVER},
@@ -116,6 +117,7 @@ WORKER_TABLE = SystemTable(
         "actor_died": _HEAD_ONLY,
         "actor_restarted": _HEAD_ONLY,
         "create": _ANY,
+        "create_many": _ANY,
         "kill": _HEAD_ONLY,
         "ping": _ANY,
         "recreate": _HEAD_ONLY,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -44,6 +45,11 @@ class AnnouncedDeath(str):
         self = super().__new__(cls, reason)
         self.incarnation = incarnation
         return self
+
+
+#: A class's methods as :meth:`HostedActor.bind` looks them up (on the class, so the
+#: same for every instance), by class: ``(names, attributes)``.
+_class_methods: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class HostedActor:
@@ -160,11 +166,14 @@ class HostedActor:
         ``balance()`` method) does not hide the method.
         """
         cls = type(instance)
+        found = _class_methods.get(cls)
+        if found is None or found[0] != names:
+            static = [
+                None if n == TERMINATE_METHOD else inspect.getattr_static(cls, n) for n in names
+            ]
+            found = _class_methods[cls] = (names, static)
         self.methods = [
-            _terminate
-            if n == TERMINATE_METHOD
-            else inspect.getattr_static(cls, n).__get__(instance, cls)
-            for n in names
+            _terminate if attr is None else attr.__get__(instance, cls) for attr in found[1]
         ]
         self.method_names = names
         self.instance = instance

@@ -51,6 +51,12 @@ class WorkerService:
             )
         self.recreate(actor_id, blob, spec)
 
+    def create_many(self, blob: bytes, spec: dict, placed: list) -> None:
+        """:meth:`create` for actors of one ``spec`` and ``blob`` (a burst of creations
+        by one caller, in one message): ``placed`` is their ``[actor_id, checkpoint_key]``."""
+        for actor_id, key in placed:
+            self.create(actor_id, blob, dict(spec, checkpoint_key=key))
+
     def recreate(self, actor_id: int, blob: bytes, spec: dict) -> None:
         """Construct an actor from ``blob`` = cloudpickle of ``(cls, args, kwargs)``;
         the head calls it directly to restart an actor (``incarnation`` > 0).
