@@ -59,7 +59,7 @@ def frame_bytes(records, nbuffer_frames=None):
 
     ``records`` are ``(kind, flags, method, call_id, actor_id, payload, nbuffers)``.
     """
-    head = PREAMBLE.pack(b"ZA", 6, 0, len(records))
+    head = PREAMBLE.pack(b"ZA", 7, 0, len(records))
     recs = b"".join(RECORD.pack(k, f, 0, m, c, a, len(p), nb) for (k, f, m, c, a, p, nb) in records)
     return head + recs + b"".join(r[5] for r in records)
 
@@ -155,7 +155,7 @@ def test_same_public_names():
 
 def test_constants(impl):
     assert impl.MAGIC == b"ZA"
-    assert impl.PROTOCOL_VERSION == 6
+    assert impl.PROTOCOL_VERSION == 7
     assert impl.PREAMBLE_SIZE == 8 == PREAMBLE.size
     assert impl.RECORD_SIZE == 32 == RECORD.size
 
@@ -436,19 +436,19 @@ def test_error_magic(impl):
 
 def test_error_version(impl):
     data = bytearray(frame_bytes([(1, 0, 0, 1, 0, b"x", 0)]))
-    data[2] = 7
+    data[2] = 8
     with pytest.raises(FrameError) as e:
         impl.parse_frame(data, 0)
     assert e.value.kind == "version"
-    assert "version 7" in str(e.value) and "version 6" in str(e.value)
+    assert "version 8" in str(e.value) and "version 7" in str(e.value)
 
 
 def test_error_empty(impl):
     with pytest.raises(FrameError) as e:
-        impl.parse_frame(PREAMBLE.pack(b"ZA", 6, 0, 0), 0)
+        impl.parse_frame(PREAMBLE.pack(b"ZA", 7, 0, 0), 0)
     assert e.value.kind == "empty"
     with pytest.raises(FrameError) as e:  # leftover bytes do not change the verdict
-        impl.parse_frame(PREAMBLE.pack(b"ZA", 6, 0, 0) + b"rest", 0)
+        impl.parse_frame(PREAMBLE.pack(b"ZA", 7, 0, 0) + b"rest", 0)
     assert e.value.kind == "empty"
 
 
@@ -458,7 +458,7 @@ def test_error_truncated(impl):
         "records cut": good[:30],
         "payload cut": good[:-1],
         "leftover": good + b"!",
-        "huge count": PREAMBLE.pack(b"ZA", 6, 0, 2**32 - 1) + good[8:],
+        "huge count": PREAMBLE.pack(b"ZA", 7, 0, 2**32 - 1) + good[8:],
         "huge payload_len": good[:32] + struct.pack("<I", 2**32 - 1) + good[36:],
     }
     for name, data in cases.items():

@@ -161,7 +161,6 @@ class ActorHandle:
         method_options: dict | None = None,
     ) -> None:
         self._actor_id = actor_id
-        self._address = address
         self._class_name = class_name
         self._methods = methods = tuple(methods)
         index = _indexes.get(methods)
@@ -184,6 +183,12 @@ class ActorHandle:
             bool(max_restarts),
         )
         self._gate = self._target.gate
+
+    @property
+    def _address(self) -> str:
+        """The address of the actor's process: where it was placed, once the head has
+        placed it (an actor this process created a moment ago may not be yet)."""
+        return self._target.placed()
 
     def __getattr__(self, name: str) -> ActorMethod:
         index = self.__dict__.get("_index")
