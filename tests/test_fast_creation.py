@@ -185,3 +185,13 @@ def test_the_head_leases_ids_it_never_gives_out_again():
         head.lease_actor_ids(0)
     with pytest.raises(ValueError, match="count from 1"):
         head.lease_actor_ids(MAX_ID_LEASE + 1)
+
+
+def test_a_burst_of_creations_with_arguments_and_restarts_keeps_every_actor_right(cluster):
+    # Many at once: placed and created together, a few messages for the lot.
+    handles = [Log.options(max_restarts=1).remote(i) for i in range(300)]
+    assert zactor.get([h.add.remote("x") for h in handles], timeout=60) == [2] * 300
+    restarted = handles[150]
+    zactor.kill(restarted, no_restart=False)  # its creation was kept for the restart
+    assert zactor.get(restarted.log.remote(), timeout=60) == [150]
+    assert zactor.get(handles[299].log.remote(), timeout=60) == [299, "x"]
