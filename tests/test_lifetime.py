@@ -171,10 +171,15 @@ def test_bad_placement_options_fail_at_once_with_what_to_do(cluster):
         Counter.options(resources={"GPU": -1})
 
 
-def test_a_resource_no_node_offers_fails_at_creation(cluster):
+def test_a_resource_no_node_offers_fails_at_the_first_call(cluster):
+    # Created without waiting for the head: the refusal comes with the first call's result.
+    handle = Counter.options(resources={"UNICORN": 1}).remote()
     with pytest.raises(zactor.ClusterError, match="UNICORN") as info:
-        Counter.options(resources={"UNICORN": 1}).remote()
+        handle.value.remote().result(timeout=30)
     assert "start the cluster with it" in str(info.value)
+    assert isinstance(info.value, zactor.ActorCreationError)
+    with pytest.raises(zactor.ActorDiedError, match="UNICORN"):  # and every later call
+        handle.value.remote().result(timeout=30)
 
 
 # -- the two halves of the count, without a cluster ---------------------------------------

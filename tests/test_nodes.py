@@ -149,12 +149,13 @@ def test_calls_and_handles_cross_nodes_and_placement_follows_resources(machines)
         gpu = Where.options(resources={{"GPU": 1}}).remote()
         here = Where.options(resources={{"node:node-0": 1}}).remote()
         there = Counter.options(resources={{"node:n1": 1}}).remote(10)
+        # Refused placements fail the actors' first calls (creation does not wait).
         try:
-            Where.options(resources={{"GPU": 1}}).remote()
+            zactor.get(Where.options(resources={{"GPU": 1}}).remote().node.remote())
         except zactor.ClusterError as exc:
             full = str(exc)
         try:
-            Where.options(resources={{"node:n9": 1}}).remote()
+            zactor.get(Where.options(resources={{"node:n9": 1}}).remote().node.remote())
         except zactor.ClusterError as exc:
             missing = str(exc)
         report(
@@ -316,7 +317,8 @@ def test_a_driver_whose_head_died_is_told_so_and_its_actor_calls_go_on(machines,
             time.sleep(0.01)
         after = zactor.get(counter.increment.remote(), timeout=30)  # never touches the head
         try:
-            Counter.remote()  # needs the head: waits a while for it, then says why
+            # Its placement needs the head: the first call waits a while, then says why.
+            zactor.get(Counter.remote().increment.remote())
         except zactor.ClusterError as exc:
             error = str(exc)
         report(after=after, error=error)

@@ -38,8 +38,9 @@ DIGESTS = {
     # + the node role: Head.register_node/node_heartbeat/node_stopping/node_lost,
     # driver_heartbeat, NODE_TABLE; Head.recover and rejoin_deadline, WorkerService.rejoin
     6: "aca79d41d84e608e7ceae79b2157f86f8fafe9f92a16c6a807d681d37a1fb1d3",
-    # + the preamble's SHARED_BUFFERS flag (same-host buffers in shared memory)
-    7: "aca79d41d84e608e7ceae79b2157f86f8fafe9f92a16c6a807d681d37a1fb1d3",
+    # + the preamble's SHARED_BUFFERS flag (same-host buffers in shared memory), and
+    # Head.lease_actor_ids and place_many, WorkerService.create_many
+    7: "fa0435828aeb2a8943fdea14601c897e5654a67c8d5110219d6cfdd5cd1611a3",
 }
 
 

@@ -141,37 +141,26 @@ def test_creations_and_restarts_wait_while_the_replacement_starts(tmp_path):
         # Its last handle goes while its restart waits: once restarted, it retires.
         dropped_id, dropped = dropped._actor_id, None
         poll(lambda: state_of_id(dropped_id) == "retire-when-started", timeout=60)
-        made = {{}}
-
-        def create():
-            try:
-                made["handle"] = Ok.remote()
-            except Exception as e:
-                made["error"] = repr(e)
-
-        creating = threading.Thread(target=create)
-        creating.start()
-        creating.join(1.0)
-        waiting = creating.is_alive()   # the replacement is held: it can neither succeed nor fail
-        try:
-            Ok.options(resources={{"TPU": 1}}).remote()
-            refused = None
-        except zactor.ClusterError as e:   # no replacement could take it: fails at once
-            refused = str(e)
+        made = Ok.remote()   # at once: its placement waits for the replacement, not the caller
+        first = made.ping.remote()
+        ready, _ = zactor.wait([first], timeout=1.0)
+        waiting = not ready   # the replacement is held: it can neither succeed nor fail
+        # No replacement could take it: its first call fails, without waiting for one.
+        refused = outcome(Ok.options(resources={{"TPU": 1}}).remote().ping.remote())
         call = again.ping.remote()   # held until the restart, itself waiting for the worker
         restarting = state_of(again)
         open({gate!r}, "w").close()
-        creating.join(60)
         poll(lambda: state_of_id(dropped_id) is None, timeout=60)  # restarted, then ended
-        report(waiting=waiting, error=made.get("error"), refused=refused,
+        report(waiting=waiting, refused=refused,
                restarting=restarting, call=outcome(call),
-               ping=zactor.get(made["handle"].ping.remote(), timeout=60),
+               ping=zactor.get(first, timeout=60),
                state=state_of(again))
         """,
     )
-    assert out["waiting"] and out["error"] is None
+    assert out["waiting"]
     assert out["ping"] == "ok"
-    assert out["refused"] and "no node of this cluster offers that much TPU" in out["refused"]
+    kind, refused = out["refused"]
+    assert kind == "died" and "no node of this cluster offers that much TPU" in refused
     assert out["restarting"] == "restarting"
     assert out["call"] == ["ok", "ok"] and out["state"] == "alive"
 
@@ -184,8 +173,9 @@ def test_a_replacement_that_cannot_start_fails_the_creations_and_restarts_waitin
         zactor.get(again.ping.remote(), timeout=60)
         replacements({FAIL!r})
         kill_only_worker()
+        created = Ok.remote()   # at once; its placement gives up when the replacement does
         try:
-            Ok.remote()
+            zactor.get(created.ping.remote(), timeout=120)
             error = still_waiting = None
         except zactor.ClusterError as e:
             error, still_waiting = e.args[0], isinstance(e, WorkerStartingError)
@@ -226,4 +216,4 @@ def test_the_supervisor_kills_a_replacement_that_does_not_register_in_time(tmp_p
 def test_a_creation_outwaits_the_heads_limit_on_a_replacement():
     # The head's error, which names the replacement worker, must come before the
     # creating process's own, which cannot.
-    assert zactor.caller.actor_class.PLACE_WAIT_S > supervisor.WORKER_START_TIMEOUT_S + 5
+    assert zactor.caller.creation.PLACE_WAIT_S > supervisor.WORKER_START_TIMEOUT_S + 5

@@ -43,6 +43,7 @@ from zactor.caller.handle import ActorHandle, ActorMethod
 from zactor.caller.task import RemoteFunction
 from zactor.checkpoint import FileStore, SQLiteStore, open_store
 from zactor.errors import (
+    ActorCreationError,
     ActorDiedError,
     ActorError,
     CheckpointError,
@@ -61,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "IMPLEMENTATION",
     "ActorClass",
+    "ActorCreationError",
     "ActorDiedError",
     "ActorError",
     "ActorHandle",

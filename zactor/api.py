@@ -26,7 +26,7 @@ from zactor.caller.options import check_options
 from zactor.control import cluster, spawn
 from zactor.endpoint import runtime as _runtime_mod
 from zactor.endpoint.runtime import Runtime, anonymous_namespace
-from zactor.errors import ActorExit, ClusterError
+from zactor.errors import ActorDiedError, ActorExit, ClusterError
 from zactor.transport import (
     ClusterKeys,
     ipc_address,
@@ -439,6 +439,12 @@ def kill(handle: ActorHandle, *, no_restart: bool = True) -> None:
             f"returns), got {type(handle).__name__} {handle!r}"
         )
     runtime = _runtime_mod.current()
+    try:
+        # Created a moment ago without waiting for the head: its creation must be on its
+        # way to the worker before the head's kill follows it.
+        handle._target.placed()
+    except ActorDiedError:  # never created: nothing to kill
+        return
     head_handle(runtime).kill_actor.remote(handle._actor_id, no_restart).result(
         timeout=SHUTDOWN_TIMEOUT_S
     )
@@ -493,7 +499,7 @@ def get_runtime_context() -> RuntimeContext:
         node_id=runtime.node_id,
         worker_id=runtime.worker_id,
         actor_id=None if actor is None else actor.actor_id,
-        current_actor=None if actor is None else actor.handle,
+        current_actor=None if actor is None else actor.self_handle(),
         address=runtime.address,
         namespace=runtime.default_namespace(),
     )

@@ -37,6 +37,19 @@ class ActorDiedError(ZactorError):
     """
 
 
+class ClusterError(ZactorError):
+    """The cluster could not be started, reached, or asked to do something."""
+
+
+class ActorCreationError(ActorDiedError, ClusterError):
+    """The actor could not be created: the head could not place it (no node offers
+    the resources it asks for, say). An actor is created without waiting for the
+    head, so its calls raise this, the first one included; it is a
+    :class:`ClusterError`, as the creation's own error was, and an
+    :class:`ActorDiedError`, as every call to an actor that is not there is.
+    """
+
+
 class WorkerCrashedError(ActorDiedError):
     """A task's worker died while it ran (or before it started), and ``max_retries``
     allowed no further attempt (as Ray's ``WorkerCrashedError``).
@@ -63,10 +76,6 @@ class FrameError(ValueError):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
-
-
-class ClusterError(ZactorError):
-    """The cluster could not be started, reached, or asked to do something."""
 
 
 class WorkerStartingError(ClusterError):

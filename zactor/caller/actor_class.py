@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import inspect
 import sys
-import time
 from typing import Any
 
 import cloudpickle
 
 from zactor.caller.arguments import check_bindable
 from zactor.caller.creation import (
-    CONTROL_TIMEOUT_S,
+    create_unplaced,
     creation_spec,
     import_by_name,
     lookup,
+    place_now,
     start_actor,
 )
 from zactor.caller.handle import ActorHandle, handle_from_info, head_handle
@@ -42,7 +42,6 @@ from zactor.caller.options import (
 )
 from zactor.caller.task import RemoteFunction
 from zactor.endpoint import runtime as _runtime_mod
-from zactor.errors import ClusterError, WorkerStartingError
 from zactor.wire.protocol import actor_method_table, method_names
 
 #: Where :func:`method` leaves a method's options, on the function.
@@ -89,7 +88,37 @@ class ActorClass:
     def _check_arguments(self, args: tuple, kwargs: dict) -> None:
         """Raise ``TypeError`` now, at ``.remote()``, for arguments the constructor
         would refuse (as Ray does), not at the actor's first call."""
-        check_bindable(self._cls, args, kwargs, self.__qualname__, "its constructor takes")
+        if args or kwargs or not self.__dict__.get("_takes_none"):
+            check_bindable(self._cls, args, kwargs, self.__qualname__, "its constructor takes")
+            if not (args or kwargs):  # no arguments are fine: creating many, check once
+                self._takes_none = True
+
+    def _spec(self, options: dict, runtime) -> dict:
+        """:func:`creation_spec` of an actor of this class with ``options``, made once
+        while the options, the runtime and the namespace stay the same, as when
+        creating many actors in a row: shared, so never changed."""
+        namespace = runtime.default_namespace()
+        cached = self.__dict__.get("_spec_cache")
+        if cached is None or cached[0] is not options or cached[1] is not runtime:
+            cached = None
+        elif cached[2] != namespace:
+            cached = None
+        if cached is None:
+            spec = creation_spec(
+                self._cls.__qualname__, self._methods, options, runtime, self._method_options
+            )
+            cached = self._spec_cache = (options, runtime, namespace, spec)
+        return cached[3]
+
+    def _blob(self, args: tuple, kwargs: dict) -> bytes:
+        """What the worker builds an actor from: the cloudpickle of ``(class, args,
+        kwargs)``; made once for the class's actors created without arguments."""
+        if args or kwargs:
+            return cloudpickle.dumps((self, args, kwargs))
+        blob = self.__dict__.get("_bare_blob")
+        if blob is None:
+            blob = self._bare_blob = cloudpickle.dumps((self, (), {}))
+        return blob
 
     def options(self, **options: Any) -> ActorOptions:
         """Per-actor options for the next ``.remote(...)`` (see DESIGN: name, lifetime, ...)."""
@@ -113,12 +142,36 @@ class ActorClass:
         module = sys.modules.get(self.__module__)
         if self.__module__ != "__main__" and lookup(module, self.__qualname__) is self:
             return (_import_actor_class, (self.__module__, self.__qualname__))
-        return (ActorClass, (self._cls, self._options))
+        # Pickled once (cloudpickle of a class by value costs ~0.3 ms; creating many
+        # actors of it would pay that each time), so later changes to the class itself
+        # do not travel: as in Ray, which exports a class once.
+        by_value = self.__dict__.get("_by_value")
+        if by_value is None:
+            by_value = self._by_value = cloudpickle.dumps((self._cls, self._options))
+        return (_unpickle_by_value, (by_value,))
 
 
 def _import_actor_class(module: str, qualname: str) -> ActorClass:
     """Unpickle an :class:`ActorClass` shipped by reference."""
     return import_by_name(module, qualname)
+
+
+#: Actor classes unpickled by value, by their pickle: the actors of one class in a
+#: process share it, and unpickling it again costs nothing.
+_by_value_classes: dict[bytes, ActorClass] = {}
+#: Most classes :data:`_by_value_classes` keeps (beyond, it starts again).
+_BY_VALUE_KEPT = 256
+
+
+def _unpickle_by_value(by_value: bytes) -> ActorClass:
+    """Unpickle an :class:`ActorClass` shipped by value (see ``ActorClass.__reduce__``)."""
+    actor_class = _by_value_classes.get(by_value)
+    if actor_class is None:
+        if len(_by_value_classes) >= _BY_VALUE_KEPT:
+            _by_value_classes.clear()
+        cls, options = cloudpickle.loads(by_value)
+        actor_class = _by_value_classes[by_value] = ActorClass(cls, options)
+    return actor_class
 
 
 class ActorOptions:
@@ -215,49 +268,15 @@ def _make_remote(target: Any, options: dict) -> ActorClass | RemoteFunction:
 def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -> ActorHandle:
     runtime = _runtime_mod.current()
     actor_class._check_arguments(args, kwargs)
-    spec = creation_spec(
-        actor_class._cls.__qualname__,
-        actor_class._methods,
-        options,
-        runtime,
-        actor_class._method_options,
-    )
+    spec = actor_class._spec(options, runtime)
+    blob = actor_class._blob(args, kwargs)
+    if spec["name"] is None:
+        return create_unplaced(runtime, spec, blob, options)
     head = head_handle(runtime)
-    info = _place(head, spec)
+    info = place_now(head, spec)  # the name may be taken, or get_if_exists find another
     handle = handle_from_info(info)
     if info.get("existing"):
         return handle
-    start_actor(head, info, cloudpickle.dumps((actor_class, args, kwargs)), spec, options)
+    start_actor(head, info, blob, spec, options)
     runtime.flush()
     return handle
-
-
-#: How long creating an actor waits, in all, for a dead worker's replacement
-#: (seconds). Longer than the head's own limit on a replacement's start
-#: (``zactor.control.supervisor.WORKER_START_TIMEOUT_S``), so that the head's
-#: error, which names the worker, comes first; this one holds if workers keep dying.
-PLACE_WAIT_S = 90.0
-
-
-def _place(head: ActorHandle, spec: dict) -> dict:
-    """The head's placement of a new actor (``Head.place``), asked again while the
-    head answers that no live worker can take it but a replacement that could is
-    starting (a worker died a moment ago): creating the actor waits for it."""
-    # The head cannot hold its answer back (it runs one call at a time, and the
-    # replacement's registration is one of them), so the caller asks again, soon at
-    # first: a worker starts in a fraction of a second.
-    deadline = time.monotonic() + PLACE_WAIT_S
-    pause = 0.005
-    while True:
-        try:
-            return head.place.remote(spec).result(timeout=CONTROL_TIMEOUT_S)
-        except WorkerStartingError as exc:
-            if time.monotonic() + pause > deadline:
-                raise ClusterError(
-                    f"actor {spec['class_name']} could not be placed within "
-                    f"{PLACE_WAIT_S:.0f} s, as workers kept dying and being replaced "
-                    f"({exc.args[0] if exc.args else exc}); the cluster's output says why "
-                    "its workers die"
-                ) from None
-        time.sleep(pause)
-        pause = min(2 * pause, 0.05)

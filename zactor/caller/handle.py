@@ -21,6 +21,7 @@ import cloudpickle
 from zactor.caller.future import CallGate, Future, Resend
 from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS, check_method_options
 from zactor.endpoint import runtime as _runtime_mod
+from zactor.endpoint.recovery import died_error
 from zactor.errors import ActorDiedError, remote_exception
 from zactor.wire import records as wire
 from zactor.wire import serialization
@@ -99,18 +100,39 @@ class _Target:
             if down is not None:
                 reason, restarting = down
                 if not restarting:
-                    raise ActorDiedError(reason)
-                runtime.gate_token(self.gate)  # held tells carry it too
+                    raise died_error(reason)
                 return runtime, None
         if runtime is not self.runtime:
             self.outbox = runtime.outbox(self.address)
-            runtime.gate_token(self.gate)  # its tells' credits find it through runtime
             self.runtime = runtime
         return runtime, self.outbox
+
+    def placed(self) -> str:
+        """The actor's address: for an actor this process created without waiting for
+        the head (``zactor.caller.creation``), once the head has placed it. Raises
+        :class:`ActorDiedError` if it could not be."""
+        runtime = _runtime_mod._current
+        if self.address is None:
+            runtime = _runtime_mod.current()
+            recovery = runtime.recovery
+            runtime.wait_until(lambda: not recovery.unplaced(self.actor_id), None)
+            if self.address is None:
+                raise died_error(runtime.down[self.actor_id][0])
+        if runtime is not None:
+            # Its creation may wait in a batch: on the wire before the handle leaves, so
+            # the receiver's calls cannot reach the worker first.
+            runtime.flush()
+        return self.address
 
     def __del__(self) -> None:
         if self.refs is not None:
             self.refs.release(self.actor_id)
+
+
+#: Method name -> index, by method table: handles of one class share one.
+_indexes: dict[tuple, dict] = {}
+#: Most method tables :data:`_indexes` keeps (beyond, it starts again).
+_INDEXES_KEPT = 1024
 
 
 class ActorHandle:
@@ -139,10 +161,14 @@ class ActorHandle:
         method_options: dict | None = None,
     ) -> None:
         self._actor_id = actor_id
-        self._address = address
         self._class_name = class_name
-        self._methods = tuple(methods)
-        self._index = {m: i for i, m in enumerate(self._methods)}
+        self._methods = methods = tuple(methods)
+        index = _indexes.get(methods)
+        if index is None:
+            if len(_indexes) >= _INDEXES_KEPT:
+                _indexes.clear()
+            index = _indexes[methods] = {m: i for i, m in enumerate(methods)}
+        self._index = index  # shared by the handles of one class: never changed
         self._name = name
         self._namespace = namespace
         #: Method name -> its options (``@zactor.method``), checked by the actor class.
@@ -157,6 +183,12 @@ class ActorHandle:
             bool(max_restarts),
         )
         self._gate = self._target.gate
+
+    @property
+    def _address(self) -> str:
+        """The address of the actor's process: where it was placed, once the head has
+        placed it (an actor this process created a moment ago may not be yet)."""
+        return self._target.placed()
 
     def __getattr__(self, name: str) -> ActorMethod:
         index = self.__dict__.get("_index")
@@ -179,7 +211,9 @@ class ActorHandle:
             token = runtime.refs.sent(self._actor_id)
         args = (
             self._actor_id,
-            self._target.address,  # where it lives now, if it restarted elsewhere
+            # Where it lives now (if it restarted elsewhere); once placed, if it was just
+            # created: the receiver would not know where to send its calls.
+            self._target.placed(),
             self._class_name,
             self._methods,
             self._name,
@@ -200,7 +234,7 @@ class ActorHandle:
         target = self._target
         return cls(
             self._actor_id,
-            target.address,
+            target.placed(),  # rerouted only if made before the placement: wait for it
             self._class_name,
             self._methods,
             self._name,
@@ -407,6 +441,8 @@ class ActorMethod:
             if wait and gate.inflight >= gate.limit:  # restarting: wait, the tell is held
                 runtime.wait_until(lambda: gate.inflight < gate.limit, None)
         payload, buffers = _dumps_call(args, kwargs)
+        if gate.runtime is not runtime:  # the first tell here: credits find the gate by it
+            runtime.gate_token(gate)
         gate.inflight += 1
         if box is None:  # the actor is restarting: the tell goes out once it is back
             try:
@@ -416,7 +452,7 @@ class ActorMethod:
             except ActorDiedError:
                 gate.inflight -= 1
                 raise
-        else:  # gate.token: registered with this runtime by target.box()
+        else:
             box.put(_TELL, self._index, gate.token, target.actor_id, payload, buffers)
 
     def __call__(self, *args, **kwargs):

@@ -45,6 +45,8 @@ STATUS_TIMEOUT_S = 5.0
 #: :data:`HEARTBEATS_PER_TIMEOUT` th of it.
 NODE_TIMEOUT_S = 5.0
 HEARTBEATS_PER_TIMEOUT = 5
+#: Most actor ids one :meth:`Head.lease_actor_ids` gives out.
+MAX_ID_LEASE = 1 << 16
 #: How long a recovered head waits for the workers its store lists to rejoin (seconds);
 #: the actors of one that does not are dealt with as after its death.
 REJOIN_TIMEOUT_S = 10.0
@@ -314,6 +316,8 @@ class Head:
         replacement that could is starting: the caller asks again (see
         :meth:`_choose`). Nothing is reserved unless it returns.
 
+        ``spec["actor_id"]``, an id of the caller's lease (:meth:`lease_actor_ids`), names
+        the actor; the answer is then only ``{"actor_id", "address", "checkpoint_key"}``.
         ``spec["worker_id"]`` places the actor on that worker (``ClusterError`` if
         it is gone). ``spec["task_runner"]`` marks a caller's task runner
         (:mod:`zactor.caller.task`): it reserves nothing, and placement does not
@@ -334,7 +338,8 @@ class Head:
                     f"an actor named {name!r} already exists in namespace {namespace!r}: "
                     "choose another name, or pass get_if_exists=True to get a handle to it"
                 )
-        key = checkpoint_key(name, namespace, self._next_actor_id, self.cluster_id)
+        actor_id = self._new_actor_id(spec.get("actor_id"))
+        key = checkpoint_key(name, namespace, actor_id, self.cluster_id)
         durable = name is not None and bool(spec.get("checkpoint"))
         if durable and key in self.durable_keys:
             self._refuse_shared_key(key, name, namespace)
@@ -344,8 +349,8 @@ class Head:
             worker = self.workers[self._live_worker(pinned)]
         else:
             worker = self.workers[self._choose(spec["class_name"], num_cpus, resources)]
-        actor_id = self._next_actor_id
-        self._next_actor_id += 1
+        if spec.get("actor_id") is None:
+            self._next_actor_id += 1
         task_runner = bool(spec.get("task_runner"))
         if not task_runner:
             self.placement.reserve(actor_id, worker["worker_id"], num_cpus, resources)
@@ -381,7 +386,62 @@ class Head:
         if not detached:
             self.ledger.track(actor_id, spec.get("owner"))
         self._save_actor(actor_id, placed=True)
+        if spec.get("actor_id") is not None:
+            # A creator that leased the id made its handle already: it needs only where
+            # to send the creation (a burst of them: every field costs on both sides).
+            return {"actor_id": actor_id, "address": info["address"], "checkpoint_key": key}
         return info
+
+    def place_many(self, spec: dict, actor_ids: list) -> list:
+        """:meth:`place` for actors of one ``spec``, each named by an id of the caller's
+        lease (``actor_ids``): one message for a burst of creations. For each, in order,
+        ``[address, checkpoint_key, False]`` if placed, else ``[None, why, starting]``
+        (``starting``: a replacement worker that could take it is starting, as
+        :class:`WorkerStartingError` says: ask again)."""
+        answers = []
+        for actor_id in actor_ids:
+            try:
+                info = self.place(dict(spec, actor_id=actor_id))
+            except Exception as exc:  # that one is refused; the others go on
+                why = str(exc.args[0]) if exc.args else repr(exc)
+                answers.append([None, why, isinstance(exc, WorkerStartingError)])
+            else:
+                answers.append([info["address"], info["checkpoint_key"], False])
+        return answers
+
+    def lease_actor_ids(self, count: int) -> int:
+        """Reserve ``count`` actor ids for the caller and return the first: it names the
+        actors it creates with them at once, and sends ``place`` each id in its spec
+        without waiting for the answer (see :mod:`zactor.caller.creation`)."""
+        if not isinstance(count, int) or not 1 <= count <= MAX_ID_LEASE:
+            raise ValueError(
+                f"lease_actor_ids takes a count from 1 to {MAX_ID_LEASE}, got {count!r}"
+            )
+        first = self._next_actor_id
+        self._next_actor_id += count
+        if self._store is not None:
+            # On disk before the caller uses them: a recovered head never hands them out again.
+            self._store.set_next_actor_id(self._next_actor_id)
+            self._store.commit()
+        return first
+
+    def _new_actor_id(self, leased: int | None) -> int:
+        """The id of an actor being placed: the next one, or ``leased``, an id of the
+        caller's lease (:meth:`lease_actor_ids`), checked to be one this head gave out."""
+        if leased is None:
+            return self._next_actor_id
+        if not isinstance(leased, int) or not 0 < leased < self._next_actor_id:
+            raise ValueError(
+                f"actor id {leased!r} was not leased by this head (it restarted with no "
+                "record of the lease?): create the actor again"
+            )
+        if leased in self.actors:
+            raise ValueError(
+                f"actor id {leased} is in use by {self.actors[leased]['class_name']}: a caller "
+                "used an id of its lease twice, or one leased from an earlier head; create "
+                "the actor again"
+            )
+        return leased
 
     def _refuse_shared_key(self, key: str, name: str, namespace: str | None) -> None:
         holder = self.actors[self.durable_keys[key]]

@@ -29,10 +29,12 @@ import threading
 import time
 import weakref
 
-from zactor.errors import ActorDiedError
+from zactor.errors import ActorCreationError, ActorDiedError
 from zactor.wire import records as wire
 
 _CALL = wire.CALL
+#: Why calls to a new actor wait: the head has not placed it yet (a ``down`` reason).
+PLACING = "the head is placing it"
 #: Voided call ids kept at most (call ids grow, so the oldest are the smallest).
 VOIDED_MAX = 1 << 16
 
@@ -53,6 +55,14 @@ def clock_stamp() -> list | None:
     compare with its own monotonic clock (one clock per boot), or None where the
     boot cannot be identified."""
     return None if _BOOT_ID is None else [_BOOT_ID, time.monotonic()]
+
+
+def died_error(reason) -> ActorDiedError:
+    """The error a call to an actor that is down for good raises: ``reason`` is a ``down``
+    entry's (a text, or the :class:`ActorCreationError` of an actor never created)."""
+    if isinstance(reason, ActorDiedError):
+        return type(reason)(*reason.args)  # a new one each time: tracebacks do not pile up
+    return ActorDiedError(reason)
 
 
 def _sent_after(sent_at: float, stamp: list | None) -> bool:
@@ -212,7 +222,7 @@ class Recovery:
                 if not restarting and actor_id in self.held:  # held while it restarted
                     failed.extend(self._take_held_calls(actor_id))
         for future, reason in failed:
-            future._fail(ActorDiedError(reason))
+            future._fail(died_error(reason))
         if process_died:
             # Its tells in flight died with it: no credits will come for them, so each
             # handle now counts only its calls that stay pending (held or retried).
@@ -308,22 +318,56 @@ class Recovery:
 
     def actor_restarted(self, actor_id: int, address: str, incarnation: int) -> None:
         """Actor ``actor_id`` is back at ``address``: re-route its handles, send what waited."""
-        runtime = self._runtime
         with self._lock:
             self.routes[actor_id] = address
+        self._release(actor_id, address)
+        self._runtime.flush()
+
+    def _release(self, actor_id: int, address: str) -> None:
+        """Send the calls held for ``actor_id`` to ``address``, in order, and point its
+        handles there; calls made meanwhile are held behind them until none is left.
+        What is batched goes out with the next flush (the caller's, or the flusher's)."""
+        runtime = self._runtime
         while True:
             with self._lock:
                 calls = self.held.pop(actor_id, None)
                 if not calls:  # nothing more waits: new calls may go straight out now
-                    self.down.pop(actor_id, None)
+                    # Moved first: a handle that finds the actor up (``_Target.box``
+                    # reads ``down`` unlocked) must find its address too.
                     self._reroute(actor_id, address)
+                    self.down.pop(actor_id, None)
                     break
             box = runtime.outbox(address)
             for kind, method, call_id, payload, buffers in calls:
                 if kind == _CALL and call_id not in runtime.pending:
                     continue  # failed meanwhile
                 box.put(kind, method, call_id, actor_id, payload, buffers)
-        runtime.flush()
+
+    # -- actors the head is placing (zactor.caller.creation) ---------------------------------
+
+    def placing(self, actor_id: int) -> None:
+        """A new actor's handle exists before the head has placed it: its calls are held
+        (as for a restart) until :meth:`placed` or :meth:`placement_failed`."""
+        with self._lock:
+            self.down[actor_id] = (PLACING, True)
+
+    def placed(self, actor_id: int, address: str) -> None:
+        """The new actor lives at ``address`` (its creation is on its way there): send the
+        calls held for it, in order, and point its handles there."""
+        self._release(actor_id, address)
+
+    def placement_failed(self, actor_id: int, reason: str) -> None:
+        """The new actor could not be created: its held calls, and every later one, fail
+        with :class:`ActorCreationError` (``reason``)."""
+        with self._lock:
+            self.down[actor_id] = (ActorCreationError(reason), False)
+            failed = self._take_held_calls(actor_id)
+        for future, why in failed:
+            future._fail(died_error(why))
+
+    def unplaced(self, actor_id: int) -> bool:
+        """True while the head has not answered the placement of ``actor_id``."""
+        return self.down.get(actor_id, (None,))[0] is PLACING
 
     # -- calls made while the actor is down ------------------------------------------------------
 
@@ -339,14 +383,16 @@ class Recovery:
                 self.held.setdefault(actor_id, []).append((kind, method, call_id, payload, buffers))
                 return
             address = self.routes.get(actor_id)
+            if address is None and down is None:  # placed since the caller looked
+                address = next((t.address for t in self._targets.get(actor_id, ())), None)
         if down is None and address is not None:
             self._runtime.outbox(address).put(kind, method, call_id, actor_id, payload, buffers)
             return
         reason = down[0] if down is not None else f"actor {actor_id} is gone"
         future = self._runtime.pending.pop(call_id) if kind == _CALL else None
         if future is None:
-            raise ActorDiedError(reason)
-        future._fail(ActorDiedError(reason))
+            raise died_error(reason)
+        future._fail(died_error(reason))
 
     def _take_held_calls(self, actor_id: int) -> list:
         """The held calls of an actor that will not come back, as (future, reason). Locked."""

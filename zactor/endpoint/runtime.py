@@ -191,6 +191,8 @@ class Runtime:
         self.running_namespace: Callable[[], str | None] | None = None
         #: Set by :mod:`zactor.caller.task` on first use: this process's tasks and runners.
         self.task_pool = None
+        #: Set by :mod:`zactor.caller.creation` on first use: ids leased, placements asked.
+        self.creations = None
         #: ``(when, seq, fn)`` heap of :meth:`call_later`'s functions (``self.lock``).
         self._timers: list = []
         self._timer_seq = itertools.count()

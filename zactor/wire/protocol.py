@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import weakref
 
 from zactor.wire.hotpath import PROTOCOL_VERSION
 
@@ -86,6 +87,7 @@ HEAD_TABLE = SystemTable(
         "driver_exited": {DRIVER, HEAD},
         "driver_heartbeat": {DRIVER},
         "kill_actor": _CALLERS,
+        "lease_actor_ids": _CALLERS,
         "list_actors": _ANY,
         "list_named": _ANY,
         "lookup": _ANY,
@@ -93,6 +95,7 @@ HEAD_TABLE = SystemTable(
         "node_lost": _HEAD_ONLY,
         "node_stopping": {NODE},
         "place": _CALLERS,
+        "place_many": _CALLERS,
         "recover": _HEAD_ONLY,  # called in the head process, before it serves
         "refs": _ANY,
         "register_driver": {DRIVER},
@@ -114,6 +117,7 @@ WORKER_TABLE = SystemTable(
         "actor_died": _HEAD_ONLY,
         "actor_restarted": _HEAD_ONLY,
         "create": _ANY,
+        "create_many": _ANY,
         "kill": _HEAD_ONLY,
         "ping": _ANY,
         "recreate": _HEAD_ONLY,
@@ -153,12 +157,24 @@ def tables_digest() -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: :func:`method_names` by class: a worker creating many actors of one class looks once.
+_method_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def method_names(cls: type) -> tuple[str, ...]:
-    """The callable attributes of a user's actor class a handle may call, sorted.
+    """The callable attributes of a user's actor class a handle may call, sorted, as
+    the class has them when first asked (the actor class is made from it then).
 
     Dunder methods are left out; everything else callable, including
     ``staticmethod`` and ``classmethod`` members, is in.
     """
+    names = _method_names.get(cls)
+    if names is None:
+        names = _method_names[cls] = _find_method_names(cls)
+    return names
+
+
+def _find_method_names(cls: type) -> tuple[str, ...]:
     names = []
     for name in dir(cls):
         if name.startswith("__") and name.endswith("__"):

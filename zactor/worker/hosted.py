@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+from zactor.caller.handle import handle_from_info
 from zactor.errors import _Terminate, describe_exception
 from zactor.wire import serialization
 from zactor.wire.protocol import TERMINATE_METHOD, actor_method_table
@@ -45,6 +47,11 @@ class AnnouncedDeath(str):
         return self
 
 
+#: A class's methods as :meth:`HostedActor.bind` looks them up (on the class, so the
+#: same for every instance), by class: ``(names, attributes)``.
+_class_methods: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class HostedActor:
     """One actor living in this process: its instance, mailbox and counters."""
 
@@ -64,6 +71,7 @@ class HostedActor:
         "errors",
         "tell_errors",
         "handle",
+        "handle_info",
         "kind",
         "max_concurrency",
         "runner",
@@ -117,7 +125,9 @@ class HostedActor:
         self.calls = 0
         self.errors = 0
         self.tell_errors = 0
-        self.handle = None
+        self.handle = None  # made on first use (self_handle)
+        #: The head's description of this actor, which :meth:`self_handle` is made from.
+        self.handle_info: dict | None = None
         self.kind = "sync"
         self.max_concurrency = 1
         # A ThreadedRunner or AsyncRunner; None for a sync actor. An actor with a runner
@@ -141,6 +151,13 @@ class HostedActor:
         #: (identity, call_id) of the ``__zactor_terminate__`` calls answered when it ends.
         self.farewells: list = []
 
+    def self_handle(self):
+        """A handle to this actor that does not keep it alive (``current_actor`` of
+        ``zactor.get_runtime_context()``), made on first use: most actors never ask."""
+        if self.handle is None and self.handle_info is not None:
+            self.handle = handle_from_info(self.handle_info, counted=False)
+        return self.handle
+
     def bind(self, instance: Any, names: tuple) -> None:
         """Bind the class's methods to ``instance``, looked up on the class.
 
@@ -149,11 +166,14 @@ class HostedActor:
         ``balance()`` method) does not hide the method.
         """
         cls = type(instance)
+        found = _class_methods.get(cls)
+        if found is None or found[0] != names:
+            static = [
+                None if n == TERMINATE_METHOD else inspect.getattr_static(cls, n) for n in names
+            ]
+            found = _class_methods[cls] = (names, static)
         self.methods = [
-            _terminate
-            if n == TERMINATE_METHOD
-            else inspect.getattr_static(cls, n).__get__(instance, cls)
-            for n in names
+            _terminate if attr is None else attr.__get__(instance, cls) for attr in found[1]
         ]
         self.method_names = names
         self.instance = instance

@@ -19,7 +19,8 @@ from zactor.worker.hosted import AnnouncedDeath
 log = logging.getLogger("zactor")
 
 _dumps = serialization.dumps
-_CALL, _DIED, _ACK = wire.CALL, wire.DIED, wire.ACK
+_dumps_call = serialization.dumps_call
+_CALL, _TELL, _DIED, _ACK = wire.CALL, wire.TELL, wire.DIED, wire.ACK
 _NOTICE_FOLLOWS = wire.DIED_NOTICE_FOLLOWS
 #: Credits for one caller's tells are sent once this many are owed (or sooner, when
 #: the thread goes idle): under a flood of tells, one small record per batch of them.
@@ -55,6 +56,28 @@ class ReplyBatching:
         try:
             writer = box.writer
             writer.add(kind, flags, 0, call_id, actor_id, payload, buffers)
+            first = writer.count == 1
+        finally:
+            lock.release()
+        if first:
+            local = self._local
+            try:
+                local.boxes.append(box)
+            except AttributeError:
+                local.boxes = [box]
+
+    def _queue_tell(self, address: str, method: int, *args) -> None:
+        """Batch a tell of ``method`` to the system actor at ``address`` (a report to the
+        head) with this thread's replies: a worker creating actors in a burst sends
+        its reports in one message, not one each."""
+        box = self._reply_box(address.encode())  # watched for a thread's leftovers too
+        payload, buffers = _dumps_call(args, {})
+        lock = box.lock
+        lock.acquire()
+        try:
+            writer = box.writer
+            # Token 0: a system actor's tell wants no credit back.
+            writer.add(_TELL, box.flags, method, 0, wire.SYSTEM_ACTOR_ID, payload, buffers)
             first = writer.count == 1
         finally:
             lock.release()

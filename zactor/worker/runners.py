@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 import threading
+import weakref
 from collections import deque
 from threading import get_ident as _get_ident
 from time import perf_counter as _perf_counter
@@ -45,13 +46,27 @@ def execution_of(cls: type, max_concurrency: int | None) -> tuple[str, int]:
     class without ``async def`` methods and :data:`DEFAULT_ASYNC_CONCURRENCY`
     for a class with one (as in Ray).
     """
+    asynchronous = _asynchronous.get(cls)
+    if asynchronous is None:
+        asynchronous = _asynchronous[cls] = _has_async_methods(cls)
+    if asynchronous:
+        return "async", max_concurrency or DEFAULT_ASYNC_CONCURRENCY
+    limit = max_concurrency or 1
+    return ("threaded" if limit > 1 else "sync"), limit
+
+
+#: Whether a class has ``async def`` methods, by class: looked at once per class, as
+#: its method names are (``zactor.wire.protocol.method_names``).
+_asynchronous: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _has_async_methods(cls: type) -> bool:
     for name in method_names(cls):
         attr = inspect.getattr_static(cls, name)
         fn = getattr(attr, "__func__", attr)  # staticmethod, classmethod
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-            return "async", max_concurrency or DEFAULT_ASYNC_CONCURRENCY
-    limit = max_concurrency or 1
-    return ("threaded" if limit > 1 else "sync"), limit
+            return True
+    return False
 
 
 class ThreadedRunner:

@@ -14,7 +14,6 @@ import threading
 import cloudpickle
 
 from zactor.caller.actor_class import ActorClass
-from zactor.caller.handle import handle_from_info
 from zactor.wire import records as wire
 from zactor.worker.checkpointer import Checkpointer
 from zactor.worker.host import ActorHost
@@ -52,6 +51,12 @@ class WorkerService:
             )
         self.recreate(actor_id, blob, spec)
 
+    def create_many(self, blob: bytes, spec: dict, placed: list) -> None:
+        """:meth:`create` for actors of one ``spec`` and ``blob`` (a burst of creations
+        by one caller, in one message): ``placed`` is their ``[actor_id, checkpoint_key]``."""
+        for actor_id, key in placed:
+            self.create(actor_id, blob, dict(spec, checkpoint_key=key))
+
     def recreate(self, actor_id: int, blob: bytes, spec: dict) -> None:
         """Construct an actor from ``blob`` = cloudpickle of ``(cls, args, kwargs)``;
         the head calls it directly to restart an actor (``incarnation`` > 0).
@@ -83,8 +88,7 @@ class WorkerService:
         # does so in its creator's job namespace too.
         actor.job_namespace = spec.get("job_namespace")
         info = dict(spec, actor_id=actor_id, address=host.runtime.address)
-        actor.handle = handle_from_info(info, counted=False)  # must not keep itself alive
-        started = functools.partial(self._started, actor_id)
+        actor.handle_info = info  # its handle to itself must not keep it alive: uncounted
         try:
             actor.durable = Checkpointer.from_spec(actor_id, spec)
             if actor.durable is not None:
@@ -97,7 +101,8 @@ class WorkerService:
                 runner = AsyncRunner(host, actor, actor.max_concurrency)
                 actor.runner = runner  # inert until its loop has constructed the actor
                 try:
-                    runner.start(cls, args, kwargs, started)
+                    # Started on the loop's thread, which sends no reply batches.
+                    runner.start(cls, args, kwargs, functools.partial(self._started, actor_id))
                 except BaseException:
                     actor.runner = None
                     raise
@@ -105,17 +110,25 @@ class WorkerService:
         except BaseException as exc:  # the first call raises it, with its original type
             error = actor.fail_init(exc)
             host.release(actor)
-            started(error)
+            self._started(actor_id, error, batched=True)
             return
         error = actor.construct(host, cls, args, kwargs)
         runner = None
         if actor.kind == "threaded" and error is None:
             runner = ThreadedRunner(host, actor, actor.max_concurrency)
         host.release(actor, runner)
-        started(error)
+        self._started(actor_id, error, batched=True)
 
-    def _started(self, actor_id: int, error: str | None) -> None:
-        self._head.actor_started.tell(actor_id, error is None, error)
+    def _started(self, actor_id: int, error: str | None, batched: bool = False) -> None:
+        """Tell the head the actor's constructor ran (``error``: what it raised, if it
+        did); ``batched``, on a host thread: with the thread's replies, so that a burst
+        of creations sends its reports together."""
+        head = self._head
+        if batched:
+            method = head._index["actor_started"]
+            self._host._queue_tell(head._address, method, actor_id, error is None, error)
+        else:
+            head.actor_started.tell(actor_id, error is None, error)
 
     def kill(self, actor_id: int, reason: str, restarting: bool = False) -> bool:
         """End actor ``actor_id`` now; its queued and later calls raise ActorDiedError.
