@@ -252,8 +252,9 @@ class Creations:
         #: The head's registry, for this process's creations.
         self.head = head
         self._lock = threading.Lock()
-        #: [next, end) ranges of unused ids, oldest first.
+        #: [next, end) ranges of unused ids, oldest first, and how many ids they hold.
         self._ranges: list[list[int]] = []
+        self._left = 0
         self._size = LEASE_IDS[0]
         self._asking: Future | None = None
         #: Creations waiting to be placed: (spec, blob, options, actor_id), oldest first.
@@ -273,7 +274,8 @@ class Creations:
                     current[0] += 1
                     if current[0] == current[1]:
                         del ranges[0]
-                    if self._asking is None and sum(e - n for n, e in ranges) < self._size // 2:
+                    self._left -= 1
+                    if self._asking is None and self._left < self._size // 2:
                         self._ask_locked()
                     return actor_id
                 asking = self._asking or self._ask_locked()
@@ -295,6 +297,7 @@ class Creations:
             self._asking = None
             if first is not None:
                 self._ranges.append([first, first + size])
+                self._left += size
 
     # -- placements ------------------------------------------------------------------------
 
