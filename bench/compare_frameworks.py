@@ -80,7 +80,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from zactor.benchmark.pipe_actor import PipeActor  # noqa: E402  (zactor bench's, too)
+from zactor.benchmark.pipe_actor import (  # noqa: E402  (zactor bench's, too)
+    PipeActor,
+    round_trips_ns,
+)
 from zactor.benchmark.runner import (  # noqa: E402  (the same yardstick)
     STOP,
     _Counter,
@@ -163,20 +166,7 @@ class RawYardstick:
 
     def latency_ns(self, n: int, time_cap_s: float) -> np.ndarray:
         """Round-trip times (ns) of up to ``n`` requests sent one at a time."""
-        lat = np.empty(n, np.int64)
-        send, recv, clock, msg = self.sock.send, self.sock.recv, time.perf_counter_ns, RAW_MESSAGE
-        deadline = clock() + int(time_cap_s * 1e9)
-        i = 0
-        while i < n:
-            t0 = clock()
-            send(msg)
-            recv()
-            t1 = clock()
-            lat[i] = t1 - t0
-            i += 1
-            if t1 > deadline:
-                break
-        return lat[:i]
+        return round_trips_ns(self.sock.send, self.sock.recv, RAW_MESSAGE, n, time_cap_s)
 
     def pipelined_rate(self, n: int) -> float:
         """Messages per second: ``n`` sends, then the ``n`` echoed replies."""

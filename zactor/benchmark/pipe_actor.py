@@ -64,6 +64,26 @@ def serve_entry() -> None:
     )
 
 
+def round_trips_ns(send, recv, message, n: int, time_cap_s: float | None = None) -> np.ndarray:
+    """Round-trip times (ns) of up to ``n`` exchanges ``send(message); recv()`` one at a
+    time, stopping after ``time_cap_s`` seconds if given: the lockstep loop of the
+    bench's yardsticks (bound methods passed in, so the loop does no look-ups)."""
+    lat = np.empty(n, np.int64)
+    clock = time.perf_counter_ns
+    deadline = None if time_cap_s is None else clock() + int(time_cap_s * 1e9)
+    i = 0
+    while i < n:
+        t0 = clock()
+        send(message)
+        recv()
+        t1 = clock()
+        lat[i] = t1 - t0
+        i += 1
+        if deadline is not None and t1 > deadline:
+            break
+    return lat[:i]
+
+
 class PipeActor:
     """``cls()`` in a child process, called over a ``multiprocessing.Pipe``.
 
@@ -115,20 +135,7 @@ class PipeActor:
     def latency_ns(self, n: int, time_cap_s: float | None = None) -> np.ndarray:
         """Round-trip times (ns) of up to ``n`` calls sent one at a time, within
         ``time_cap_s`` seconds if given."""
-        lat = np.empty(n, np.int64)
-        send, recv, clock, msg = self.conn.send, self.conn.recv, time.perf_counter_ns, self.message
-        deadline = None if time_cap_s is None else clock() + int(time_cap_s * 1e9)
-        i = 0
-        while i < n:
-            t0 = clock()
-            send(msg)
-            recv()
-            t1 = clock()
-            lat[i] = t1 - t0
-            i += 1
-            if deadline is not None and t1 > deadline:
-                break
-        return lat[:i]
+        return round_trips_ns(self.conn.send, self.conn.recv, self.message, n, time_cap_s)
 
     def pipelined_rate(self, n: int) -> float:
         """Calls per second: ``n`` calls sent by a thread while this one reads the replies.

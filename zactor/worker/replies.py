@@ -41,9 +41,18 @@ class ReplyBatching:
         return box
 
     def _queue_reply(
-        self, identity: bytes, kind: int, call_id: int, actor_id: int, payload, buffers, flags=0
+        self,
+        identity: bytes,
+        kind: int,
+        call_id: int,
+        actor_id: int,
+        payload,
+        buffers,
+        flags=0,
+        method=0,
     ):
-        """Batch a reply; this thread sends its batches in :meth:`_send_replies`."""
+        """Batch a reply (or a record of another ``kind``); this thread sends its batches
+        in :meth:`_send_replies`."""
         box = self._reply_boxes.get(identity)
         if box is None:
             try:
@@ -55,7 +64,7 @@ class ReplyBatching:
         lock.acquire()  # not ``with``: its special-method look-ups cost more than the add
         try:
             writer = box.writer
-            writer.add(kind, flags, 0, call_id, actor_id, payload, buffers)
+            writer.add(kind, flags, method, call_id, actor_id, payload, buffers)
             first = writer.count == 1
         finally:
             lock.release()
@@ -70,23 +79,12 @@ class ReplyBatching:
         """Batch a tell of ``method`` to the system actor at ``address`` (a report to the
         head) with this thread's replies: a worker creating actors in a burst sends
         its reports in one message, not one each."""
-        box = self._reply_box(address.encode())  # watched for a thread's leftovers too
+        identity = address.encode()
         payload, buffers = _dumps_call(args, {})
-        lock = box.lock
-        lock.acquire()
-        try:
-            writer = box.writer
-            # Token 0: a system actor's tell wants no credit back.
-            writer.add(_TELL, box.flags, method, 0, wire.SYSTEM_ACTOR_ID, payload, buffers)
-            first = writer.count == 1
-        finally:
-            lock.release()
-        if first:
-            local = self._local
-            try:
-                local.boxes.append(box)
-            except AttributeError:
-                local.boxes = [box]
+        # Call id 0: a system actor's tell wants no credit back. Its role flags, unlike a
+        # reply's: the head checks who sent a system call.
+        flags = self._reply_box(identity).flags
+        self._queue_reply(identity, _TELL, 0, wire.SYSTEM_ACTOR_ID, payload, buffers, flags, method)
 
     def _send_replies(self) -> None:
         """Send the reply batches this thread queued."""
