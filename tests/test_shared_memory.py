@@ -333,27 +333,35 @@ def test_zactor_transport_zmq_turns_it_off():
     assert out == [True, True, True]
 
 
+#: The start of the scenarios below: a driver with its own 2-worker cluster and an actor
+#: class that reports its pid, echoes, and makes arrays.
+CLUSTER_WITH_A = """
+import json, os, signal, time
+import numpy as np, zactor
+from zactor.endpoint import runtime
+from zactor.transport import same_host_lane_enabled, shared_memory
+zactor.init(num_workers=2)
+
+@zactor.remote
+class A:
+    def pid(self):
+        return os.getpid()
+
+    def echo(self, x):
+        return x
+
+    def make(self, n):
+        return np.ones(n, np.float32)
+
+"""
+
+
 @on
 def test_a_sigkilled_worker_leaves_no_segment(tmp_path):
     out = run_scenario(
-        """
-        import json, os, signal, time
-        import numpy as np, zactor
-        from zactor.endpoint import runtime
-        from zactor.transport import same_host_lane_enabled, shared_memory
-        zactor.init(num_workers=2)
-
-        @zactor.remote
-        class A:
-            def pid(self):
-                return os.getpid()
-
-            def echo(self, x):
-                return x
-
-            def make(self, n):
-                return np.ones(n, np.float32)
-
+        CLUSTER_WITH_A
+        + textwrap.dedent(
+            """
         a = A.remote()
         pid = a.pid.remote().result(timeout=30)
         head = runtime.current().head_address
@@ -386,6 +394,7 @@ def test_a_sigkilled_worker_leaves_no_segment(tmp_path):
         left_after = shared_memory.segments(head)
         print("RESULT " + json.dumps([waiting, outcomes, left_running, left_after]))
         """
+        )
     )
     waiting, outcomes, left_running, left_after = out
     assert len(waiting) >= 2, waiting  # names each way were waiting when it was killed
@@ -395,25 +404,9 @@ def test_a_sigkilled_worker_leaves_no_segment(tmp_path):
     assert left_running == [] and left_after == []
 
 
-KILLED_DRIVER = """
-import json, os, signal, time
-import numpy as np, zactor
-from zactor.endpoint import runtime
-from zactor.transport import same_host_lane_enabled, shared_memory
-
-zactor.init(num_workers=2)
-
-@zactor.remote
-class A:
-    def pid(self):
-        return os.getpid()
-
-    def echo(self, x):
-        return x
-
-    def make(self, n):
-        return np.ones(n, np.float32)
-
+KILLED_DRIVER = (
+    CLUSTER_WITH_A
+    + """
 talker, stopped = A.remote(), A.remote()
 x = np.ones(1 << 20, np.float32)
 stopped_pid = stopped.pid.remote().result(timeout=30)
@@ -440,6 +433,7 @@ print("REPORT " + json.dumps({"head": head, "session_dir": zactor.api._session.s
       "segments": shared_memory.segments(head)}), flush=True)
 time.sleep(600)
 """
+)
 
 
 @on
