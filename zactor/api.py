@@ -26,6 +26,7 @@ from zactor.caller.options import check_options
 from zactor.control import cluster, spawn
 from zactor.endpoint import runtime as _runtime_mod
 from zactor.endpoint.runtime import Runtime, anonymous_namespace
+from zactor.endpoint.spinning import spin_budget_ns
 from zactor.errors import ActorDiedError, ActorExit, ClusterError
 from zactor.transport import (
     ClusterKeys,
@@ -132,6 +133,7 @@ def init(
     ``ignore_reinit_error=True``.
     """
     check_options({"namespace": namespace})  # a bad one fails before anything starts
+    spin_budget_ns()  # so does a bad $ZACTOR_SPIN_US, which every process reads
     if host is not None:
         if address is None:
             raise ValueError(

@@ -181,7 +181,12 @@ class CommandError(Exception):
 
 def _start(args: argparse.Namespace) -> int:
     from zactor.control import cluster
+    from zactor.endpoint.spinning import spin_budget_ns
 
+    try:
+        spin_budget_ns()  # every process of the cluster reads it: a bad one fails here
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     if args.head == (args.address is not None):
         raise CommandError(
             "pass --head to start a cluster whose head runs on this machine "

@@ -32,6 +32,7 @@ from typing import Callable
 
 from zactor.endpoint.recovery import Notices, Recovery
 from zactor.endpoint.refs import HandleRefs
+from zactor.endpoint.spinning import SpinWait, spin_budget_ns
 from zactor.errors import ClusterError, FrameError
 from zactor.transport import ClusterKeys, TransportError, Transports, inbox_files
 from zactor.wire import hotpath as _hotpath
@@ -153,6 +154,9 @@ class Runtime:
             raise
         self.address = inbox.address
         self._receive = inbox.receive
+        self._poll_for = inbox.poll_for
+        #: How long the reader polls before it sleeps (zactor.endpoint.spinning).
+        self._spin = SpinWait(spin_budget_ns())
         #: On an inbox that authenticates senders (CURVE), ``peer_role(buffers)`` is the
         #: role whose key sent a message; None on one that does not (ipc). Read for
         #: system calls only, never on the path of ordinary calls.
@@ -250,15 +254,33 @@ class Runtime:
         before the calls that follow it are read). Only the holder of the
         reader role may call this. Returns True if a message was handled.
         """
-        message = self._receive(timeout_ms)
+        message = None
+        if timeout_ms and self._spin.budget_ns:
+            message = self._poll_briefly()
         if message is None:
-            return False
+            message = self._receive(timeout_ms)
+            if message is None:
+                return False
         identity, frame0, buffers = message
         self._dispatch(identity, frame0, buffers)
         if self._waiters:
             with self.lock:
                 self._cv.notify_all()
         return True
+
+    def _poll_briefly(self):
+        """Poll the inbox for up to the spin budget before sleeping on it: a message
+        or None (:mod:`zactor.endpoint.spinning`)."""
+        spin = self._spin
+        budget = spin.budget()
+        if not budget:
+            return None
+        message = self._poll_for(budget)
+        if message is None:
+            spin.missed()
+        else:
+            spin.caught()
+        return message
 
     def _dispatch(self, identity: bytes, frame0, buffers) -> None:
         """Resolve the replies in one message and hand its calls to the host."""

@@ -53,6 +53,10 @@ class Inbox(Protocol):
     def receive(self, timeout_ms: int):  # -> tuple[bytes, buffer, sequence] | None
         """One message ``(identity, frame0, buffers)`` within ``timeout_ms``, else None."""
 
+    def poll_for(self, budget_ns: int):  # -> tuple[bytes, buffer, sequence] | None
+        """One message if one comes within ``budget_ns``, looking again and again
+        (yielding the core between looks) instead of sleeping; else None."""
+
     def fileno(self) -> int:
         """A descriptor that becomes readable when messages may be waiting."""
 

@@ -76,6 +76,9 @@ READ_CHUNK = 64 * 1024
 #: connection is not read until they are (backpressure, as ZeroMQ's per-peer limit).
 MAX_READY_PER_PEER = limits.INBOX_MESSAGES_PER_PEER
 
+_perf_counter_ns = time.perf_counter_ns
+_sched_yield = os.sched_yield
+
 _HEADER = struct.Struct("<2sHI")  # magic, reserved, frame count
 _MAGIC = b"ZL"
 _HELLO = struct.Struct("<2sH")
@@ -183,15 +186,7 @@ class LaneInbox:
         wait = -1.0 if timeout_ms < 0 else timeout_ms / 1e3
         poll = self._epoll.poll
         while not self._closed:
-            for fd, _ in poll(wait):
-                if fd == self._zfd:
-                    self._zmq_maybe = True
-                elif fd == self._lfd:
-                    self._accept()
-                else:
-                    peer = self._peers.get(fd)
-                    if peer is not None and not peer.ready:
-                        self._read(peer)
+            self._take(poll(wait))
             message = self._next()
             if message is not None:
                 return message
@@ -200,6 +195,38 @@ class LaneInbox:
                 if wait <= 0:
                     return None
         return None
+
+    def poll_for(self, budget_ns: int):
+        """:meth:`receive`, looking for up to ``budget_ns`` instead of sleeping (and
+        yielding the core between looks): the message, or None if none came."""
+        message = self._next()
+        if message is not None:
+            return message
+        clock, poll = _perf_counter_ns, self._epoll.poll
+        end = clock() + budget_ns
+        while not self._closed:
+            events = poll(0)
+            if events:
+                self._take(events)
+                message = self._next()
+                if message is not None:
+                    return message
+            if clock() >= end:
+                return None
+            _sched_yield()
+        return None
+
+    def _take(self, events: list) -> None:
+        """Act on what ``epoll`` reported: note ZeroMQ's signal, accept, read peers."""
+        for fd, _ in events:
+            if fd == self._zfd:
+                self._zmq_maybe = True
+            elif fd == self._lfd:
+                self._accept()
+            else:
+                peer = self._peers.get(fd)
+                if peer is not None and not peer.ready:
+                    self._read(peer)
 
     def _next(self):
         """A message already read (lane or ZeroMQ, taking turns), or None."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import resource
 import time
 
@@ -54,6 +55,9 @@ TransportError = zmq.ZMQError
 
 _preamble_flags = hotpath.preamble_flags
 _SHARED = hotpath.SHARED_BUFFERS
+_NOBLOCK = zmq.NOBLOCK
+_perf_counter_ns = time.perf_counter_ns
+_sched_yield = os.sched_yield
 
 
 class ZmqInbox:
@@ -76,16 +80,43 @@ class ZmqInbox:
         Returns ``(identity, frame0, buffers)``, or None when none came in time.
         ``frame0`` supports the buffer protocol; ``buffers`` are the frames after it.
         """
-        # recv with a receive timeout and Frame.more, not Socket.poll, recv(NOBLOCK) or
-        # getsockopt: those build Poller objects, raise zmq.Again or make enums,
-        # microseconds a message.
+        # recv with a receive timeout and Frame.more, not Socket.poll or getsockopt:
+        # those build Poller objects or make enums, microseconds a message.
+        identity = self._routing_id(timeout_ms)  # a ROUTER always has a frame after it
+        if identity is None:
+            return None
+        return self._rest(identity)
+
+    def poll_for(self, budget_ns: int):
+        """:meth:`receive`, looking for up to ``budget_ns`` instead of sleeping (and
+        yielding the core between looks): the message, or None if none came."""
+        clock, routing_id = _perf_counter_ns, self._routing_id
+        end = clock() + budget_ns
+        while True:
+            identity = routing_id(0)
+            if identity is not None:
+                return self._rest(identity)
+            if clock() >= end:
+                return None
+            _sched_yield()
+
+    def _routing_id(self, timeout_ms: int) -> bytes | None:
+        """The next message's first frame (its sender's routing id), waiting up to
+        ``timeout_ms``; None if none came."""
         sock = self.sock
-        if timeout_ms != self._timeout:
-            sock.rcvtimeo = self._timeout = timeout_ms
         try:
-            identity = sock.recv()  # a ROUTER always has a frame after the routing id
+            if timeout_ms == 0:  # without touching rcvtimeo: a polling reader asks often
+                return sock.recv(_NOBLOCK)
+            if timeout_ms != self._timeout:
+                sock.rcvtimeo = self._timeout = timeout_ms
+            return sock.recv()
         except zmq.Again:
             return None
+
+    def _rest(self, identity: bytes):
+        """The message whose routing id was just read: ``(identity, frame0, buffers)``,
+        or None if it was malformed (dropped and logged)."""
+        sock = self.sock
         frame0 = sock.recv(copy=False)
         if not frame0.more:
             return identity, frame0, ()
@@ -116,15 +147,9 @@ class CurveInbox(ZmqInbox):
 
     __slots__ = ()
 
-    def receive(self, timeout_ms: int):
-        """:meth:`ZmqInbox.receive`; ``buffers`` also carries what :meth:`peer_role` reads."""
+    def _rest(self, identity: bytes):
+        """:meth:`ZmqInbox._rest`; ``buffers`` also carries what :meth:`peer_role` reads."""
         sock = self.sock
-        if timeout_ms != self._timeout:
-            sock.rcvtimeo = self._timeout = timeout_ms
-        try:
-            identity = sock.recv()
-        except zmq.Again:
-            return None
         frame0 = sock.recv(copy=False)
         buffers = _AuthenticatedFrames(sock.recv_multipart(copy=False) if frame0.more else ())
         buffers.first = frame0
