@@ -1,4 +1,4 @@
-"""Tests of the hot path: wire framing and the pending-call table.
+"""Tests of the hot path: wire framing, the batching outbox and the pending-call table.
 
 Every test runs against both the compiled ``zactor._fast`` and its pure-Python
 twin ``zactor._fallback``; the hypothesis tests also check that the two agree
@@ -7,6 +7,7 @@ byte for byte, result for result and exception for exception.
 
 from __future__ import annotations
 
+import inspect
 import struct
 import threading
 
@@ -167,10 +168,10 @@ def test_docstrings(impl):
         obj = getattr(impl, name)
         if callable(obj):
             assert obj.__doc__, name
-    for cls in (impl.BatchWriter, impl.PendingTable):
+    for cls in (impl.BatchWriter, impl.Outbox, impl.PendingTable):
         for name in dir(cls):
             if not name.startswith("_") or name in ("__len__", "__contains__"):
-                assert getattr(cls, name).__doc__, f"{cls.__name__}.{name}"
+                assert inspect.getdoc(getattr(cls, name)), f"{cls.__name__}.{name}"
 
 
 # -- round trips --------------------------------------------------------------------------
@@ -802,3 +803,126 @@ def test_pending_threads(impl):
     rest = t.drain()
     assert len(rest) == nthreads * per_thread // 2
     assert len(set(rest)) == len(rest)
+
+
+# -- the outbox to one peer -----------------------------------------------------------------
+
+CALL, TELL, RESULT = 1, 2, 3  # zactor.wire.records
+
+
+class Recorder:
+    """A connection that keeps what it is sent, parsed."""
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.messages = []
+
+    def send(self, frames):
+        self.messages.append(self.impl.parse_frame(frames[0], len(frames) - 1))
+
+
+def outbox(impl, linger_s=3600.0, max_batch=512, max_batch_bytes=1 << 20):
+    """An outbox over a :class:`Recorder`; the list of batches ``on_first`` heard of.
+
+    The default linger is an hour: a tell after a send always joins a batch, so no
+    test depends on the clock (-1 makes every tell find the peer idle)."""
+    firsts = []
+    conn = Recorder(impl)
+    box = impl.Outbox(
+        "ipc:///p.sock", conn, 0x40, firsts.append, linger_s, max_batch, max_batch_bytes
+    )
+    return box, firsts
+
+
+def test_outbox_sends_a_call_to_an_idle_peer_at_once_and_batches_the_rest(impl):
+    box, firsts = outbox(impl)
+    box.put(CALL, 3, 1, 9, b"\x90", [])
+    assert [[r[:5] for r in m] for m in box.conn.messages] == [[(CALL, 0x40, 3, 1, 9)]]
+    assert box.inflight == 1 and box.count == 0 and firsts == []
+    box.put(CALL, 3, 2, 9, b"\x91\x01", [])  # a call awaits its reply: batched
+    box.put(CALL, 3, 3, 9, b"\x91\x02", [b"x" * 10])
+    assert box.count == 2 and box.inflight == 3 and firsts == [box]  # told once per batch
+    assert len(box.conn.messages) == 1
+    box.flush()
+    batch = box.conn.messages[1]
+    assert [r[3] for r in batch] == [2, 3]
+    assert bytes(batch[1][5]) == b"\x91\x02" and batch[1][7] == 1  # its one buffer
+    assert box.count == 0
+    box.flush()  # nothing batched: nothing sent
+    assert len(box.conn.messages) == 2
+    box.replies_arrived(3)
+    assert box.inflight == 0
+    box.put(CALL, 3, 4, 9, b"\x90", [])  # idle again: at once
+    assert len(box.conn.messages) == 3 and firsts == [box]
+
+
+def test_outbox_tells_linger_then_go_out_with_a_full_batch(impl):
+    box, firsts = outbox(impl, max_batch=3)
+    box.put(TELL, 1, 7, 9, b"\x90", [])  # nothing sent before: the peer is idle
+    assert len(box.conn.messages) == 1 and box.inflight == 0
+    for token in range(3):  # sent within the linger: batched, until the batch is full
+        box.put(TELL, 1, token, 9, b"\x90", [])
+    assert len(box.conn.messages) == 2 and box.count == 0
+    assert [r[0] for r in box.conn.messages[1]] == [TELL] * 3
+    assert firsts == [box]
+    eager, _ = outbox(impl, linger_s=-1.0)
+    for token in range(3):
+        eager.put(TELL, 1, token, 9, b"\x90", [])
+    assert len(eager.conn.messages) == 3  # every tell finds the peer idle
+
+
+def test_outbox_sends_a_batch_once_it_holds_max_batch_bytes(impl):
+    box, _ = outbox(impl, max_batch_bytes=100)
+    box.put(CALL, 1, 1, 9, b"\x90", [])
+    box.put(CALL, 1, 2, 9, b"\x90", [b"y" * 60])
+    assert len(box.conn.messages) == 1
+    box.put(CALL, 1, 3, 9, b"\x90", [b"z" * 60])  # 120 bytes batched: sent
+    assert len(box.conn.messages) == 2 and box.count == 0
+
+
+def test_outbox_add_batches_with_its_own_flags_and_never_sends(impl):
+    box, firsts = outbox(impl)
+    assert box.add(RESULT, 0, 0, 5, 9, b"\x01", ()) is True
+    assert box.add(RESULT, 0, 0, 6, 9, b"\x02", ()) is False
+    assert box.conn.messages == [] and firsts == [] and box.count == 2
+    box.flush()
+    assert [(r[0], r[1], r[3]) for r in box.conn.messages[0]] == [(RESULT, 0, 5), (RESULT, 0, 6)]
+
+
+def test_outbox_bad_record_leaves_it_usable(impl):
+    box, _ = outbox(impl)
+    box.put(CALL, 1, 1, 9, b"\x90", [])
+    with pytest.raises((OverflowError, ValueError, TypeError)):
+        box.put(CALL, 1, -1, 9, b"\x90", [])  # a call id no record can hold
+    with pytest.raises(TypeError):
+        box.add(RESULT, 0, 0, 5, 9, "not bytes", ())
+    box.put(CALL, 1, 2, 9, b"\x90", [])
+    box.flush()
+    assert [[r[3] for r in m] for m in box.conn.messages] == [[1], [2]]
+
+
+def test_outbox_threads_lose_nothing(impl):
+    box, _ = outbox(impl, max_batch=64)
+    nthreads, per_thread = 4, 3000
+    barrier = threading.Barrier(nthreads)
+
+    def work(i):
+        barrier.wait()
+        for n in range(per_thread):
+            if n % 3:
+                box.put(CALL, i, i * per_thread + n + 1, 9, b"\x90", [])
+            else:
+                box.add(RESULT, 0, i, i * per_thread + n + 1, 9, b"\x90", ())
+            if n % 97 == 0:
+                box.flush()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(nthreads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    box.flush()
+    ids = sorted(r[3] for m in box.conn.messages for r in m)
+    assert ids == list(range(1, nthreads * per_thread + 1))
+    calls_per_thread = sum(1 for n in range(per_thread) if n % 3)
+    assert box.inflight == nthreads * calls_per_thread

@@ -54,7 +54,8 @@ POLL_SLICE_MS = 200
 REF_REPORT_S = 0.1
 
 _parse_frame = _hotpath.parse_frame
-_pack_one = _hotpath.pack_one
+#: The connection to one peer with its batch (``zactor.wire._fast.Outbox``).
+Outbox = _hotpath.Outbox
 _REPLY_MIN = _RESULT = wire.RESULT
 _REPLY_MAX = wire.DIED
 _ACK = wire.ACK
@@ -64,63 +65,6 @@ _SHUT_DOWN_WHILE_WAITING = (
     "zactor was shut down while a call was waiting for its reply: call zactor.init() again"
 )
 _monotonic = time.monotonic
-
-
-class Outbox:
-    """The DEALER socket to one peer, with the batch of calls not yet sent."""
-
-    __slots__ = ("address", "conn", "lock", "writer", "last_send", "runtime", "inflight", "flags")
-
-    def __init__(self, runtime: Runtime, address: str) -> None:
-        self.runtime = runtime
-        self.address = address
-        self.conn = runtime.transports.connect(address, runtime.address)
-        #: Every record sent carries the sender's role (zactor.wire.protocol).
-        self.flags = ROLE_FLAGS.get(runtime.role, 0)
-        self.lock = threading.Lock()
-        self.writer = _hotpath.BatchWriter()
-        self.last_send = 0.0
-        self.inflight = 0  # calls sent whose replies have not come back
-
-    def put(self, kind, method, call_id, actor_id, payload, buffers) -> None:
-        """Send now if the peer is idle, else add to the batch (and arm the flusher).
-
-        Idle means: for a call, no earlier call awaits its reply (so a
-        synchronous call never waits); for a tell, nothing was sent within
-        :data:`LINGER_S`.
-        """
-        lock = self.lock
-        lock.acquire()  # not ``with``: per call, its special-method look-ups cost more
-        try:
-            writer = self.writer
-            if kind == _CALL:
-                self.inflight += 1
-                idle = self.inflight == 1
-            else:
-                idle = _monotonic() - self.last_send > LINGER_S
-            if writer.count == 0 and idle:
-                self.last_send = _monotonic()
-                self.conn.send(
-                    _pack_one(kind, self.flags, method, call_id, actor_id, payload, buffers)
-                )
-                return
-            writer.add(kind, self.flags, method, call_id, actor_id, payload, buffers)
-            if writer.count >= MAX_BATCH or writer.nbytes >= MAX_BATCH_BYTES:
-                self.last_send = _monotonic()
-                self.conn.send(writer.take())
-                return
-            first = writer.count == 1
-        finally:
-            lock.release()
-        if first:
-            self.runtime.mark_dirty(self)
-
-    def flush(self) -> None:
-        """Send whatever is batched."""
-        with self.lock:
-            if self.writer.count:
-                self.last_send = _monotonic()
-                self.conn.send(self.writer.take())
 
 
 class Runtime:
@@ -216,7 +160,15 @@ class Runtime:
                     raise ClusterError("zactor is shut down: call zactor.init() again")
                 box = self._outboxes.get(address)
                 if box is None:
-                    box = self._outboxes[address] = Outbox(self, address)
+                    box = self._outboxes[address] = Outbox(
+                        address,
+                        self.transports.connect(address, self.address),
+                        ROLE_FLAGS.get(self.role, 0),  # every record says who sent it
+                        self.mark_dirty,
+                        LINGER_S,
+                        MAX_BATCH,
+                        MAX_BATCH_BYTES,
+                    )
                     self._outbox_by_identity[address.encode()] = box
         return box
 
@@ -310,8 +262,7 @@ class Runtime:
         if replies:
             box = self._outbox_by_identity.get(identity)
             if box is not None:
-                with box.lock:
-                    box.inflight -= len(replies)
+                box.replies_arrived(len(replies))
             taken = self.pending.take_replies(replies)
             for fut, kind, flags, payload, start, count in taken:
                 bufs = buffers[start : start + count] if count else ()

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled hot path of zactor: wire framing and the table of pending calls.
+"""Compiled hot path of zactor: wire framing, the batching outbox to a peer and the
+table of pending calls.
 
 ``zactor.wire._fallback`` is the pure-Python twin of this module: same public names,
 same behaviour, same bytes on the wire, same exceptions.
@@ -59,6 +60,7 @@ __all__ = [
     "pack_record",
     "pack_one",
     "BatchWriter",
+    "Outbox",
     "PendingTable",
 ]
 
@@ -89,5 +91,6 @@ cdef Py_ssize_t _U32_MAX = 0xFFFFFFFF
 # The module is split by concern, as msgpack's _cmsgpack is; each include shares
 # this module's namespace.
 include "_frames.pxi"
+include "_outbox.pxi"
 include "_pending.pxi"
 include "_hashing.pxi"

@@ -479,6 +479,9 @@ cdef class BatchWriter:
         they must not change before the message is sent. On error the writer is
         left as it was.
         """
+        self._add(kind, flags, method, call_id, actor_id, payload, buffers)
+
+    cdef int _add(self, kind, flags, method, call_id, actor_id, payload, buffers) except -1:
         cdef uint8_t k = <uint8_t>_field(kind, _U8_MAX, "kind")
         cdef uint8_t f = <uint8_t>_field(flags, _U8_MAX, "flags")
         cdef uint32_t m = <uint32_t>_field(method, _U32_FIELD_MAX, "method")
@@ -527,12 +530,16 @@ cdef class BatchWriter:
         finally:
             if release:
                 PyBuffer_Release(&pv)
+        return 0
 
     def take(self):
         """Return the message built so far as ``[frame0, *buffers]`` and empty the writer.
 
         Returns ``[]`` when no record was added.
         """
+        return self._take()
+
+    cdef list _take(self):
         cdef Py_ssize_t rec_len, total
         cdef bytes frame0
         cdef unsigned char* d

@@ -29,6 +29,7 @@ IMPLEMENTATION = "python" if PURE_PYTHON else "cython"
 parse_frame = impl.parse_frame
 pack_one = impl.pack_one
 BatchWriter = impl.BatchWriter
+Outbox = impl.Outbox
 PendingTable = impl.PendingTable
 RECORD_SIZE = impl.RECORD_SIZE
 PREAMBLE_SIZE = impl.PREAMBLE_SIZE

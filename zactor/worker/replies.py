@@ -60,15 +60,7 @@ class ReplyBatching:
             except Exception as exc:  # a foreign peer: nobody to answer, keep serving
                 self.runtime.drop("bad-identity", identity, f"cannot reply: {exc}")
                 return
-        lock = box.lock
-        lock.acquire()  # not ``with``: its special-method look-ups cost more than the add
-        try:
-            writer = box.writer
-            writer.add(kind, flags, method, call_id, actor_id, payload, buffers)
-            first = writer.count == 1
-        finally:
-            lock.release()
-        if first:
+        if box.add(kind, flags, method, call_id, actor_id, payload, buffers):  # a new batch
             local = self._local
             try:
                 local.boxes.append(box)
@@ -163,12 +155,7 @@ class ReplyBatching:
             if box is None:  # never answered before: queue (and send) as a reply
                 self._queue_reply(identity, _ACK, token, count, b"", ())
                 continue
-            lock = box.lock
-            lock.acquire()
-            try:
-                box.writer.add(_ACK, 0, 0, token, count, b"", ())
-            finally:
-                lock.release()
+            box.add(_ACK, 0, 0, token, count, b"", ())
             if box not in held:
                 held.append(box)
 
@@ -204,9 +191,9 @@ class ReplyBatching:
         """
         boxes = list(self._reply_boxes.values())
         for box in boxes if held is None else held:
-            if box.writer.count:
+            if box.count:
                 try:
                     box.flush()
                 except Exception:  # e.g. the socket closed at shutdown: keep watching
                     log.exception("zactor: sending held replies to %s failed", box.address)
-        return [box for box in boxes if box.writer.count]
+        return [box for box in boxes if box.count]
