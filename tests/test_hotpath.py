@@ -880,6 +880,14 @@ def test_outbox_sends_a_batch_once_it_holds_max_batch_bytes(impl):
     assert len(box.conn.messages) == 2 and box.count == 0
 
 
+def test_outbox_flags_can_be_changed(impl):
+    # As a test playing a peer that claims another role does (tests/test_curve.py).
+    box, _ = outbox(impl)
+    box.flags = 0x20
+    box.put(CALL, 1, 1, 9, b"\x90", [])
+    assert box.flags == 0x20 and box.conn.messages[0][0][1] == 0x20
+
+
 def test_outbox_add_batches_with_its_own_flags_and_never_sends(impl):
     box, firsts = outbox(impl)
     assert box.add(RESULT, 0, 0, 5, 9, b"\x01", ()) is True

@@ -98,6 +98,10 @@ cdef class Outbox:
         """The flags every record :meth:`put` sends carries (the sender's role)."""
         return self._flags
 
+    @flags.setter
+    def flags(self, int flags):
+        self._flags = flags
+
     @property
     def inflight(self):
         """Calls sent whose replies have not come back (see :meth:`replies_arrived`)."""
