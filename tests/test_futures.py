@@ -10,16 +10,19 @@ other (``spread``), and nothing else is sent to the held actor's worker while it
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import pytest
 from gates import wait_for_file as _wait_for_file
 
 import zactor
+from zactor.wire import hotpath
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -411,3 +414,66 @@ def test_shutdown_while_a_thread_waits_gives_it_cluster_error(tmp_path):
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-2000:]}"
     assert "OUTCOME ['ClusterError']" in proc.stdout, proc.stdout
+
+
+# -- the cyclic collector and futures -------------------------------------------------------
+
+compiled = pytest.mark.skipif(
+    hotpath.IMPLEMENTATION != "cython",
+    reason="ZACTOR_PURE_PYTHON=1: Python code cannot untrack a future, it stays tracked",
+)
+
+
+@compiled
+def test_a_future_is_left_to_reference_counting_until_it_may_hold_a_cycle(cluster):
+    w = Worker.remote()
+    plain = w.quick.remote()
+    assert not gc.is_tracked(plain)  # holds the call's bytes at most: nothing leads back
+    assert isinstance(plain.result(timeout=30), int)
+    assert not gc.is_tracked(plain)
+    container = w.quick.remote([1, 2])
+    assert container.result(timeout=30) == [1, 2] and gc.is_tracked(container)
+    failed = w.fail.remote()
+    assert isinstance(failed.exception(timeout=30), KeyError) and gc.is_tracked(failed)
+    watched = w.quick.remote()
+    watched.add_done_callback(lambda f: None)
+    assert gc.is_tracked(watched)
+    watched.result(timeout=30)
+
+
+def _collected(make_garbage) -> bool:
+    """True if the future ``make_garbage()`` returns a weak reference to is freed once
+    everything else drops it and the cyclic collector runs."""
+    ref = make_garbage()
+    gc.collect()
+    return ref() is None
+
+
+def test_futures_in_cycles_are_still_collected(cluster):
+    w = Worker.remote()
+
+    def raised():  # future -> its error -> traceback -> result()'s frame -> future
+        f = w.fail.remote()
+        try:
+            f.result(timeout=30)
+        except KeyError:
+            pass
+        return weakref.ref(f)
+
+    def holds_itself():  # future -> its value -> future
+        f = w.quick.remote([1])
+        f.result(timeout=30).append(f)
+        return weakref.ref(f)
+
+    def died():  # a locally made error, raised
+        h = Worker.remote()
+        zactor.kill(h)
+        f = h.quick.remote()
+        try:
+            f.result(timeout=30)
+        except zactor.ActorDiedError:
+            pass
+        return weakref.ref(f)
+
+    for make_garbage in (raised, holds_itself, died):
+        assert _collected(make_garbage), make_garbage.__name__

@@ -45,6 +45,8 @@ __all__ = [
     "BatchWriter",
     "Outbox",
     "PendingTable",
+    "untrack",
+    "track",
 ]
 
 #: First two bytes of every frame 0.
@@ -651,6 +653,22 @@ class PendingTable:
             old = self._d
             self._d = {}
         return [old[k] for k in sorted(old)]
+
+
+# -- futures the cyclic collector need not scan ---------------------------------------------
+
+
+def untrack(obj):
+    """Take ``obj`` out of the cyclic garbage collector's lists (reference counting
+    still frees it). Only for an object that holds nothing that could lead back to
+    it; :func:`track` it again before it may.
+
+    Python code cannot untrack an object: here it stays tracked, which changes
+    only how much work the collector does, not what it frees."""
+
+
+def track(obj):
+    """Put ``obj`` back in the cyclic collector's lists (no-op if it is there)."""
 
 
 # -- key hashing: which shard of a pool a key belongs to ------------------------------------

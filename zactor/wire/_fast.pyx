@@ -62,6 +62,8 @@ __all__ = [
     "BatchWriter",
     "Outbox",
     "PendingTable",
+    "untrack",
+    "track",
 ]
 
 #: First two bytes of every frame 0.

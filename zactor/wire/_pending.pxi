@@ -130,3 +130,26 @@ cdef class PendingTable:
         cdef dict old = self._d
         self._d = fresh
         return [old[k] for k in sorted(old)]
+
+
+# -- futures the cyclic collector need not scan ---------------------------------------------
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+    void PyObject_GC_Track(void* op)
+    int PyObject_GC_IsTracked(object op)
+    int PyObject_IS_GC(object op)
+
+
+def untrack(obj):
+    """Take ``obj`` out of the cyclic garbage collector's lists (reference counting
+    still frees it). Only for an object that holds nothing that could lead back to
+    it; :func:`track` it again before it may."""
+    if PyObject_IS_GC(obj) and PyObject_GC_IsTracked(obj):
+        PyObject_GC_UnTrack(<void*>obj)
+
+
+def track(obj):
+    """Put ``obj`` back in the cyclic collector's lists (no-op if it is there)."""
+    if PyObject_IS_GC(obj) and not PyObject_GC_IsTracked(obj):
+        PyObject_GC_Track(<void*>obj)

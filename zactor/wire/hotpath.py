@@ -31,6 +31,10 @@ pack_one = impl.pack_one
 BatchWriter = impl.BatchWriter
 Outbox = impl.Outbox
 PendingTable = impl.PendingTable
+# Futures waiting for a plain reply hold nothing that leads back to them: the
+# cyclic collector need not scan them (zactor.caller.future).
+untrack = impl.untrack
+track = impl.track
 RECORD_SIZE = impl.RECORD_SIZE
 PREAMBLE_SIZE = impl.PREAMBLE_SIZE
 PROTOCOL_VERSION = impl.PROTOCOL_VERSION
