@@ -36,24 +36,11 @@ import numpy as np
 if __name__ == "__main__" and "PYTHONPATH" not in os.environ:  # this checkout's zactor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pool_routing import PlacedCounter  # noqa: E402  (bench/, beside this script)
+
 import zactor  # noqa: E402
 from zactor.benchmark.pipe_actor import PipeActor  # noqa: E402
 from zactor.benchmark.runner import _Counter  # noqa: E402
-
-
-@zactor.remote
-class _Where:
-    """A counter that also says which process it lives in."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def inc(self) -> int:
-        self.n += 1
-        return self.n
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def sync_ns(inc, n: int) -> np.ndarray:
@@ -116,7 +103,7 @@ def main() -> None:
     zactor.init(num_workers=args.workers)
     pipe = PipeActor(_Counter)
     try:
-        counter = _Where.remote()
+        counter = zactor.remote(PlacedCounter).remote()
         pids = {"driver": os.getpid(), "worker": counter.pid.remote().result(timeout=60)}
         sides = {
             "zactor": lambda: sync_ns(counter.inc, args.block),
