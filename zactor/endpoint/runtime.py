@@ -13,6 +13,8 @@ A :class:`Runtime` exists in every zactor process (driver, worker, head). It
   socket itself, so a synchronous call involves no other thread; other
   waiting threads sleep until the reader wakes them. In a worker the actor
   host's leader thread holds the role for good (see :mod:`zactor.worker`).
+  The reader polls for a message briefly before it sleeps on the inbox
+  (:mod:`zactor.endpoint.spinning`).
 
 It moves messages through :mod:`zactor.transport` and never names a socket
 library; what a frame means comes from :mod:`zactor.wire`.
