@@ -14,6 +14,7 @@ import signal
 import threading
 import uuid
 
+import cloudpickle
 import pytest
 from gates import poll
 
@@ -141,6 +142,35 @@ def test_a_handle_passed_on_before_its_placement_is_known_works(cluster):
     passing.join(60)
     assert zactor.get(out[0], timeout=60) == 2
     assert zactor.get(target.log.remote(), timeout=30) == ["init", "x"]
+
+
+def test_a_new_actors_handle_leaves_only_once_its_worker_has_the_actor(cluster):
+    # Another process's calls take that process's own connection to the worker, which
+    # may be read before this process's, where the creation travels: pickling the
+    # handle waits for a round trip to the worker behind the creation.
+    target = Log.remote()
+    poll(lambda: target._target.address is not None, timeout=30)  # placed, not pickled
+    workers = _head().cluster_info.remote().result(timeout=30)["workers"]
+    pid = next(w["pid"] for w in workers if w["address"] == target._target.address)
+    out = []
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pickling = threading.Thread(target=lambda: out.append(cloudpickle.dumps(target)))
+        pickling.start()
+        pickling.join(0.5)
+        assert pickling.is_alive(), "the handle left before its worker answered"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    pickling.join(60)
+    assert out and zactor.get(User.remote().use.remote(target, "x"), timeout=60) == 2
+    pickling = threading.Thread(target=lambda: out.append(cloudpickle.dumps(target)))
+    os.kill(pid, signal.SIGSTOP)
+    try:  # confirmed once: later copies leave at once
+        pickling.start()
+        pickling.join(30)
+        assert not pickling.is_alive()
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def test_kill_right_after_creation_ends_the_actor(cluster):

@@ -278,5 +278,6 @@ def _create(actor_class: ActorClass, options: dict, args: tuple, kwargs: dict) -
     if info.get("existing"):
         return handle
     start_actor(head, info, blob, spec, options)
+    handle._target.created_here = True
     runtime.flush()
     return handle

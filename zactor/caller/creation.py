@@ -159,6 +159,7 @@ def create_unplaced(runtime, spec: dict, blob: bytes, options: dict) -> ActorHan
     runtime.refs.acquire(actor_id)
     runtime.recovery.placing(actor_id)  # before the handle: its first call is held
     handle = handle_from_info(dict(spec, actor_id=actor_id, address=None))
+    handle._target.created_here = True
     ids.place(spec, blob, options, actor_id)
     return handle
 

@@ -28,6 +28,9 @@ from zactor.wire import records as wire
 from zactor.wire.protocol import HEAD_TABLE, NODE_TABLE, WORKER_TABLE
 
 _dumps_call = serialization.dumps_call
+#: How long a handle leaving this process waits for the worker to confirm the actor's
+#: creation (seconds): a live worker answers at once.
+CREATED_WAIT_S = 60.0
 _untrack = hotpath.untrack
 _CALL, _TELL, _ERROR = wire.CALL, wire.TELL, wire.ERROR
 _NOTICE_FOLLOWS = wire.DIED_NOTICE_FOLLOWS
@@ -53,6 +56,7 @@ class _Target:
         "refs",
         "retries",
         "restartable",
+        "created_here",
         "__weakref__",
     )
 
@@ -76,6 +80,9 @@ class _Target:
         self.retries = retries  # the actor's max_task_retries
         # Calls to it keep what sends them again (Resend): it may come back.
         self.restartable = restartable
+        #: This process sent the actor's creation, and no handle has left it since
+        #: (see :meth:`placed`).
+        self.created_here = False
         runtime = _runtime_mod._current
         if actor_id != wire.SYSTEM_ACTOR_ID and runtime is not None:
             # Told where the actor lives now if it restarted elsewhere (see Recovery.routes).
@@ -108,10 +115,12 @@ class _Target:
             self.runtime = runtime
         return runtime, self.outbox
 
-    def placed(self) -> str:
+    def placed(self, leaving: bool = False) -> str:
         """The actor's address: for an actor this process created without waiting for
         the head (``zactor.caller.creation``), once the head has placed it. Raises
-        :class:`ActorDiedError` if it could not be."""
+        :class:`ActorDiedError` if it could not be. ``leaving``: a copy of the handle
+        is about to leave this process; for an actor created here, wait until its
+        worker has it."""
         runtime = _runtime_mod._current
         if self.address is None:
             runtime = _runtime_mod.current()
@@ -120,9 +129,16 @@ class _Target:
             if self.address is None:
                 raise died_error(runtime.down[self.actor_id][0])
         if runtime is not None:
-            # Its creation may wait in a batch: on the wire before the handle leaves, so
-            # the receiver's calls cannot reach the worker first.
-            runtime.flush()
+            runtime.flush()  # its creation may wait in a batch
+            if leaving and self.created_here:
+                # The receiver's calls take its own connection to the worker, which
+                # may read them before this process's creation: a round trip behind
+                # the creation, on this process's connection, makes sure it has it.
+                self.created_here = False
+                try:
+                    worker_service_handle(self.address).ping.remote().result(CREATED_WAIT_S)
+                except Exception:  # the worker died: the receiver's calls will say so
+                    pass
         return self.address
 
     def __del__(self) -> None:
@@ -214,7 +230,7 @@ class ActorHandle:
             self._actor_id,
             # Where it lives now (if it restarted elsewhere); once placed, if it was just
             # created: the receiver would not know where to send its calls.
-            self._target.placed(),
+            self._target.placed(leaving=True),
             self._class_name,
             self._methods,
             self._name,
@@ -233,7 +249,7 @@ class ActorHandle:
         """A handle of ``cls`` (a subclass, such as zactor.compat.ray's) to the same
         actor, keeping it alive exactly when this one does."""
         target = self._target
-        return cls(
+        handle = cls(
             self._actor_id,
             target.placed(),  # rerouted only if made before the placement: wait for it
             self._class_name,
@@ -246,6 +262,8 @@ class ActorHandle:
             int(target.restartable),
             self._method_options,
         )
+        handle._target.created_here = target.created_here  # its copies leave as this one's
+        return handle
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
