@@ -1,5 +1,5 @@
-"""Tests of the hot path: wire framing, the batching outbox, the pending-call table
-and untracking futures for the cyclic collector.
+"""Tests of the hot path: wire framing, the batching outbox, the pending-call table,
+the state of a call's future and untracking futures for the cyclic collector.
 
 Every test runs against both the compiled ``zactor._fast`` and its pure-Python
 twin ``zactor._fallback``; the hypothesis tests also check that the two agree
@@ -151,7 +151,7 @@ def test_same_public_names():
     assert _fast.__all__ == _fallback.__all__
     for name in _fast.__all__:
         assert hasattr(_fast, name) and hasattr(_fallback, name)
-    for cls in ("BatchWriter", "PendingTable", "KeyRouter"):
+    for cls in ("BatchWriter", "PendingTable", "KeyRouter", "CallGate", "FutureCore"):
         public = {n for n in dir(getattr(_fallback, cls)) if not n.startswith("_")}
         assert public == {n for n in dir(getattr(_fast, cls)) if not n.startswith("_")}
 
@@ -170,7 +170,7 @@ def test_docstrings(impl):
         obj = getattr(impl, name)
         if callable(obj):
             assert obj.__doc__, name
-    for cls in (impl.BatchWriter, impl.Outbox, impl.PendingTable):
+    for cls in (impl.BatchWriter, impl.Outbox, impl.PendingTable, impl.CallGate, impl.FutureCore):
         for name in dir(cls):
             if not name.startswith("_") or name in ("__len__", "__contains__"):
                 assert inspect.getdoc(getattr(cls, name)), f"{cls.__name__}.{name}"
@@ -953,3 +953,171 @@ def test_untrack_and_track(impl):
     for atomic in (7, "text", b"bytes", None):  # not collector objects: nothing to do
         impl.untrack(atomic)
         impl.track(atomic)
+
+
+# -- a call's future: what remote() makes and what the reader does to it ----------------------
+
+PENDING, ARRIVED, VALUE, RAISED = 0, 1, 2, 3  # zactor.caller.future
+ERROR = 4
+
+
+def future_class(impl):
+    """A FutureCore subclass as zactor.Future is one: it adds ``_decode`` and
+    ``_run_callbacks``, here recording that they ran."""
+
+    class Fut(impl.FutureCore):
+        __slots__ = ("ran",)
+
+        def _decode(self):
+            self.ran.append("decode")
+
+        def _run_callbacks(self):
+            self.ran.append("callbacks")
+
+        def result(self):
+            self.ran.append("result")
+            return ("result of", self._value)
+
+    return Fut
+
+
+def test_call_makes_an_untracked_future_counts_it_and_sends_the_call(impl):
+    Fut = future_class(impl)
+    box, _ = outbox(impl)
+    table, gate = impl.PendingTable(), impl.CallGate(10)
+    first = table.call(Fut, "runtime", gate, "origin", box, 3, 9, b"\x90", [])
+    second = table.call(Fut, "runtime", gate, "origin", box, 3, 9, b"\x91\x01", [])
+    assert type(first) is Fut and first._state == PENDING and first._value is None
+    assert (first._runtime, first._gate, first._origin) == ("runtime", gate, "origin")
+    assert first._callbacks is None and first._retry is None
+    assert gate.inflight == 2 and len(table) == 2
+    assert table.pop(1) is first and table.pop(2) is second  # call ids 1 and 2
+    # The first went out at once (idle peer), the second waits in the batch.
+    assert [[r[:5] for r in m] for m in box.conn.messages] == [[(CALL, 0x40, 3, 1, 9)]]
+    assert box.count == 1 and box.inflight == 2
+    # Nothing it holds yet leads back to it: the compiled module untracks it.
+    assert gc.is_tracked(first) is (impl is _fallback)
+
+
+def test_call_that_cannot_be_sent_raises_and_stays_pending(impl):
+    Fut = future_class(impl)
+    box, _ = outbox(impl)
+    table, gate = impl.PendingTable(), impl.CallGate(10)
+    with pytest.raises(TypeError):
+        table.call(Fut, None, gate, None, box, 3, 9, "not bytes", [])
+    # As remote() did before it was compiled: counted and pending, then the error.
+    assert gate.inflight == 1 and len(table) == 1
+
+
+def test_arrive_decodes_a_small_result_at_once(impl):
+    Fut = future_class(impl)
+    gate = impl.CallGate(10)
+    gate.inflight = 1
+    f = Fut(None, gate, None)
+    f.ran = []
+    f._arrive(RESULT, b"\x2a", ())
+    assert (f._state, f._value, gate.inflight, f.ran) == (VALUE, 42, 0, [])
+
+
+def test_arrive_keeps_a_large_or_failed_reply_for_decode(impl):
+    Fut = future_class(impl)
+    big = Fut(None, None, None)
+    big.ran = []
+    payload = b"\xc5\x01\x2c" + b"x" * 300  # bin 16 of 300 bytes: too long to decode now
+    big._arrive(RESULT, payload, ())
+    assert big._state == ARRIVED and big._value == (RESULT, payload, ())
+    error = Fut(None, None, None)
+    error.ran = []
+    error._arrive(ERROR, b"\x90", ())
+    assert error._state == ARRIVED and error._value == (ERROR, b"\x90", ())
+    with_buffers = Fut(None, None, None)
+    with_buffers.ran = []
+    with_buffers._arrive(RESULT, b"\x01", (b"frame",))
+    assert with_buffers._state == ARRIVED
+
+
+def test_arrive_runs_callbacks_and_tracks_a_container_value(impl):
+    Fut = future_class(impl)
+    f = Fut(None, None, None)
+    f.ran = []
+    impl.untrack(f)
+    f._callbacks = ["someone waits"]
+    f._arrive(RESULT, b"\x92\x01\x02", ())  # [1, 2]: it may come to refer to f
+    assert f._value == [1, 2] and f._state == VALUE and f.ran == ["callbacks"]
+    assert gc.is_tracked(f)
+
+
+def test_an_undecodable_result_raises_on_its_future_only(impl):
+    Fut = future_class(impl)
+    f = Fut(None, None, None)
+    f.ran = []
+    f._arrive(RESULT, b"\xc1", ())  # 0xc1: never used by msgpack
+    assert f._state == RAISED and isinstance(f._value, Exception)
+    assert gc.is_tracked(f)
+
+
+class Origin:
+    """What was called, deciding whether a reply other than a result is the answer."""
+
+    def __init__(self, not_the_answer):
+        self.not_the_answer = not_the_answer
+        self.asked = []
+
+    def _retry_reply(self, future, kind, flags, payload, buffers):
+        self.asked.append((kind, flags, bytes(payload), list(buffers)))
+        return self.not_the_answer
+
+
+def test_resolve_hands_replies_to_their_futures(impl):
+    Fut = future_class(impl)
+    table = impl.PendingTable()
+    plain, retried, kept_waiting, error = (Fut(None, None, Origin(flag)) for flag in "aTFb")
+    for f in (plain, retried, kept_waiting, error):
+        f.ran = []
+        table.add(f)
+    retried._retry = kept_waiting._retry = "may go again"
+    retried._origin.not_the_answer = False
+    kept_waiting._origin.not_the_answer = True
+    writer = impl.BatchWriter()
+    writer.add(RESULT, 0, 0, 1, 9, b"\x07", ())
+    writer.add(ERROR, 1, 0, 2, 9, b"\x90", [b"one frame"])
+    writer.add(5, 1, 0, 3, 9, b"\xa4gone", ())
+    writer.add(ERROR, 0, 0, 4, 9, b"\x91\x01", ())
+    writer.add(RESULT, 0, 0, 99, 9, b"\x08", ())  # no call 99: skipped
+    frames = writer.take()
+    records = impl.parse_frame(frames[0], len(frames) - 1)
+    assert table.resolve(records, frames[1:]) == 4
+    assert table.unknown == 1 and len(table) == 0
+    assert (plain._state, plain._value) == (VALUE, 7)
+    assert retried._state == ARRIVED and retried._value[0] == ERROR
+    assert [bytes(b) for b in retried._value[2]] == [b"one frame"]  # its own frames
+    assert retried._origin.asked == [(ERROR, 1, b"\x90", [b"one frame"])]
+    assert kept_waiting._state == PENDING  # its origin said: not the answer
+    assert error._state == ARRIVED and error._origin.asked == []  # may not go again
+
+
+def test_results_and_first_pending(impl):
+    Fut = future_class(impl)
+    futures = [Fut(None, None, None) for _ in range(4)]
+    for f in futures:
+        f.ran = []
+    assert impl.first_pending(futures, 0) == 0
+    futures[0]._arrive(RESULT, b"\x01", ())
+    futures[1]._arrive(RESULT, b"\x02", ())
+    assert impl.first_pending(futures, 0) == 2
+    futures[3]._arrive(RESULT, b"\x04", ())
+    assert impl.first_pending(futures, 2) == 2
+    futures[2]._arrive(ERROR, b"\x90", ())
+    assert impl.first_pending(futures, 2) == 4 == impl.first_pending(futures, 4)
+    # A value is taken as it is; anything else is the future's result().
+    assert impl.results(futures) == [1, 2, ("result of", (ERROR, b"\x90", ())), 4]
+    assert [f.ran for f in futures] == [[], [], ["result"], []]
+
+
+def test_call_gate(impl):
+    gate = impl.CallGate(5)
+    assert (gate.inflight, gate.limit, gate.token, gate.runtime) == (0, 5, 0, None)
+    gate.inflight += 3
+    gate.token, gate.runtime = 17, "runtime"
+    assert (gate.inflight, gate.token, gate.runtime) == (3, 17, "runtime")
+    assert {gate: 1}[gate] == 1  # a dict key, by identity (Recovery counts per gate)

@@ -22,25 +22,14 @@ from zactor.wire import hotpath, serialization
 from zactor.wire import records as wire
 
 _PENDING, _ARRIVED, _VALUE, _RAISED = 0, 1, 2, 3
-#: Decoded values that can refer to nothing, so not to their future either.
-_ATOMIC = frozenset((int, float, bool, type(None), str, bytes, complex))
 _track = hotpath.track
-_RESULT = wire.RESULT
-#: A plain result of at most this many bytes is decoded when it arrives, not on result().
-_DECODE_ON_ARRIVAL = 256
+_results = hotpath.results
+_first_pending = hotpath.first_pending
 
 
-class CallGate:
-    """Counts one handle's calls awaiting replies and tells not yet credited, for
-    backpressure (``max_pending_calls`` bounds the two together)."""
-
-    __slots__ = ("inflight", "limit", "token", "runtime", "__weakref__")
-
-    def __init__(self, limit: int) -> None:
-        self.inflight = 0  # calls awaiting replies, and tells until credited
-        self.limit = limit
-        self.token = 0  # what its tells carry, to be credited (Runtime.gate_token)
-        self.runtime = None  # the runtime the token belongs to
+#: Counts a handle's calls awaiting replies and its tells not yet credited
+#: (``max_pending_calls``); compiled with the futures' per-reply work.
+CallGate = hotpath.CallGate
 
 
 class Resend:
@@ -79,48 +68,19 @@ class Resend:
         return retry_on is True or isinstance(exc, retry_on)
 
 
-class Future:
+class Future(hotpath.FutureCore):
     """The eventual result of one actor call.
 
     Futures are not meant to travel between processes: pickling one raises
     ``TypeError`` (pass the value, or the actor handle, instead).
     """
 
-    __slots__ = (
-        "_state",
-        "_value",
-        "_callbacks",
-        "_runtime",
-        "_gate",
-        "_origin",
-        "_retry",
-        "__weakref__",
-    )
-
-    def __init__(self, runtime, gate: CallGate | None = None, origin: Any = None) -> None:
-        self._state = _PENDING
-        self._value: Any = None
-        self._callbacks: list | None = None
-        self._runtime = runtime
-        self._gate = gate
-        self._origin = origin  # the ActorMethod called, for error messages
-        #: What sends the call again, if it may be (see :class:`Resend`).
-        self._retry: Resend | None = None
+    # The state (``_state``, ``_value``, ``_callbacks``, ``_runtime``, ``_gate``,
+    # ``_origin``, ``_retry``) and the reader's ``_arrive`` are compiled in
+    # hotpath.FutureCore: ``Future(runtime, gate=None, origin=None)``.
+    __slots__ = ()
 
     # -- called by the runtime's reader -------------------------------------------------
-
-    def _arrive(self, kind: int, payload, buffers) -> None:
-        self._value = (kind, payload, buffers)
-        self._state = _ARRIVED
-        if kind == _RESULT and not buffers and len(payload) <= _DECODE_ON_ARRIVAL:
-            # A small value decodes in ~0.1 µs: here, while the reader waits for the
-            # next reply anyway, rather than in result() after the last one came.
-            self._decode()
-        gate = self._gate
-        if gate is not None:
-            gate.inflight -= 1
-        if self._callbacks is not None:
-            self._run_callbacks()
 
     def _fail(self, exc: BaseException) -> None:
         """Resolve with a locally made exception (a dead peer, a shutdown)."""
@@ -148,14 +108,10 @@ class Future:
 
     def _decode(self) -> None:
         kind, payload, buffers = self._value
+        if kind == wire.RESULT:
+            self._decode_result(payload, buffers)
+            return
         try:
-            if kind == wire.RESULT:
-                value = serialization.loads(payload, buffers)
-                if type(value) not in _ATOMIC:  # it may come to refer to this future
-                    _track(self)
-                self._value = value
-                self._state = _VALUE
-                return
             if kind == wire.ERROR:
                 self._value = remote_exception(serialization.loads(payload, buffers))
             else:  # the reason, or [reason, incarnation] of a death the head announces
@@ -295,16 +251,13 @@ def get(refs: Future | Sequence[Future], timeout: float | None = None) -> Any:
     scanned = [0]
 
     def all_done() -> bool:  # resumes where it stopped, so each check is cheap
-        i = scanned[0]
-        while i < n and futures[i]._state != _PENDING:
-            i += 1
-        scanned[0] = i
+        scanned[0] = i = _first_pending(futures, scanned[0])
         return i == n
 
     if not _runtime_of(futures).wait_until(all_done, timeout):
         left = n - sum(1 for f in futures if f._state != _PENDING)
         raise GetTimeoutError(f"timed out after {timeout} s: {left} of {n} calls still pending")
-    return [f.result() for f in futures]
+    return _results(futures)
 
 
 def wait(

@@ -28,6 +28,8 @@ from zactor.wire import records as wire
 from zactor.wire.protocol import HEAD_TABLE, NODE_TABLE, WORKER_TABLE
 
 _dumps_call = serialization.dumps_call
+#: ``_dumps_call((), {})``, made once: most calls carry no arguments.
+_NO_ARGUMENTS = (serialization.NO_ARGS, ())
 #: How long a handle leaving this process waits for the worker to confirm the actor's
 #: creation (seconds): a live worker answers at once.
 CREATED_WAIT_S = 60.0
@@ -368,7 +370,11 @@ class ActorMethod:
                 return future
             if gate.inflight >= gate.limit:  # restarting: wait here, the call is held
                 runtime.wait_until(lambda: gate.inflight < gate.limit, None)
-        payload, buffers = _dumps_call(args, kwargs)
+        payload, buffers = _dumps_call(args, kwargs) if args or kwargs else _NO_ARGUMENTS
+        if box is not None and not self._keep:  # the common call, compiled
+            return runtime.pending.call(
+                Future, runtime, gate, self, box, self._index, target.actor_id, payload, buffers
+            )
         future = Future(runtime, gate, self)
         # Until it holds an error, a value that is a container, or a callback, nothing
         # it refers to leads back to it: the collector need not scan it (20% of a
@@ -463,7 +469,7 @@ class ActorMethod:
             runtime, box = target.box()  # raises at once if the actor is gone for good
             if wait and gate.inflight >= gate.limit:  # restarting: wait, the tell is held
                 runtime.wait_until(lambda: gate.inflight < gate.limit, None)
-        payload, buffers = _dumps_call(args, kwargs)
+        payload, buffers = _dumps_call(args, kwargs) if args or kwargs else _NO_ARGUMENTS
         if gate.runtime is not runtime:  # the first tell here: credits find the gate by it
             runtime.gate_token(gate)
         gate.inflight += 1

@@ -58,7 +58,7 @@ REF_REPORT_S = 0.1
 _parse_frame = _hotpath.parse_frame
 #: The connection to one peer with its batch (``zactor.wire._fast.Outbox``).
 Outbox = _hotpath.Outbox
-_REPLY_MIN = _RESULT = wire.RESULT
+_REPLY_MIN = wire.RESULT
 _REPLY_MAX = wire.DIED
 _ACK = wire.ACK
 _CALL = wire.CALL
@@ -265,20 +265,9 @@ class Runtime:
             box = self._outbox_by_identity.get(identity)
             if box is not None:
                 box.replies_arrived(len(replies))
-            taken = self.pending.take_replies(replies)
-            for fut, kind, flags, payload, start, count in taken:
-                bufs = buffers[start : start + count] if count else ()
-                # A call that may be sent again decides what an error or a death means.
-                if (
-                    kind != _RESULT
-                    and fut._retry is not None
-                    and fut._origin._retry_reply(fut, kind, flags, payload, bufs)
-                ):
-                    continue
-                fut._arrive(kind, payload, bufs)
-            if len(taken) < len(replies) and len(taken) + self.recovery.take_voided(replies) < len(
-                replies
-            ):
+            # A call that may be sent again decides what an error or a death means.
+            taken = self.pending.resolve(replies, buffers)
+            if taken < len(replies) and taken + self.recovery.take_voided(replies) < len(replies):
                 self.drop("unknown-call", identity, "a reply to no call awaiting one")
         if calls:
             if self.call_handler is not None:

@@ -1,5 +1,5 @@
 """Pure-Python twin of :mod:`zactor.wire._fast`: wire framing, the batching outbox to a
-peer and the table of pending calls.
+peer, the table of pending calls and the state of their futures.
 
 Same public names, same behaviour, same bytes on the wire and same exceptions as
 the compiled module; ``ZACTOR_PURE_PYTHON=1`` selects it (see
@@ -29,6 +29,7 @@ import threading
 import time
 
 from zactor.errors import FrameError
+from zactor.wire.serialization import loads as _loads
 
 __all__ = [
     "MAGIC",
@@ -45,6 +46,10 @@ __all__ = [
     "BatchWriter",
     "Outbox",
     "PendingTable",
+    "CallGate",
+    "FutureCore",
+    "results",
+    "first_pending",
     "untrack",
     "track",
 ]
@@ -618,6 +623,44 @@ class PendingTable:
             return False
         return key in self._d
 
+    def call(self, cls, runtime, gate, origin, box, method, actor_id, payload, buffers):
+        """Make a call's future and send the call: ``ActorMethod.remote``'s common path.
+
+        The future, of ``cls`` (a :class:`FutureCore` class whose ``__init__``
+        adds nothing), is left out of the cyclic collector's lists (nothing it
+        holds yet leads back to it), counted on ``gate``, pending here under the
+        next call id, and its CALL record put in ``box``. Returns the future.
+        """
+        future = cls(runtime, gate, origin)
+        untrack(future)
+        gate.inflight += 1
+        box.put(_CALL_KIND, method, self.add(future), actor_id, payload, buffers)
+        return future
+
+    def resolve(self, records, buffers):
+        """Hand each reply in ``records`` (from :func:`parse_frame`) to the future
+        of its pending call: the runtime reader's loop. Returns how many were
+        pending (the others are skipped, as in :meth:`take_replies`).
+
+        A reply other than a result, to a call that may be sent again, goes
+        first to ``future._origin._retry_reply(future, kind, flags, payload,
+        buffers)``, which answers True if it is not the answer (the call went
+        again, or waits for the head's word); the others arrive with
+        ``future._arrive(kind, payload, buffers)``, ``buffers`` being the
+        record's own frames.
+        """
+        taken = self.take_replies(records)
+        for future, kind, flags, payload, start, count in taken:
+            bufs = buffers[start : start + count] if count else ()
+            if (
+                kind != _RESULT_KIND
+                and future._retry is not None
+                and future._origin._retry_reply(future, kind, flags, payload, bufs)
+            ):
+                continue
+            future._arrive(kind, payload, bufs)
+        return len(taken)
+
     def take_replies(self, records):
         """Claim the pending calls that ``records`` (from :func:`parse_frame`) answer.
 
@@ -669,6 +712,119 @@ def untrack(obj):
 
 def track(obj):
     """Put ``obj`` back in the cyclic collector's lists (no-op if it is there)."""
+
+
+# -- a handle's gate and a call's future ----------------------------------------------------
+
+# A future's states (zactor.caller.future): no reply yet, a reply not decoded yet, a
+# value, an exception to raise.
+_PENDING, _ARRIVED, _VALUE, _RAISED = 0, 1, 2, 3
+_RESULT_KIND = 3  # zactor.wire.records.RESULT
+#: A plain result of at most this many bytes is decoded when it arrives, not on result().
+DECODE_ON_ARRIVAL = 256
+#: Decoded values that can refer to nothing, so not to their future either.
+ATOMIC_TYPES = frozenset((int, float, bool, type(None), str, bytes, complex))
+
+
+class CallGate:
+    """Counts one handle's calls awaiting replies and tells not yet credited, for
+    backpressure (``max_pending_calls`` bounds the two together).
+
+    ``CallGate(limit)``: ``inflight`` counts up from 0 against ``limit``;
+    ``token`` is what the handle's tells carry to be credited
+    (``Runtime.gate_token``), ``runtime`` the runtime that token belongs to.
+    """
+
+    __slots__ = {
+        "inflight": "Calls awaiting replies, and tells until credited.",
+        "limit": "The handle's ``max_pending_calls``.",
+        "token": "What the handle's tells carry, to be credited (``Runtime.gate_token``).",
+        "runtime": "The runtime :attr:`token` belongs to.",
+        "__weakref__": "",
+    }
+
+    def __init__(self, limit) -> None:
+        self.inflight = 0
+        self.limit = limit
+        self.token = 0
+        self.runtime = None
+
+
+class FutureCore:
+    """The state of one call's future, and what the runtime's reader does to it
+    when its reply comes (:meth:`_arrive`).
+
+    ``zactor.Future`` subclasses it with everything else (waiting, callbacks,
+    errors, ``await``); the subclass provides ``_decode()`` and
+    ``_run_callbacks()``, which :meth:`_arrive` calls when it must.
+    ``FutureCore(runtime, gate=None, origin=None)``: ``gate`` is the handle's
+    :class:`CallGate` the call counts on until it resolves, ``origin`` what was
+    called (for messages).
+    """
+
+    __slots__ = (
+        "_state",
+        "_value",
+        "_callbacks",
+        "_runtime",
+        "_gate",
+        "_origin",
+        "_retry",  # what sends the call again, if it may be (zactor.caller.future.Resend)
+        "__weakref__",
+    )
+
+    def __init__(self, runtime, gate=None, origin=None) -> None:
+        self._state = _PENDING
+        self._value = None
+        self._callbacks = None
+        self._runtime = runtime
+        self._gate = gate
+        self._origin = origin
+        self._retry = None
+
+    def _arrive(self, kind, payload, buffers):
+        """Its reply came: keep it, count the call off its gate, run its callbacks.
+
+        A small plain result is decoded now, while the reader waits for the next
+        reply anyway, rather than in ``result()`` after the last one came.
+        """
+        self._value = (kind, payload, buffers)
+        self._state = _ARRIVED
+        if kind == _RESULT_KIND and not buffers and len(payload) <= DECODE_ON_ARRIVAL:
+            self._decode_result(payload, buffers)
+        gate = self._gate
+        if gate is not None:
+            gate.inflight -= 1
+        if self._callbacks is not None:
+            self._run_callbacks()
+
+    def _decode_result(self, payload, buffers):
+        """Decode a RESULT reply: the future holds its value, or the error decoding raised."""
+        try:
+            value = _loads(payload, buffers)
+        except Exception as exc:  # undecodable reply: report it on this future only
+            track(self)  # raised, its traceback will refer back to this future
+            self._value = exc
+            self._state = _RAISED
+            return
+        if type(value) not in ATOMIC_TYPES:  # it may come to refer to this future
+            track(self)
+        self._value = value
+        self._state = _VALUE
+
+
+def results(futures):
+    """``[f.result() for f in futures]``: a decoded value is taken as it is."""
+    return [f._value if f._state == _VALUE else f.result() for f in futures]
+
+
+def first_pending(futures, start):
+    """The index of the first of ``futures`` from ``start`` on still waiting for its
+    reply, or ``len(futures)`` if none is."""
+    i, n = start, len(futures)
+    while i < n and futures[i]._state != _PENDING:
+        i += 1
+    return i
 
 
 # -- key hashing: which shard of a pool a key belongs to ------------------------------------

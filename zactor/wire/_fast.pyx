@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled hot path of zactor: wire framing, the batching outbox to a peer and the
-table of pending calls.
+"""Compiled hot path of zactor: wire framing, the batching outbox to a peer, the
+table of pending calls and the state of their futures.
 
 ``zactor.wire._fallback`` is the pure-Python twin of this module: same public names,
 same behaviour, same bytes on the wire, same exceptions.
@@ -62,6 +62,10 @@ __all__ = [
     "BatchWriter",
     "Outbox",
     "PendingTable",
+    "CallGate",
+    "FutureCore",
+    "results",
+    "first_pending",
     "untrack",
     "track",
 ]
@@ -94,5 +98,6 @@ cdef Py_ssize_t _U32_MAX = 0xFFFFFFFF
 # this module's namespace.
 include "_frames.pxi"
 include "_outbox.pxi"
+include "_futures.pxi"
 include "_pending.pxi"
 include "_hashing.pxi"

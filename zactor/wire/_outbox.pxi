@@ -124,6 +124,9 @@ cdef class Outbox:
         synchronous call never waits); for a tell or another kind, nothing was
         sent within ``linger_s``.
         """
+        self._put(kind, method, call_id, actor_id, payload, buffers)
+
+    cdef int _put(self, int kind, method, call_id, actor_id, payload, buffers) except -1:
         cdef BatchWriter writer = self._writer
         cdef bint idle, first
         cdef double now
@@ -139,18 +142,19 @@ cdef class Outbox:
                 self._conn.send(
                     pack_one(kind, self._flags, method, call_id, actor_id, payload, buffers)
                 )
-                return
+                return 0
             writer._add(kind, self._flags, method, call_id, actor_id, payload, buffers)
             if (writer._count >= self._max_batch
                     or writer._pay_len + writer._buf_bytes >= self._max_batch_bytes):
                 self._last_send = _monotonic_s()
                 self._conn.send(writer._take())
-                return
+                return 0
             first = writer._count == 1
         finally:
             PyThread_release_lock(self._mutex)
         if first:
             self._on_first(self)
+        return 0
 
     def add(self, kind, flags, method, call_id, actor_id, payload, buffers):
         """Add a record with its own ``flags`` to the batch, never sending (a worker's

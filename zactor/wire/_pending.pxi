@@ -56,6 +56,9 @@ cdef class PendingTable:
 
     def add(self, obj):
         """Store ``obj`` under the next call id and return that id."""
+        return self._add(obj)
+
+    cdef object _add(self, obj):
         cdef uint64_t cid = self._next
         if cid == 0:
             raise OverflowError("call ids exhausted (2**64 - 1 calls made)")
@@ -88,6 +91,56 @@ cdef class PendingTable:
         except TypeError:
             return False
         return key in self._d
+
+    def call(self, cls, runtime, CallGate gate, origin, Outbox box, method, actor_id,
+             payload, buffers):
+        """Make a call's future and send the call: ``ActorMethod.remote``'s common path.
+
+        The future, of ``cls`` (a :class:`FutureCore` class whose ``__init__``
+        adds nothing), is left out of the cyclic collector's lists (nothing it
+        holds yet leads back to it), counted on ``gate``, pending here under the
+        next call id, and its CALL record put in ``box``. Returns the future.
+        """
+        cdef FutureCore future = FutureCore.__new__(cls)
+        future._runtime = runtime
+        future._gate = gate
+        future._origin = origin
+        _untrack(future)
+        gate._inflight += 1
+        box._put(_CALL_KIND, method, self._add(future), actor_id, payload, buffers)
+        return future
+
+    def resolve(self, records, buffers):
+        """Hand each reply in ``records`` (from :func:`parse_frame`) to the future
+        of its pending call: the runtime reader's loop. Returns how many were
+        pending (the others are skipped, as in :meth:`take_replies`).
+
+        A reply other than a result, to a call that may be sent again, goes
+        first to ``future._origin._retry_reply(future, kind, flags, payload,
+        buffers)``, which answers True if it is not the answer (the call went
+        again, or waits for the head's word); the others arrive with
+        ``future._arrive(kind, payload, buffers)``, ``buffers`` being the
+        record's own frames.
+        """
+        cdef list taken = self.take_replies(records)
+        cdef tuple item
+        cdef Py_ssize_t start, count
+        cdef int kind
+        for item in taken:
+            future = item[0]
+            kind = item[1]
+            payload = item[3]
+            start = item[4]
+            count = item[5]
+            bufs = buffers[start:start + count] if count else ()
+            if (kind != _RESULT_KIND and future._retry is not None
+                    and future._origin._retry_reply(future, kind, item[2], payload, bufs)):
+                continue
+            if isinstance(future, FutureCore):
+                (<FutureCore>future)._arrive(kind, payload, bufs)
+            else:
+                future._arrive(kind, payload, bufs)
+        return len(taken)
 
     def take_replies(self, records):
         """Claim the pending calls that ``records`` (from :func:`parse_frame`) answer.
@@ -130,26 +183,3 @@ cdef class PendingTable:
         cdef dict old = self._d
         self._d = fresh
         return [old[k] for k in sorted(old)]
-
-
-# -- futures the cyclic collector need not scan ---------------------------------------------
-
-cdef extern from "Python.h":
-    void PyObject_GC_UnTrack(void* op)
-    void PyObject_GC_Track(void* op)
-    int PyObject_GC_IsTracked(object op)
-    int PyObject_IS_GC(object op)
-
-
-def untrack(obj):
-    """Take ``obj`` out of the cyclic garbage collector's lists (reference counting
-    still frees it). Only for an object that holds nothing that could lead back to
-    it; :func:`track` it again before it may."""
-    if PyObject_IS_GC(obj) and PyObject_GC_IsTracked(obj):
-        PyObject_GC_UnTrack(<void*>obj)
-
-
-def track(obj):
-    """Put ``obj`` back in the cyclic collector's lists (no-op if it is there)."""
-    if PyObject_IS_GC(obj) and not PyObject_GC_IsTracked(obj):
-        PyObject_GC_Track(<void*>obj)

@@ -31,6 +31,13 @@ pack_one = impl.pack_one
 BatchWriter = impl.BatchWriter
 Outbox = impl.Outbox
 PendingTable = impl.PendingTable
+# A call's future: its state and the reader's per-reply work (zactor.caller.future).
+CallGate = impl.CallGate
+FutureCore = impl.FutureCore
+results = impl.results
+first_pending = impl.first_pending
+DECODE_ON_ARRIVAL = impl.DECODE_ON_ARRIVAL
+ATOMIC_TYPES = impl.ATOMIC_TYPES
 # Futures waiting for a plain reply hold nothing that leads back to them: the
 # cyclic collector need not scan them (zactor.caller.future).
 untrack = impl.untrack
