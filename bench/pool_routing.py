@@ -169,25 +169,34 @@ def count_messages(body) -> tuple[int, int]:
 
     rt = runtime_mod.current()
     sent = received = 0
-    dispatch, send = rt._dispatch, runtime_mod.Outbox._send
+    dispatch = rt._dispatch
 
     def counting_dispatch(identity, frame0, buffers):
         nonlocal received
         received += 1
         return dispatch(identity, frame0, buffers)
 
-    def counting_send(box, frames):
-        nonlocal sent
-        sent += 1
-        return send(box, frames)
+    class CountingConnection:
+        """An outbox's connection, counting what goes through it."""
 
+        def __init__(self, conn):
+            self.conn = conn
+
+        def send(self, frames):
+            nonlocal sent
+            sent += 1
+            return self.conn.send(frames)
+
+    boxes = list(rt._outboxes.values())
     rt._dispatch = counting_dispatch
-    runtime_mod.Outbox._send = counting_send
+    for box in boxes:
+        box.conn = CountingConnection(box.conn)
     try:
         zactor.get(body(), timeout=300)
     finally:
         del rt._dispatch
-        runtime_mod.Outbox._send = send
+        for box in boxes:
+            box.conn = box.conn.conn
     return sent, received
 
 
