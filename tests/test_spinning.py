@@ -19,7 +19,13 @@ import pytest
 
 import zactor
 from zactor.endpoint import spinning
-from zactor.endpoint.spinning import MISSES_TO_STOP, PROBE_EVERY, SpinWait, spin_budget_ns
+from zactor.endpoint.spinning import (
+    BATCH_SLEEPS,
+    MISSES_TO_STOP,
+    PROBE_EVERY,
+    SpinWait,
+    spin_budget_ns,
+)
 from zactor.transport import LaneTransport, ZmqTransport, ipc_address, make_session_dir
 from zactor.transport.lane import LaneInbox
 
@@ -59,6 +65,23 @@ def test_a_poll_that_finds_a_message_keeps_polling():
     for _ in range(10 * MISSES_TO_STOP):
         spin.missed()
         spin.caught()
+    assert spin.budget() == 1_000
+
+
+def test_after_a_batch_a_reader_sleeps_at_once_and_after_a_single_record_polls_again():
+    spin = SpinWait(1_000)
+    spin.received(BATCH_SLEEPS)  # not more than the bound: still a round trip's message
+    assert spin.budget() == 1_000
+    spin.received(BATCH_SLEEPS + 1)
+    assert [spin.budget() for _ in range(3 * PROBE_EVERY)] == [0] * (3 * PROBE_EVERY)
+    spin.received(1)
+    assert spin.budget() == 1_000
+    # Sleeping after a batch is no miss: a reader polling before it still polls after.
+    for _ in range(MISSES_TO_STOP - 1):
+        spin.missed()
+    spin.received(512)
+    spin.budget()
+    spin.received(1)
     assert spin.budget() == 1_000
 
 

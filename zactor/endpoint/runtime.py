@@ -243,6 +243,7 @@ class Runtime:
         except FrameError as exc:
             self.drop(exc.kind, identity, str(exc))
             return
+        self._spin.received(len(records))  # after a batch, the next wait sleeps at once
         calls = []
         replies = []
         unknown = False

@@ -19,7 +19,12 @@ The spinning adapts (:class:`SpinWait`): a reader whose polls keep coming up
 empty (an idle worker, a driver waiting for a slow method) stops polling
 after :data:`MISSES_TO_STOP` of them in a row, and polls again for one wait
 in :data:`PROBE_EVERY` to notice when messages come quickly again. An idle
-process thus polls for 200 µs about every 3 s, not on every wait.
+process thus polls for 200 µs about every 3 s, not on every wait. And a
+reader that just got a message of more than :data:`BATCH_SLEEPS` records
+sleeps at once: a batch shares its wake-up among its records, so polling
+would buy nothing, and while batches flow every process is busy: on a
+machine with fewer cores than busy processes (a caller pipelining to a pool
+on two workers, on 2 cores) a poll takes the core a peer needs.
 
 ``ZACTOR_SPIN_US`` (microseconds, read when a process starts its runtime)
 sets the budget; ``0`` turns polling off (every wait sleeps at once).
@@ -40,6 +45,8 @@ DEFAULT_SPIN_US = 200.0
 MISSES_TO_STOP = 8
 #: A reader that stopped polling polls again for one wait in this many.
 PROBE_EVERY = 16
+#: After a message of more records than this, a reader's next wait sleeps at once.
+BATCH_SLEEPS = 64
 
 
 def spin_budget_ns(environ=os.environ) -> int:
@@ -75,16 +82,23 @@ class SpinWait:
         spin.caught() or spin.missed()  # what the polling found
     """
 
-    __slots__ = ("budget_ns", "_misses", "_skipped")
+    __slots__ = ("budget_ns", "_misses", "_skipped", "_batch")
 
     def __init__(self, budget_ns: int) -> None:
         #: The most a reader polls per wait (ns); 0 turns polling off.
         self.budget_ns = budget_ns
         self._misses = 0  # polls in a row that found nothing
         self._skipped = 0  # waits without polling since the last poll
+        self._batch = False  # the last message was a batch of more than BATCH_SLEEPS
+
+    def received(self, records: int) -> None:
+        """The reader got a message of ``records`` records."""
+        self._batch = records > BATCH_SLEEPS
 
     def budget(self) -> int:
         """Nanoseconds to poll before this wait sleeps (0: sleep at once)."""
+        if self._batch:  # a batch came: more are on their way, or the peer is done
+            return 0
         if self._misses < MISSES_TO_STOP:
             return self.budget_ns
         self._skipped += 1
