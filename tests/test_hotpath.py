@@ -1121,3 +1121,15 @@ def test_call_gate(impl):
     gate.token, gate.runtime = 17, "runtime"
     assert (gate.inflight, gate.token, gate.runtime) == (3, 17, "runtime")
     assert {gate: 1}[gate] == 1  # a dict key, by identity (Recovery counts per gate)
+
+
+def test_call_gate_tell_counts_the_tell_and_sends_it_with_the_token(impl):
+    box, firsts = outbox(impl)
+    gate = impl.CallGate(10)
+    gate.token = 77
+    gate.tell(box, 4, 9, b"\x90", [])  # nothing sent before: the peer is idle
+    gate.tell(box, 4, 9, b"\x91\x01", [])  # within the linger: batched
+    assert gate.inflight == 2 and box.inflight == 0  # a tell awaits a credit, not a reply
+    box.flush()
+    records = [r[:5] for m in box.conn.messages for r in m]
+    assert records == [(TELL, 0x40, 4, 77, 9)] * 2 and firsts == [box]

@@ -472,17 +472,15 @@ class ActorMethod:
         payload, buffers = _dumps_call(args, kwargs) if args or kwargs else _NO_ARGUMENTS
         if gate.runtime is not runtime:  # the first tell here: credits find the gate by it
             runtime.gate_token(gate)
-        gate.inflight += 1
-        if box is None:  # the actor is restarting: the tell goes out once it is back
-            try:
-                runtime.recovery.hold(
-                    target.actor_id, _TELL, self._index, gate.token, payload, buffers
-                )
-            except ActorDiedError:
-                gate.inflight -= 1
-                raise
-        else:
-            box.put(_TELL, self._index, gate.token, target.actor_id, payload, buffers)
+        if box is not None:
+            gate.tell(box, self._index, target.actor_id, payload, buffers)
+            return
+        gate.inflight += 1  # the actor is restarting: the tell goes out once it is back
+        try:
+            runtime.recovery.hold(target.actor_id, _TELL, self._index, gate.token, payload, buffers)
+        except ActorDiedError:
+            gate.inflight -= 1
+            raise
 
     def __call__(self, *args, **kwargs):
         raise TypeError(

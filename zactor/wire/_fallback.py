@@ -719,6 +719,7 @@ def track(obj):
 # A future's states (zactor.caller.future): no reply yet, a reply not decoded yet, a
 # value, an exception to raise.
 _PENDING, _ARRIVED, _VALUE, _RAISED = 0, 1, 2, 3
+_TELL_KIND = 2  # zactor.wire.records.TELL
 _RESULT_KIND = 3  # zactor.wire.records.RESULT
 #: A plain result of at most this many bytes is decoded when it arrives, not on result().
 DECODE_ON_ARRIVAL = 256
@@ -748,6 +749,12 @@ class CallGate:
         self.limit = limit
         self.token = 0
         self.runtime = None
+
+    def tell(self, box, method, actor_id, payload, buffers):
+        """Count a tell on this gate and put it in ``box``, carrying :attr:`token`
+        (its credit comes back by it): ``ActorMethod.tell``'s common path."""
+        self.inflight += 1
+        box.put(_TELL_KIND, method, self.token, actor_id, payload, buffers)
 
 
 class FutureCore:

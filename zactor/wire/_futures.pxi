@@ -16,6 +16,7 @@ cdef enum:
     _ARRIVED = 1
     _VALUE = 2
     _RAISED = 3
+    _TELL_KIND = 2  # zactor.wire.records.TELL
     _RESULT_KIND = 3  # zactor.wire.records.RESULT
 
 #: A plain result of at most this many bytes is decoded when it arrives, not on result().
@@ -109,6 +110,12 @@ cdef class CallGate:
     @runtime.setter
     def runtime(self, runtime):
         self._runtime = runtime
+
+    def tell(self, Outbox box, method, actor_id, payload, buffers):
+        """Count a tell on this gate and put it in ``box``, carrying :attr:`token`
+        (its credit comes back by it): ``ActorMethod.tell``'s common path."""
+        self._inflight += 1
+        box._put(_TELL_KIND, method, self._token, actor_id, payload, buffers)
 
 
 cdef class FutureCore:
