@@ -1133,3 +1133,20 @@ def test_call_gate_tell_counts_the_tell_and_sends_it_with_the_token(impl):
     box.flush()
     records = [r[:5] for m in box.conn.messages for r in m]
     assert records == [(TELL, 0x40, 4, 77, 9)] * 2 and firsts == [box]
+
+
+# -- sorting a message's records by kind --------------------------------------------------------
+
+
+def test_sort_records_splits_by_kind_in_message_order(impl):
+    writer = impl.BatchWriter()
+    kinds = [CALL, RESULT, 6, TELL, 4, 0, 5, 7, CALL, 200, 6, RESULT]  # 6 ACK, 4 ERROR, 5 DIED
+    for call_id, kind in enumerate(kinds, 1):
+        writer.add(kind, 0, 0, call_id, 9, b"\x90", ())
+    records = impl.parse_frame(writer.take()[0], 0)
+    requests, replies, acks, unknown = impl.sort_records(records)
+    assert [r[3] for r in requests] == [1, 4, 9]  # CALL, TELL, CALL
+    assert [r[3] for r in replies] == [2, 5, 7, 12]  # RESULT, ERROR, DIED, RESULT
+    assert [r[3] for r in acks] == [3, 11]
+    assert unknown == 3  # kinds 0, 7 and 200
+    assert impl.sort_records([]) == ([], [], [], 0)

@@ -56,12 +56,9 @@ POLL_SLICE_MS = 200
 REF_REPORT_S = 0.1
 
 _parse_frame = _hotpath.parse_frame
+_sort_records = _hotpath.sort_records
 #: The connection to one peer with its batch (``zactor.wire._fast.Outbox``).
 Outbox = _hotpath.Outbox
-_REPLY_MIN = wire.RESULT
-_REPLY_MAX = wire.DIED
-_ACK = wire.ACK
-_CALL = wire.CALL
 _TELL = wire.TELL
 _SHUT_DOWN_WHILE_WAITING = (
     "zactor was shut down while a call was waiting for its reply: call zactor.init() again"
@@ -244,22 +241,9 @@ class Runtime:
             self.drop(exc.kind, identity, str(exc))
             return
         self._spin.received(len(records))  # after a batch, the next wait sleeps at once
-        calls = []
-        replies = []
-        unknown = False
-        for record in records:  # one pass: requests, replies, kinds this version lacks
-            kind = record[0]
-            if kind >= _REPLY_MIN:
-                if kind <= _REPLY_MAX:
-                    replies.append(record)
-                elif kind == _ACK:
-                    self._credit(record[3], record[4])
-                else:
-                    unknown = True
-            elif kind >= _CALL:
-                calls.append(record)
-            else:
-                unknown = True
+        calls, replies, acks, unknown = _sort_records(records)
+        for ack in acks:
+            self._credit(ack[3], ack[4])
         if unknown:
             self.drop("kind", identity, "a record of unknown kind")
         if replies:

@@ -41,6 +41,7 @@ __all__ = [
     "preamble_flags",
     "with_preamble_flags",
     "parse_frame",
+    "sort_records",
     "pack_record",
     "pack_one",
     "BatchWriter",
@@ -78,6 +79,8 @@ _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 _SSIZE_MAX = 2**63 - 1
 _MISSING = object()
+# zactor.wire.records: the kinds sort_records tells apart.
+_KIND_CALL, _KIND_RESULT, _KIND_DIED, _KIND_ACK = 1, 3, 5, 6
 
 assert _PREAMBLE.size == PREAMBLE_SIZE and _RECORD.size == RECORD_SIZE
 
@@ -238,6 +241,26 @@ def parse_frame(frame0, nbuffer_frames):
 
 
 # -- packing --------------------------------------------------------------------------------
+
+
+def sort_records(records):
+    """Sort ``parse_frame``'s records by kind, each list in message order:
+    ``(requests, replies, acks, unknown)``: CALL and TELL records; RESULT, ERROR
+    and DIED records; ACK records; and how many are of a kind this version does
+    not know (0, or above ACK).
+    """
+    requests, replies, acks, unknown = [], [], [], 0
+    for record in records:
+        kind = record[0]
+        if _KIND_RESULT <= kind <= _KIND_DIED:
+            replies.append(record)
+        elif _KIND_CALL <= kind < _KIND_RESULT:
+            requests.append(record)
+        elif kind == _KIND_ACK:
+            acks.append(record)
+        else:
+            unknown += 1
+    return requests, replies, acks, unknown
 
 
 def pack_record(kind, flags, method, call_id, actor_id, payload_len, nbuffers):

@@ -57,6 +57,7 @@ __all__ = [
     "preamble_flags",
     "with_preamble_flags",
     "parse_frame",
+    "sort_records",
     "pack_record",
     "pack_one",
     "BatchWriter",

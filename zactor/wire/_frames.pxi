@@ -279,6 +279,38 @@ cdef inline uint64_t _field(object value, uint64_t maxv, str name) except? 0xFFF
         _field_error(value, maxv, name)
     return PyLong_AsUnsignedLongLong(value)
 
+cdef enum:
+    # zactor.wire.records: the kinds sort_records tells apart.
+    _KIND_CALL = 1
+    _KIND_RESULT = 3
+    _KIND_DIED = 5
+    _KIND_ACK = 6
+
+
+def sort_records(list records):
+    """Sort ``parse_frame``'s records by kind, each list in message order:
+    ``(requests, replies, acks, unknown)``: CALL and TELL records; RESULT, ERROR
+    and DIED records; ACK records; and how many are of a kind this version does
+    not know (0, or above ACK).
+    """
+    cdef list requests = []
+    cdef list replies = []
+    cdef list acks = []
+    cdef Py_ssize_t unknown = 0
+    cdef long kind
+    for record in records:
+        kind = record[0]
+        if _KIND_RESULT <= kind <= _KIND_DIED:
+            replies.append(record)
+        elif _KIND_CALL <= kind < _KIND_RESULT:
+            requests.append(record)
+        elif kind == _KIND_ACK:
+            acks.append(record)
+        else:
+            unknown += 1
+    return requests, replies, acks, unknown
+
+
 def pack_record(kind, flags, method, call_id, actor_id, payload_len, nbuffers):
     """Return one 32-byte record (struct ``<BBHIQQII``, reserved field 0).
 

@@ -27,6 +27,7 @@ else:
 IMPLEMENTATION = "python" if PURE_PYTHON else "cython"
 
 parse_frame = impl.parse_frame
+sort_records = impl.sort_records
 pack_one = impl.pack_one
 BatchWriter = impl.BatchWriter
 Outbox = impl.Outbox
