@@ -480,6 +480,8 @@ def _ends_with_hook(tmp_path, end) -> None:
     del a
     gc.collect()
     wait_for_file(marks)
+    # The hook creates the file, then writes its line: wait for the line, not the file.
+    poll(lambda: open(marks).read().endswith("\n"), timeout=30)
     assert open(marks).read() == "x\n"
 
 
