@@ -332,3 +332,43 @@ def test_calls_queued_behind_a_creation_keep_their_order(tmp_path):
     assert proc.returncode == 0 and "OK" in proc.stdout, (
         f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr (tail):\n{proc.stderr[-3000:]}"
     )
+
+
+def test_a_runtime_makes_what_a_layer_keeps_on_it_once_whatever_the_threads():
+    import shutil
+    import threading
+
+    from zactor.endpoint.runtime import Runtime
+    from zactor.transport import make_session_dir
+
+    session = make_session_dir()
+    runtime = Runtime(f"ipc://{session}/made-once.sock", role="worker", head_address=None)
+    try:
+        made = []
+        start = threading.Barrier(8)
+
+        def make():
+            made.append(object())
+            time.sleep(0.05)  # a slow maker: the other threads ask meanwhile
+            return made[-1]
+
+        def ask(results):
+            start.wait()
+            results.append(runtime.made_once("task_pool", make))
+
+        results: list = []
+        threads = [threading.Thread(target=ask, args=(results,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert len(made) == 1 and results == made * 8 and runtime.task_pool is made[0]
+        # One maker may ask for another object not made yet: the lock is re-entrant.
+        runtime.task_pool = None
+        inner = runtime.made_once("creations", lambda: runtime.made_once("task_pool", make))
+        assert inner is made[1] is runtime.creations is runtime.task_pool
+        with pytest.raises(AttributeError):
+            runtime.made_once("no_such_slot", object)  # only the attributes a runtime declares
+    finally:
+        runtime.close()
+        shutil.rmtree(session, ignore_errors=True)

@@ -365,18 +365,9 @@ class Creations:
                 self._send(groups)
 
 
-_creations_lock = threading.Lock()
-
-
 def creations(runtime) -> Creations:
     """This process's :class:`Creations` (made on first use)."""
-    made = runtime.creations
-    if made is None:
-        with _creations_lock:
-            made = runtime.creations
-            if made is None:
-                made = runtime.creations = Creations(runtime, head_handle(runtime))
-    return made
+    return runtime.made_once("creations", lambda: Creations(runtime, head_handle(runtime)))
 
 
 #: Methods of each worker's service, by (address, name): one handle for many creations.

@@ -781,15 +781,6 @@ def _reason(payload, buffers) -> str:
         return "its task runner ended"
 
 
-_pool_lock = threading.Lock()
-
-
 def _pool(runtime) -> TaskPool:
     """This process's :class:`TaskPool` (made on first use)."""
-    pool = runtime.task_pool
-    if pool is None:
-        with _pool_lock:
-            pool = runtime.task_pool
-            if pool is None:
-                pool = runtime.task_pool = TaskPool(runtime)
-    return pool
+    return runtime.made_once("task_pool", lambda: TaskPool(runtime))

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Callable
+from typing import Any, Callable
 
 from zactor.endpoint.recovery import Notices, Recovery
 from zactor.endpoint.refs import HandleRefs
@@ -140,6 +140,7 @@ class Runtime:
         self.task_pool = None
         #: Set by :mod:`zactor.caller.creation` on first use: ids leased, placements asked.
         self.creations = None
+        self._made_lock = threading.RLock()  # see made_once; re-entrant: one may make another
         #: ``(when, seq, fn)`` heap of :meth:`call_later`'s functions (``self.lock``).
         self._timers: list = []
         self._timer_seq = itertools.count()
@@ -147,6 +148,22 @@ class Runtime:
             target=self._background_loop, name="zactor-background", daemon=True
         )
         self._background.start()
+
+    def made_once(self, attribute: str, make: Callable[[], Any]) -> Any:
+        """``self.<attribute>`` (one of the attributes above that start as None), set to
+        ``make()`` on first use: made once, whichever threads ask at the same time.
+
+        For what the layers above keep per runtime (``task_pool``, ``creations``)
+        without the endpoint importing them.
+        """
+        made = getattr(self, attribute)
+        if made is None:
+            with self._made_lock:
+                made = getattr(self, attribute)
+                if made is None:
+                    made = make()
+                    setattr(self, attribute, made)
+        return made
 
     # -- sending -------------------------------------------------------------------------
 
