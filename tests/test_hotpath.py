@@ -1150,3 +1150,13 @@ def test_sort_records_splits_by_kind_in_message_order(impl):
     assert [r[3] for r in acks] == [3, 11]
     assert unknown == 3  # kinds 0, 7 and 200
     assert impl.sort_records([]) == ([], [], [], 0)
+
+
+def test_register_makes_a_counted_pending_future_and_sends_nothing(impl):
+    Fut = future_class(impl)
+    table, gate = impl.PendingTable(), impl.CallGate(10)
+    future, call_id = table.register(Fut, "runtime", gate, "origin")
+    assert type(future) is Fut and future._state == PENDING and call_id == 1
+    assert (future._runtime, future._gate, future._origin) == ("runtime", gate, "origin")
+    assert gate.inflight == 1 and table.pop(call_id) is future
+    assert gc.is_tracked(future) is (impl is _fallback)

@@ -23,8 +23,8 @@ from zactor.caller.options import DEFAULT_MAX_PENDING_CALLS, check_method_option
 from zactor.endpoint import runtime as _runtime_mod
 from zactor.endpoint.recovery import died_error
 from zactor.errors import ActorDiedError, remote_exception
-from zactor.wire import hotpath, serialization
 from zactor.wire import records as wire
+from zactor.wire import serialization
 from zactor.wire.protocol import HEAD_TABLE, NODE_TABLE, WORKER_TABLE
 
 _dumps_call = serialization.dumps_call
@@ -33,7 +33,6 @@ _NO_ARGUMENTS = (serialization.NO_ARGS, ())
 #: How long a handle leaving this process waits for the worker to confirm the actor's
 #: creation (seconds): a live worker answers at once.
 CREATED_WAIT_S = 60.0
-_untrack = hotpath.untrack
 _CALL, _TELL, _ERROR = wire.CALL, wire.TELL, wire.ERROR
 _NOTICE_FOLLOWS = wire.DIED_NOTICE_FOLLOWS
 
@@ -375,13 +374,10 @@ class ActorMethod:
             return runtime.pending.call(
                 Future, runtime, gate, self, box, self._index, target.actor_id, payload, buffers
             )
-        future = Future(runtime, gate, self)
-        # Until it holds an error, a value that is a container, or a callback, nothing
-        # it refers to leads back to it: the collector need not scan it (20% of a
-        # pipelining caller's time otherwise: BENCHMARKS.md). Future re-tracks it.
-        _untrack(future)
-        gate.inflight += 1
-        call_id = runtime.pending.add(future)
+        # The future is left to reference counting until it holds an error, a value
+        # that is a container, or a callback (20% of a pipelining caller's time
+        # otherwise: BENCHMARKS.md); Future tracks it again then.
+        future, call_id = runtime.pending.register(Future, runtime, gate, self)
         if self._keep:
             future._retry = Resend(
                 self._index, payload, buffers, self._retries, self._retry_on, call_id, _monotonic()

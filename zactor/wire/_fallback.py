@@ -79,8 +79,8 @@ _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 _SSIZE_MAX = 2**63 - 1
 _MISSING = object()
-# zactor.wire.records: the kinds sort_records tells apart.
-_KIND_CALL, _KIND_RESULT, _KIND_DIED, _KIND_ACK = 1, 3, 5, 6
+# The record kinds this module tells apart (zactor.wire.records).
+_CALL_KIND, _TELL_KIND, _RESULT_KIND, _DIED_KIND, _ACK_KIND = 1, 2, 3, 5, 6
 
 assert _PREAMBLE.size == PREAMBLE_SIZE and _RECORD.size == RECORD_SIZE
 
@@ -252,11 +252,11 @@ def sort_records(records):
     requests, replies, acks, unknown = [], [], [], 0
     for record in records:
         kind = record[0]
-        if _KIND_RESULT <= kind <= _KIND_DIED:
+        if _RESULT_KIND <= kind <= _DIED_KIND:
             replies.append(record)
-        elif _KIND_CALL <= kind < _KIND_RESULT:
+        elif _CALL_KIND <= kind < _RESULT_KIND:
             requests.append(record)
-        elif kind == _KIND_ACK:
+        elif kind == _ACK_KIND:
             acks.append(record)
         else:
             unknown += 1
@@ -450,7 +450,6 @@ class BatchWriter:
 
 # -- the outbox to one peer -----------------------------------------------------------------
 
-_CALL_KIND = 1  # zactor.wire.records.CALL
 _monotonic = time.monotonic
 
 
@@ -646,18 +645,24 @@ class PendingTable:
             return False
         return key in self._d
 
-    def call(self, cls, runtime, gate, origin, box, method, actor_id, payload, buffers):
-        """Make a call's future and send the call: ``ActorMethod.remote``'s common path.
+    def register(self, cls, runtime, gate, origin):
+        """A new call's future and its call id, ``(future, call_id)``.
 
         The future, of ``cls`` (a :class:`FutureCore` class whose ``__init__``
         adds nothing), is left out of the cyclic collector's lists (nothing it
-        holds yet leads back to it), counted on ``gate``, pending here under the
-        next call id, and its CALL record put in ``box``. Returns the future.
+        holds yet leads back to it), counted on ``gate`` and pending here under
+        the next call id.
         """
         future = cls(runtime, gate, origin)
         untrack(future)
         gate.inflight += 1
-        box.put(_CALL_KIND, method, self.add(future), actor_id, payload, buffers)
+        return future, self.add(future)
+
+    def call(self, cls, runtime, gate, origin, box, method, actor_id, payload, buffers):
+        """:meth:`register` a call and put its CALL record in ``box``: the future
+        (``ActorMethod.remote``'s common path)."""
+        future, call_id = self.register(cls, runtime, gate, origin)
+        box.put(_CALL_KIND, method, call_id, actor_id, payload, buffers)
         return future
 
     def resolve(self, records, buffers):
@@ -742,12 +747,10 @@ def track(obj):
 # A future's states (zactor.caller.future): no reply yet, a reply not decoded yet, a
 # value, an exception to raise.
 _PENDING, _ARRIVED, _VALUE, _RAISED = 0, 1, 2, 3
-_TELL_KIND = 2  # zactor.wire.records.TELL
-_RESULT_KIND = 3  # zactor.wire.records.RESULT
-#: A plain result of at most this many bytes is decoded when it arrives, not on result().
-DECODE_ON_ARRIVAL = 256
-#: Decoded values that can refer to nothing, so not to their future either.
-ATOMIC_TYPES = frozenset((int, float, bool, type(None), str, bytes, complex))
+# A plain result of at most this many bytes is decoded when it arrives, not on result().
+_DECODE_ON_ARRIVAL = 256
+# Decoded values that can refer to nothing, so not to their future either.
+_ATOMIC = frozenset((int, float, bool, type(None), str, bytes, complex))
 
 
 class CallGate:
@@ -820,7 +823,7 @@ class FutureCore:
         """
         self._value = (kind, payload, buffers)
         self._state = _ARRIVED
-        if kind == _RESULT_KIND and not buffers and len(payload) <= DECODE_ON_ARRIVAL:
+        if kind == _RESULT_KIND and not buffers and len(payload) <= _DECODE_ON_ARRIVAL:
             self._decode_result(payload, buffers)
         gate = self._gate
         if gate is not None:
@@ -837,7 +840,7 @@ class FutureCore:
             self._value = exc
             self._state = _RAISED
             return
-        if type(value) not in ATOMIC_TYPES:  # it may come to refer to this future
+        if type(value) not in _ATOMIC:  # it may come to refer to this future
             track(self)
         self._value = value
         self._state = _VALUE

@@ -93,6 +93,14 @@ cdef enum:
     _KEEP_RECORDS = 64 * 1024
     _KEEP_PAYLOADS = 1024 * 1024
 
+cdef enum:
+    # The record kinds the compiled code tells apart (zactor.wire.records).
+    _CALL_KIND = 1
+    _TELL_KIND = 2
+    _RESULT_KIND = 3
+    _DIED_KIND = 5
+    _ACK_KIND = 6
+
 cdef Py_ssize_t _U32_MAX = 0xFFFFFFFF
 
 # The module is split by concern, as msgpack's _cmsgpack is; each include shares

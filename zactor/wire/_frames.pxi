@@ -279,14 +279,6 @@ cdef inline uint64_t _field(object value, uint64_t maxv, str name) except? 0xFFF
         _field_error(value, maxv, name)
     return PyLong_AsUnsignedLongLong(value)
 
-cdef enum:
-    # zactor.wire.records: the kinds sort_records tells apart.
-    _KIND_CALL = 1
-    _KIND_RESULT = 3
-    _KIND_DIED = 5
-    _KIND_ACK = 6
-
-
 def sort_records(list records):
     """Sort ``parse_frame``'s records by kind, each list in message order:
     ``(requests, replies, acks, unknown)``: CALL and TELL records; RESULT, ERROR
@@ -300,11 +292,11 @@ def sort_records(list records):
     cdef long kind
     for record in records:
         kind = record[0]
-        if _KIND_RESULT <= kind <= _KIND_DIED:
+        if _RESULT_KIND <= kind <= _DIED_KIND:
             replies.append(record)
-        elif _KIND_CALL <= kind < _KIND_RESULT:
+        elif _CALL_KIND <= kind < _RESULT_KIND:
             requests.append(record)
-        elif kind == _KIND_ACK:
+        elif kind == _ACK_KIND:
             acks.append(record)
         else:
             unknown += 1

@@ -16,14 +16,12 @@ cdef enum:
     _ARRIVED = 1
     _VALUE = 2
     _RAISED = 3
-    _TELL_KIND = 2  # zactor.wire.records.TELL
-    _RESULT_KIND = 3  # zactor.wire.records.RESULT
+    # A plain result of at most this many bytes is decoded when it arrives, not on
+    # result().
+    _DECODE_ON_ARRIVAL = 256
 
-#: A plain result of at most this many bytes is decoded when it arrives, not on result().
-DECODE_ON_ARRIVAL = 256
-#: Decoded values that can refer to nothing, so not to their future either.
-ATOMIC_TYPES = frozenset((int, float, bool, type(None), str, bytes, complex))
-cdef frozenset _ATOMIC = ATOMIC_TYPES
+# Decoded values that can refer to nothing, so not to their future either.
+cdef frozenset _ATOMIC = frozenset((int, float, bool, type(None), str, bytes, complex))
 
 
 # -- futures the cyclic collector need not scan ---------------------------------------------
@@ -153,7 +151,7 @@ cdef class FutureCore:
         """
         self._value = (kind, payload, buffers)
         self._state = _ARRIVED
-        if kind == _RESULT_KIND and not buffers and len(payload) <= DECODE_ON_ARRIVAL:
+        if kind == _RESULT_KIND and not buffers and len(payload) <= _DECODE_ON_ARRIVAL:
             self._decode_result(payload, buffers)
         if self._gate is not None:
             self._gate._inflight -= 1
@@ -191,14 +189,11 @@ def first_pending(list futures, Py_ssize_t start):
     reply, or ``len(futures)`` if none is."""
     cdef Py_ssize_t i = start
     cdef Py_ssize_t n = len(futures)
+    cdef int state
     while i < n:
         f = futures[i]
-        if isinstance(f, FutureCore):
-            if (<FutureCore>f)._state != _PENDING:
-                i += 1
-                continue
-        elif f._state != _PENDING:
-            i += 1
-            continue
-        break
+        state = (<FutureCore>f)._state if isinstance(f, FutureCore) else f._state
+        if state == _PENDING:
+            break
+        i += 1
     return i

@@ -11,9 +11,6 @@ from cpython.pythread cimport (
 )
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-cdef enum:
-    _CALL_KIND = 1  # zactor.wire.records.CALL
-
 
 cdef inline double _monotonic_s() noexcept nogil:
     """``time.monotonic()`` (the same clock), without a Python call."""
@@ -129,7 +126,6 @@ cdef class Outbox:
     cdef int _put(self, int kind, method, call_id, actor_id, payload, buffers) except -1:
         cdef BatchWriter writer = self._writer
         cdef bint idle, first
-        cdef double now
         _lock(self._mutex)
         try:
             if kind == _CALL_KIND:

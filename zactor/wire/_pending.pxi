@@ -92,23 +92,34 @@ cdef class PendingTable:
             return False
         return key in self._d
 
-    def call(self, cls, runtime, CallGate gate, origin, Outbox box, method, actor_id,
-             payload, buffers):
-        """Make a call's future and send the call: ``ActorMethod.remote``'s common path.
+    def register(self, cls, runtime, CallGate gate, origin):
+        """A new call's future and its call id, ``(future, call_id)``.
 
         The future, of ``cls`` (a :class:`FutureCore` class whose ``__init__``
         adds nothing), is left out of the cyclic collector's lists (nothing it
-        holds yet leads back to it), counted on ``gate``, pending here under the
-        next call id, and its CALL record put in ``box``. Returns the future.
+        holds yet leads back to it), counted on ``gate`` and pending here under
+        the next call id.
         """
         cdef FutureCore future = FutureCore.__new__(cls)
+        return future, self._register(future, runtime, gate, origin)
+
+    def call(self, cls, runtime, CallGate gate, origin, Outbox box, method, actor_id,
+             payload, buffers):
+        """:meth:`register` a call and put its CALL record in ``box``: the future
+        (``ActorMethod.remote``'s common path)."""
+        cdef FutureCore future = FutureCore.__new__(cls)
+        call_id = self._register(future, runtime, gate, origin)
+        box._put(_CALL_KIND, method, call_id, actor_id, payload, buffers)
+        return future
+
+    cdef object _register(self, FutureCore future, runtime, CallGate gate, origin):
+        """Fill in a new ``future``, untrack it, count it on ``gate``; its call id."""
         future._runtime = runtime
         future._gate = gate
         future._origin = origin
         _untrack(future)
         gate._inflight += 1
-        box._put(_CALL_KIND, method, self._add(future), actor_id, payload, buffers)
-        return future
+        return self._add(future)
 
     def resolve(self, records, buffers):
         """Hand each reply in ``records`` (from :func:`parse_frame`) to the future

@@ -37,8 +37,6 @@ CallGate = impl.CallGate
 FutureCore = impl.FutureCore
 results = impl.results
 first_pending = impl.first_pending
-DECODE_ON_ARRIVAL = impl.DECODE_ON_ARRIVAL
-ATOMIC_TYPES = impl.ATOMIC_TYPES
 # Futures waiting for a plain reply hold nothing that leads back to them: the
 # cyclic collector need not scan them (zactor.caller.future).
 untrack = impl.untrack

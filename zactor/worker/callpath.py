@@ -262,13 +262,12 @@ class CallPath:
         if actor.dead is not None:
             self._reply_died(identity, record, actor.dead)
             return
-        try:  # _encode_reply's common case, inline: the hot path
+        kind = _RESULT
+        try:  # dumps without _encode_reply's frame: a call's result is the hot path
             payload, buffers = _dumps(result)
-        except Exception:  # it makes the error the caller gets
+        except Exception:  # it does not serialize: _encode_reply makes the caller's error
             kind, payload, buffers = _encode_reply(_RESULT, record[4], result)
-            self._queue_reply(identity, kind, record[3], record[4], payload, buffers)
-            return
-        self._queue_reply(identity, _RESULT, record[3], record[4], payload, buffers)
+        self._queue_reply(identity, kind, record[3], record[4], payload, buffers)
 
     def _exited(self, actor: HostedActor, identity: bytes, record: tuple) -> None:
         """The call raised ActorExit (``zactor.exit_actor()``): the actor ends, and this
