@@ -49,8 +49,10 @@ class Machines(Standing):
         self.address = record["address"]
         return self.address
 
-    def start_node(self, node_id: str, workers: int = 1, *args: str) -> dict:
-        machine = self.nodes.setdefault(node_id, Standing(self.root / node_id))
+    def start_node(self, node_id: str, workers: int = 1, *args: str, machine: str = "") -> dict:
+        """Start node ``node_id`` on the "machine" of the same name, or on ``machine``."""
+        name = machine or node_id
+        machine = self.nodes.setdefault(name, Standing(self.root / name))
         record = machine.json(
             "start", "--address", self.address, "--node-id", node_id,
             "--num-workers", str(workers), "--keys", str(self.node_keys), *args,
@@ -236,6 +238,27 @@ def test_a_node_cut_off_is_told_it_was_declared_dead_and_ends_its_workers(machin
     log = (machines.root / "n1" / "node-n1.log").read_text()
     assert "declared node n1 dead" in log
     assert not list((machines.root / "n1").glob("node-*.json"))
+
+
+def test_an_agent_back_after_another_took_its_node_id_ends_and_leaves_that_node_be(machines):
+    """A node declared dead frees its id: a new agent may join under it. The old agent,
+    back from its partition, must hear that it is dead, not "alive" from the node that
+    took over; and its stopping must not stop that node."""
+    machines.start_head()
+    old = machines.start_node("n1", 1)
+    old_workers = worker_pids(old["pid"])
+    os.kill(old["pid"], signal.SIGSTOP)
+    try:
+        poll(lambda: machines.node_row("n1")["state"] == "dead", timeout=30, interval=0.2)
+        new = machines.start_node("n1", 1, machine="n1-again")
+    finally:
+        os.kill(old["pid"], signal.SIGCONT)
+    poll(lambda: not any(alive(p) for p in [old["pid"], *old_workers]), timeout=30)
+    log = (machines.root / "n1" / "node-n1.log").read_text()
+    assert "another agent joined as it" in log
+    row = machines.node_row("n1")
+    assert row["state"] == "alive" and row["pid"] == new["pid"]
+    assert alive(new["pid"]) and all(alive(p) for p in worker_pids(new["pid"]))
 
 
 def test_stopping_the_head_stops_every_node(machines):

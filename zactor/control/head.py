@@ -209,23 +209,33 @@ class Head:
             "node_timeout_s": self.node_timeout_s,
         }
 
-    def node_heartbeat(self, node_id: str) -> str:
-        """A node agent is alive. Returns its node's state as the head sees it:
-        ``"alive"``, or ``"dead"`` (declared dead while it was silent: the agent
-        ends its workers, whose actors now run elsewhere or are gone), or
-        ``"unknown"`` (this head never heard of it)."""
-        node = self.nodes.get(node_id)
+    def node_heartbeat(self, node_id: str, address: str) -> str:
+        """The node agent listening at ``address`` is alive. Returns its node's state
+        as the head sees it: ``"alive"``, or ``"dead"`` (declared dead while it was
+        silent: the agent ends its workers, whose actors now run elsewhere or are
+        gone), or ``"replaced"`` (declared dead, and another agent has joined under
+        the same node id since: the same for this agent), or ``"unknown"`` (this head
+        never heard of it)."""
+        node = self._node_of(node_id, address)
         if node is None:
-            return "unknown"
+            return "replaced" if node_id in self.nodes else "unknown"
         if node["state"] == "alive":
             self._heard(node)
             node["heartbeat_at"] = time.time()
         return node["state"]
 
-    def node_stopping(self, node_id: str) -> None:
-        """A node agent is stopping (``zactor stop`` on its machine): its workers are
-        gone now, as after their deaths, and are not replaced."""
-        self._node_gone(node_id, "stopped", "stopped with its node (zactor stop)")
+    def node_stopping(self, node_id: str, address: str) -> None:
+        """The node agent at ``address`` is stopping (``zactor stop`` on its machine):
+        its workers are gone now, as after their deaths, and are not replaced."""
+        if self._node_of(node_id, address) is not None:
+            self._node_gone(node_id, "stopped", "stopped with its node (zactor stop)")
+
+    def _node_of(self, node_id: str, address: str) -> dict | None:
+        """Node ``node_id`` if the agent at ``address`` is the one that joined as it
+        last. An agent declared dead while cut off may come back after another joined
+        under its id: what it says must not keep alive, or stop, the node that took over."""
+        node = self.nodes.get(node_id)
+        return node if node is not None and node["address"] == address else None
 
     def node_lost(self, node_id: str, silent_s: float) -> None:
         """The supervisor saw node ``node_id`` silent for ``silent_s`` seconds: it is

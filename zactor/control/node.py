@@ -121,7 +121,9 @@ class NodeAgent:
         last_answer = time.monotonic()
         while not self._stopped.wait(interval):
             try:
-                state = self.head.node_heartbeat.remote(self.node_id).result(timeout=interval)
+                state = self.head.node_heartbeat.remote(self.node_id, self.runtime.address).result(
+                    timeout=interval
+                )
             except Exception:  # no answer in time: the head is down, or cut off from us
                 if time.monotonic() - last_answer > HEAD_LOST_S:
                     self.stop(
@@ -132,10 +134,13 @@ class NodeAgent:
             last_answer = time.monotonic()
             if state != "alive":
                 self.declared_dead = True
+                said = f"declared node {self.node_id} {state}"
+                if state == "replaced":
+                    said = f"declared node {self.node_id} dead, and another agent joined as it"
                 self.stop(
-                    f"the head declared node {self.node_id} {state} (it was cut off for longer "
-                    "than the node timeout, or the head was restarted without it): its actors "
-                    "run elsewhere now. Start the node again with `zactor start --address`"
+                    f"the head {said} (it was cut off for longer than the node timeout, or the "
+                    "head was restarted without it): its actors run elsewhere now. Start the "
+                    "node again with `zactor start --address`"
                 )
                 return
 
@@ -285,7 +290,7 @@ def _stop_node(agent: NodeAgent) -> None:
         else:
             addresses = agent.our_worker_addresses()
             with contextlib.suppress(Exception):  # the head may be gone
-                agent.head.node_stopping.tell(agent.node_id)
+                agent.head.node_stopping.tell(agent.node_id, agent.runtime.address)
             supervisor.stop_workers(addresses)
     agent.host.stop()
 
