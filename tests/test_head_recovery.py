@@ -12,10 +12,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 from gates import alive, first_report, poll
 from test_cli import MARK, standing  # noqa: F401  (the fixture)
+
+from zactor.control.head_store import HeadStore
+from zactor.control.supervisor import AdoptedProcess
+from zactor.processes import process_start_time
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -68,6 +74,16 @@ def test_a_killed_head_restarts_and_its_actors_keep_their_state(standing, tmp_pa
         os.kill(record["pid"], signal.SIGKILL)
         poll(lambda: not alive(record["pid"]), timeout=20)
         assert all(alive(pid) for pid in workers), "a worker ended with its head"
+        # What the restarted head adopts them by: pid, and the start time that tells them
+        # from a process that takes a pid one of them leaves.
+        store = HeadStore.open(str(standing.directory / "head.sqlite3"))
+        try:
+            left = store.load().workers.values()
+        finally:
+            store.close()
+        assert sorted((w["pid"], w["start_time"]) for w in left) == [
+            (pid, process_start_time(pid)) for pid in workers
+        ]
         (gates / "head-killed").touch()
         assert first_report(driver, MARK) == {"step": "while-down", "values": [12, 13, 14]}
 
@@ -96,3 +112,26 @@ def test_a_killed_head_restarts_and_its_actors_keep_their_state(standing, tmp_pa
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     poll(lambda: not any(alive(pid) for pid in workers), timeout=30)
     assert not (standing.directory / "head.sqlite3").exists()  # stopped: nothing to recover
+
+
+def test_an_adopted_worker_is_told_from_a_process_that_took_its_pid(monkeypatch):
+    """A recovered head watches the workers the dead head left by pid and the start time
+    they registered with. A process that took a dead worker's pid is seen as that worker's
+    exit, and is never killed in its place."""
+    signalled = []
+    send = os.kill
+    monkeypatch.setattr(os, "kill", lambda pid, sig: (signalled.append(pid), send(pid, sig))[1])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = process_start_time(other.pid)
+        gone = AdoptedProcess(other.pid, started - 1)  # the worker had this pid before
+        assert gone.poll() == 0
+        gone.kill()
+        assert signalled == [], "a process that reused a worker's pid was killed"
+        ours = AdoptedProcess(other.pid, started)
+        assert ours.poll() is None
+        ours.kill()
+        assert ours.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        other.kill()
+        other.wait()

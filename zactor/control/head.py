@@ -167,6 +167,9 @@ class Head:
             "pid": pid,
             "node_id": node_id,
             "resources": resources,
+            # This machine's, read while it surely runs: a head recovered later tells it
+            # from a process that reused its pid (a node's agent watches its own).
+            "start_time": None if node_id in self.nodes else cluster.process_start_time(pid),
         }
         self._save_worker(worker_id)
         self._retry_awaiting()
@@ -1062,7 +1065,7 @@ class Head:
             self.placement.add_worker(worker_id, worker["node_id"], worker["resources"])
             if self._supervisor is not None and worker["node_id"] not in self.nodes:
                 # This machine's: watched by pid (a node's agent watches its own).
-                self._supervisor.adopt(worker_id, worker["pid"])
+                self._supervisor.adopt(worker_id, worker["pid"], worker.get("start_time"))
         for actor_id, info in self.actors.items():
             if info["worker_id"] in self.workers and not info.get("task_runner"):
                 self.placement.reserve(
@@ -1242,7 +1245,7 @@ def compose_status(registry: dict, stats: dict[str, dict]) -> dict:
     worker_rows = []
     for worker in registry["workers"]:
         worker_stats = stats.get(worker["worker_id"], {})
-        row = dict(worker)
+        row = {k: v for k, v in worker.items() if k != "start_time"}
         row["dropped"] = worker_stats.get("dropped", {})
         for key in _WORKER_FIGURES:
             row[key] = worker_stats.get(key)

@@ -61,11 +61,14 @@ class AdoptedProcess:
 
     Its exit status is not ours to read: an exit shows as ``returncode`` -9
     when it was killed here, else 0 with :attr:`cause` saying it is unknown.
+    ``start_time`` (:func:`zactor.processes.process_start_time`, read when the
+    worker registered) tells it from a process that took its pid after it died;
+    None reads it now, for a record that has none.
     """
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, start_time: int | None = None) -> None:
         self.pid = pid
-        self.start_time = cluster.process_start_time(pid)
+        self.start_time = cluster.process_start_time(pid) if start_time is None else start_time
         self.returncode: int | None = None
         self._killed = False
 
@@ -85,7 +88,9 @@ class AdoptedProcess:
         return self.returncode
 
     def kill(self) -> None:
-        """SIGKILL it."""
+        """SIGKILL it, if it still runs: a pid it left may be another process's now."""
+        if self.poll() is not None:
+            return
         self._killed = True
         try:
             os.kill(self.pid, signal.SIGKILL)
@@ -151,10 +156,11 @@ class Supervisor:
         self.processes.pop(worker_id, None)
         self.replacing[self._start_worker()] = time.monotonic()
 
-    def adopt(self, worker_id: str, pid: int) -> None:
-        """Watch worker ``worker_id`` (process ``pid``) that a head before this one started
-        (``Head.recover``): its exit is reported as a child's is."""
-        self.processes[worker_id] = AdoptedProcess(pid)
+    def adopt(self, worker_id: str, pid: int, start_time: int | None = None) -> None:
+        """Watch worker ``worker_id`` (process ``pid``, started at ``start_time``) that a
+        head before this one started (``Head.recover``): its exit is reported as a
+        child's is."""
+        self.processes[worker_id] = AdoptedProcess(pid, start_time)
         number = worker_id.rpartition("-")[2]
         if number.isdigit():  # new workers' ids follow the adopted ones'
             self._next_worker = max(self._next_worker, int(number) + 1)
