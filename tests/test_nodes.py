@@ -223,6 +223,102 @@ def test_a_killed_node_fails_its_actors_naming_it_and_restartable_ones_move(mach
     assert machines.node_row("n1")["state"] == "dead"
 
 
+#: What a node's replacement worker does at its start, put on the node's path after its
+#: first workers started (so only the replacement runs it): wait until ``gate`` exists
+#: (or its parent, the node agent, is gone: it must not outlive a failed test)...
+HOLD = """
+import os, time
+parent = os.getppid()
+while not os.path.exists({gate!r}) and os.getppid() == parent:
+    time.sleep(0.01)
+"""
+#: ... or exit at once: it never starts.
+FAIL = """
+import os
+os._exit(3)
+"""
+
+
+@pytest.mark.parametrize("replacement", ["starts", "fails"])
+def test_actors_only_a_node_can_host_wait_for_its_replacement_worker(
+    machines, tmp_path, replacement
+):
+    """A node's dead worker is replaced by the node's agent. Meanwhile a restartable actor
+    that only that node can host waits to restart on the replacement, and one created
+    then waits for it, as on the head's machine, rather than failing as unplaceable. A
+    replacement that does not start ends the wait: both then fail, saying why."""
+    hooks, ready, killed = tmp_path / "hooks", tmp_path / "may-start", tmp_path / "killed"
+    hooks.mkdir()
+    address = machines.start_head()
+    n1 = machines.nodes["n1"] = Standing(machines.root / "n1")
+    n1.env["PYTHONPATH"] += os.pathsep + str(hooks)
+    machines.start_node("n1", 1, "--resources", '{"slot": 2}')
+    proc, first = machines.start_driver(
+        f"""
+        zactor.init(address={address!r})
+
+        @zactor.remote
+        class Slot:
+            def __init__(self, start):
+                self.n = start
+
+            def bump(self):
+                self.n += 1
+                return self.n
+
+            def worker(self):
+                return zactor.get_runtime_context().worker_id
+
+        def outcome(future):
+            try:
+                return ["ok", zactor.get(future, timeout=60)]
+            except (zactor.ActorDiedError, zactor.ClusterError) as exc:
+                return [type(exc).__name__, str(exc)]
+
+        kept = Slot.options(resources={{"slot": 1}}, max_restarts=1, max_task_retries=-1).remote(10)
+        report(worker=zactor.get(kept.worker.remote()))
+        while not os.path.exists({str(killed)!r}):  # the test kills kept's worker first
+            time.sleep(0.01)
+        fresh = Slot.options(resources={{"slot": 1}}).remote(0)
+        calls = [kept.bump.remote(), fresh.bump.remote(), kept.worker.remote()]
+        report(asked=True)
+        report(got=[outcome(call) for call in calls])
+        """
+    )
+    hook = hooks / "sitecustomize.py"
+    try:
+        worker = next(w for w in machines.status()["workers"] if w["worker_id"] == first["worker"])
+        assert worker["node_id"] == "n1"
+        hook.write_text(HOLD.format(gate=str(ready)) if replacement == "starts" else FAIL)
+        os.kill(worker["pid"], signal.SIGKILL)
+        # The head has dealt with the death (and asked n1 for a replacement) once the
+        # worker leaves its list; a held replacement leaves n1 without a worker then.
+        poll(
+            lambda: first["worker"] not in [w["worker_id"] for w in machines.status()["workers"]],
+            timeout=30,
+            interval=0.1,
+        )
+        killed.touch()
+        assert first_report(proc, MARK) == {"asked": True}
+        ready.touch()
+        # Read as the first report was: communicate() would miss a line already buffered.
+        (kept_bump, fresh_bump, kept_worker) = got = first_report(proc, MARK)["got"]
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        ready.touch()
+        hook.unlink(missing_ok=True)  # the node's `zactor stop` at teardown runs it too
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if replacement == "starts":
+        assert (kept_bump, fresh_bump) == (["ok", 11], ["ok", 1]), got  # restarted; created
+        assert kept_worker[1].startswith("n1-") and kept_worker[1] != first["worker"]
+    else:
+        assert kept_bump[0] == "ActorDiedError" and "could not be placed again" in kept_bump[1]
+        assert kept_worker[0] == "ActorDiedError"
+        assert fresh_bump[0] == "ActorCreationError" and "slot=1" in fresh_bump[1], got
+
+
 def test_a_node_cut_off_is_told_it_was_declared_dead_and_ends_its_workers(machines):
     machines.start_head()
     record = machines.start_node("n1", 1)

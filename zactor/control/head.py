@@ -118,6 +118,10 @@ class Head:
         #: failure is settled when the creation comes (remember_creation).
         self._failed_early: dict[int, tuple] = {}
         self._awaiting_worker: list[int] = []  # restarts waiting for a replacement worker
+        #: Replacements asked of node agents and not registered yet: node id -> {the dead
+        #: worker's id: when asked (``time.monotonic()``)}. (This machine's are the
+        #: supervisor's ``replacing``.) The new worker's id is the agent's to choose.
+        self._node_replacing: dict[str, dict[str, float]] = {}
         #: What became of the latest replacement worker that did not start, if one did not.
         self._failed_start: str | None = None
         self._stopping = False
@@ -160,6 +164,7 @@ class Head:
             if self._supervisor.exit_cause(worker_id) is not None:
                 return  # it died since: the report of its exit, on its way, deals with it
             self._supervisor.replacing.pop(worker_id, None)
+        self._node_replacement_over(node_id)
         self.placement.add_worker(worker_id, node_id, resources)
         self.workers[worker_id] = {
             "worker_id": worker_id,
@@ -269,8 +274,11 @@ class Head:
         for worker_id in lost:
             self.placement.remove_worker(worker_id)
         self.placement.remove_node(node_id)
+        awaited = self._node_replacing.pop(node_id, None)
         for worker_id in lost:
             self._worker_gone(worker_id, cause)
+        if awaited:  # what waited for the node's replacements goes elsewhere, or fails
+            self._retry_awaiting()
 
     # -- heartbeats: silence counted over the time the head could read them ----------------
 
@@ -298,7 +306,8 @@ class Head:
     def cluster_info(self) -> dict:
         """Workers known to the head (with how many actors each hosts and the CPU
         their actors leave free), the actor count, the head's own node id, and the
-        workers being started to replace dead ones (``starting``: their ids)."""
+        workers being started to replace dead ones (``starting``: the new worker's id on
+        this machine; ``"<node> for <dead worker>"`` for one a node's agent starts)."""
         workers = [
             dict(
                 info,
@@ -310,6 +319,7 @@ class Head:
         supervisor = self._supervisor
         # dict(): one C-level copy, as the supervisor's watch thread changes it.
         starting = sorted(dict(supervisor.replacing)) if supervisor is not None else []
+        starting += sorted(w for starts in self._starting_on_nodes().values() for w in starts)
         return {
             "node_id": self._node_id(),
             "workers": workers,
@@ -614,6 +624,19 @@ class Head:
         elif self._supervisor is not None and worker_id in self._supervisor.replacing:
             if not self._stopping:
                 self._start_failed(worker_id, cause)
+        elif not self._stopping:
+            # A node's worker that never registered: its replacement did not start.
+            # Its id begins with its node's (Supervisor's worker_prefix).
+            node_id = worker_id.rpartition("-worker-")[0]
+            if self._node_replacing.get(node_id):
+                log.warning(
+                    "zactor head: replacement worker %s on node %s did not start: it %s",
+                    worker_id,
+                    node_id,
+                    cause,
+                )
+                self._node_replacement_over(node_id)
+                self._retry_awaiting()
         # Else the head dealt with this exit already: _choose found it first.
 
     def _worker_gone(self, worker_id: str, cause: str, died_at=None) -> None:
@@ -653,8 +676,27 @@ class Head:
         if node is not None:
             if node["state"] == "alive":
                 node_service_handle(node["address"]).replace_worker.tell(worker["worker_id"])
+                asked = self._node_replacing.setdefault(worker["node_id"], {})
+                asked[worker["worker_id"]] = time.monotonic()
         elif self._supervisor is not None:
             self._supervisor.replace_worker(worker["worker_id"])
+
+    def _starting_on_nodes(self) -> dict[str, dict[str, float]]:
+        """node id -> {``"<node> for <dead worker>"``: since when} of the replacements
+        node agents were asked for, not registered yet."""
+        return {
+            node_id: {f"{node_id} for {dead}": since for dead, since in asked.items()}
+            for node_id, asked in self._node_replacing.items()
+        }
+
+    def _node_replacement_over(self, node_id: str) -> None:
+        """One of the replacements asked of node ``node_id``'s agent registered, or did
+        not start: the one asked first is no longer waited for."""
+        asked = self._node_replacing.get(node_id)
+        if asked:
+            del asked[min(asked, key=asked.__getitem__)]
+            if not asked:
+                del self._node_replacing[node_id]
 
     def _start_failed(self, worker_id: str, cause: str) -> None:
         """Replacement worker ``worker_id`` exited (``cause``: how) before it registered.
@@ -873,20 +915,32 @@ class Head:
         is taken, or that no node has) fails now, as it would without deaths.
         """
         supervisor = self._supervisor
-        if supervisor is None or not supervisor.replacing:
+        # (node, its resources, {what starts there: since when}) of every machine where
+        # a replacement worker starts: this one's supervisor's, and node agents'.
+        machines = [
+            (node_id, self.nodes[node_id]["resources"], starts)
+            for node_id, starts in self._starting_on_nodes().items()
+        ]
+        if supervisor is not None and supervisor.replacing:
+            machines.append((supervisor.node_id, supervisor.resources, dict(supervisor.replacing)))
+        if not machines:
             if not self.workers and self._failed_start is not None:
                 return ClusterError(f"{exc}. {self._failed_start}")
             return exc
-        if not self.placement.fits_new_worker(
-            supervisor.node_id, supervisor.resources, num_cpus, resources
-        ):
-            # Say what it asks for and what the node has: "no live worker" would
+        fitting = {
+            worker: started
+            for node_id, node_resources, replacing in machines
+            if self.placement.fits_new_worker(node_id, node_resources, num_cpus, resources)
+            for worker, started in replacing.items()
+        }
+        if not fitting:
+            # Say what it asks for and what the nodes have: "no live worker" would
             # suggest that waiting for the replacement helps.
             return ClusterError(self.placement.explain(class_name, num_cpus, resources))
         now = time.monotonic()
         starting = ", ".join(
-            f"{worker_id} (started {now - started:.1f} s ago)"
-            for worker_id, started in sorted(supervisor.replacing.items())
+            f"{worker} (started {now - started:.1f} s ago)"
+            for worker, started in sorted(fitting.items())
         )
         return WorkerStartingError(
             f"{exc}; a replacement worker is starting, waiting for it: {starting}"
