@@ -11,6 +11,23 @@ import pytest
 
 import zactor
 
+#: A ``sitecustomize`` module for a worker that must be held at its start: it waits
+#: until the file ``gate`` exists (or its parent is gone: it must not outlive a failed
+#: test). Written onto a path the cluster's processes inherit after they started, only
+#: the replacement worker started later runs it: ``HOLD_AT_START.format(gate=path)``.
+HOLD_AT_START = """
+import os, time
+parent = os.getppid()
+while not os.path.exists({gate!r}) and os.getppid() == parent:
+    time.sleep(0.01)
+"""
+
+#: The same for a worker that cannot start: its interpreter exits at once.
+EXIT_AT_START = """
+import os
+os._exit(3)
+"""
+
 
 def wait_for_file(path: str, limit: float = 30.0) -> None:
     """Block until ``path`` exists (a gate a test opens); TimeoutError after ``limit`` s."""

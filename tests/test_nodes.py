@@ -19,7 +19,7 @@ import socket
 import urllib.request
 
 import pytest
-from gates import alive, first_report, poll
+from gates import EXIT_AT_START, HOLD_AT_START, alive, first_report, poll
 from test_cli import MARK, Standing, reports
 
 pytestmark = pytest.mark.timeout(180)
@@ -223,22 +223,6 @@ def test_a_killed_node_fails_its_actors_naming_it_and_restartable_ones_move(mach
     assert machines.node_row("n1")["state"] == "dead"
 
 
-#: What a node's replacement worker does at its start, put on the node's path after its
-#: first workers started (so only the replacement runs it): wait until ``gate`` exists
-#: (or its parent, the node agent, is gone: it must not outlive a failed test)...
-HOLD = """
-import os, time
-parent = os.getppid()
-while not os.path.exists({gate!r}) and os.getppid() == parent:
-    time.sleep(0.01)
-"""
-#: ... or exit at once: it never starts.
-FAIL = """
-import os
-os._exit(3)
-"""
-
-
 @pytest.mark.parametrize("replacement", ["starts", "fails"])
 def test_actors_only_a_node_can_host_wait_for_its_replacement_worker(
     machines, tmp_path, replacement
@@ -289,7 +273,10 @@ def test_actors_only_a_node_can_host_wait_for_its_replacement_worker(
     try:
         worker = next(w for w in machines.status()["workers"] if w["worker_id"] == first["worker"])
         assert worker["node_id"] == "n1"
-        hook.write_text(HOLD.format(gate=str(ready)) if replacement == "starts" else FAIL)
+        # Only the replacement worker, started after this, runs it.
+        hook.write_text(
+            HOLD_AT_START.format(gate=str(ready)) if replacement == "starts" else EXIT_AT_START
+        )
         os.kill(worker["pid"], signal.SIGKILL)
         # The head has dealt with the death (and asked n1 for a replacement) once the
         # worker leaves its list; a held replacement leaves n1 without a worker then.

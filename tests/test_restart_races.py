@@ -13,6 +13,7 @@ import textwrap
 import time
 
 import pytest
+from gates import EXIT_AT_START, HOLD_AT_START
 from scenario import run_scenario
 
 import zactor.caller.actor_class
@@ -90,21 +91,6 @@ def report(**values):
     print("RESULT " + json.dumps(values))
 """
 
-#: A replacement worker that waits at its start until the gate file exists (or its
-#: parent, the head, is gone: it must not outlive a failed test).
-HOLD = """
-import os, time
-parent = os.getppid()
-while not os.path.exists({gate!r}) and os.getppid() == parent:
-    time.sleep(0.01)
-"""
-
-#: A replacement worker that cannot start: its interpreter exits at once.
-FAIL = """
-import os
-os._exit(3)
-"""
-
 
 def scenario(tmp_path, body: str) -> dict:
     hooks = tmp_path / "hooks"
@@ -135,7 +121,7 @@ def test_creations_and_restarts_wait_while_the_replacement_starts(tmp_path):
         again = Ok.options(max_restarts=1, max_task_retries=-1).remote()
         dropped = Ok.options(max_restarts=1).remote()
         zactor.get([again.ping.remote(), dropped.ping.remote()], timeout=60)
-        replacements({HOLD.format(gate=gate)!r})
+        replacements({HOLD_AT_START.format(gate=gate)!r})
         kill_only_worker()
         poll(lambda: state_of(again) == "restarting", timeout=60)  # the head saw the death
         # Its last handle goes while its restart waits: once restarted, it retires.
@@ -171,7 +157,7 @@ def test_a_replacement_that_cannot_start_fails_the_creations_and_restarts_waitin
         f"""
         again = Ok.options(max_restarts=1, max_task_retries=-1).remote()
         zactor.get(again.ping.remote(), timeout=60)
-        replacements({FAIL!r})
+        replacements({EXIT_AT_START!r})
         kill_only_worker()
         created = Ok.remote()   # at once; its placement gives up when the replacement does
         try:
