@@ -62,7 +62,7 @@ def frame_bytes(records, nbuffer_frames=None):
 
     ``records`` are ``(kind, flags, method, call_id, actor_id, payload, nbuffers)``.
     """
-    head = PREAMBLE.pack(b"ZA", 7, 0, len(records))
+    head = PREAMBLE.pack(b"ZA", _fallback.PROTOCOL_VERSION, 0, len(records))
     recs = b"".join(RECORD.pack(k, f, 0, m, c, a, len(p), nb) for (k, f, m, c, a, p, nb) in records)
     return head + recs + b"".join(r[5] for r in records)
 
@@ -158,7 +158,7 @@ def test_same_public_names():
 
 def test_constants(impl):
     assert impl.MAGIC == b"ZA"
-    assert impl.PROTOCOL_VERSION == 7
+    assert impl.PROTOCOL_VERSION == 8
     assert impl.SHARED_BUFFERS == 0x01
     assert impl.PREAMBLE_SIZE == 8 == PREAMBLE.size
     assert impl.RECORD_SIZE == 32 == RECORD.size
@@ -440,19 +440,20 @@ def test_error_magic(impl):
 
 def test_error_version(impl):
     data = bytearray(frame_bytes([(1, 0, 0, 1, 0, b"x", 0)]))
-    data[2] = 6
+    ours = _fallback.PROTOCOL_VERSION
+    data[2] = ours - 1
     with pytest.raises(FrameError) as e:
         impl.parse_frame(data, 0)
     assert e.value.kind == "version"
-    assert "version 6" in str(e.value) and "version 7" in str(e.value)
+    assert f"version {ours - 1}" in str(e.value) and f"version {ours}" in str(e.value)
 
 
 def test_error_empty(impl):
     with pytest.raises(FrameError) as e:
-        impl.parse_frame(PREAMBLE.pack(b"ZA", 7, 0, 0), 0)
+        impl.parse_frame(PREAMBLE.pack(b"ZA", _fallback.PROTOCOL_VERSION, 0, 0), 0)
     assert e.value.kind == "empty"
     with pytest.raises(FrameError) as e:  # leftover bytes do not change the verdict
-        impl.parse_frame(PREAMBLE.pack(b"ZA", 7, 0, 0) + b"rest", 0)
+        impl.parse_frame(PREAMBLE.pack(b"ZA", _fallback.PROTOCOL_VERSION, 0, 0) + b"rest", 0)
     assert e.value.kind == "empty"
 
 
@@ -462,7 +463,7 @@ def test_error_truncated(impl):
         "records cut": good[:30],
         "payload cut": good[:-1],
         "leftover": good + b"!",
-        "huge count": PREAMBLE.pack(b"ZA", 7, 0, 2**32 - 1) + good[8:],
+        "huge count": PREAMBLE.pack(b"ZA", _fallback.PROTOCOL_VERSION, 0, 2**32 - 1) + good[8:],
         "huge payload_len": good[:32] + struct.pack("<I", 2**32 - 1) + good[36:],
     }
     for name, data in cases.items():
@@ -491,7 +492,7 @@ def test_preamble_flags_read_and_set(impl):
         assert impl.with_preamble_flags(kind(frame), 1) == flagged
     assert impl.preamble_flags(b"ZA") == 0  # shorter than a preamble: no flags
     with pytest.raises(ValueError, match="no 8-byte preamble"):
-        impl.with_preamble_flags(b"ZA\x07", 1)
+        impl.with_preamble_flags(b"ZA" + bytes([_fallback.PROTOCOL_VERSION]), 1)
     with pytest.raises(OverflowError, match="flags=256"):
         impl.with_preamble_flags(frame, 256)
 

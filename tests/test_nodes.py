@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -221,6 +222,58 @@ def test_a_killed_node_fails_its_actors_naming_it_and_restartable_ones_move(mach
     assert "will not restart" in got["died"]
     assert got["moved_to"] == "n2"  # re-created on a live node, its call re-sent
     assert machines.node_row("n1")["state"] == "dead"
+
+
+def joined_head():
+    """A head (no process of its own) that node n1's agent at AGENT joined, with one
+    worker, n1-worker-0 (pid 100)."""
+    from zactor.control.head import Head
+
+    head = Head()
+    head.register_node("n1", AGENT, 1, "box", {"slot": 2}, 1)
+    head.register_worker("n1-worker-0", "tcp://10.0.0.7:6000", 100, "n1", {"slot": 2})
+    return head
+
+
+AGENT = "tcp://10.0.0.7:5000"
+
+
+def test_only_the_agent_that_joined_as_a_node_speaks_for_it():
+    head = joined_head()
+    assert head.node_heartbeat("n1", AGENT) == "alive"
+    assert head.node_heartbeat("n1") == "alive"  # an agent older than the check
+    assert head.node_heartbeat("n1", "tcp://10.0.0.8:5000") == "replaced"
+    assert head.node_heartbeat("n9", AGENT) == "unknown"
+    head.node_stopping("n1", "tcp://10.0.0.8:5000")
+    assert head.nodes["n1"]["state"] == "alive"
+    # A death reported for another process under a worker's id (a worker of the agent
+    # that had this node id before) is not this worker's.
+    head.worker_died("n1-worker-0", "was killed by signal 9", None, 4321)
+    assert "n1-worker-0" in head.workers
+
+
+def test_a_nodes_replacement_is_waited_for_until_it_registers_or_is_late():
+    """What the head keeps of a replacement it asked n1's agent for (as ``_replace``
+    leaves it): placement waits for it, until a worker of n1 registers or it is late."""
+    from zactor.control.head import Head
+    from zactor.errors import ClusterError, WorkerStartingError
+
+    head = Head()
+    head.register_node("n1", AGENT, 1, "box", {"slot": 2}, 1)
+    refused = ClusterError("no worker can take it now")
+    for end in ("registers", "late"):
+        head._node_replacing["n1"] = {"n1-worker-0": time.monotonic()}
+        waits = head._unplaceable(refused, "Slot", 0, {"slot": 1})
+        assert isinstance(waits, WorkerStartingError) and "n1 for n1-worker-0" in str(waits)
+        gpu = head._unplaceable(refused, "Slot", 0, {"GPU": 1})  # no new worker would help
+        assert isinstance(gpu, ClusterError) and not isinstance(gpu, WorkerStartingError)
+        assert head.cluster_info()["starting"] == ["n1 for n1-worker-0"]
+        if end == "registers":
+            head.register_worker("n1-worker-1", "tcp://10.0.0.7:6001", 101, "n1", {"slot": 2})
+        else:
+            head.node_replacement_late("n1", "n1-worker-0")
+        assert head._unplaceable(refused, "Slot", 0, {"slot": 1}) is refused, end
+        assert head.cluster_info()["starting"] == [], end
 
 
 @pytest.mark.parametrize("replacement", ["starts", "fails"])

@@ -41,6 +41,8 @@ DIGESTS = {
     # + the preamble's SHARED_BUFFERS flag (same-host buffers in shared memory), and
     # Head.lease_actor_ids and place_many, WorkerService.create_many
     7: "fa0435828aeb2a8943fdea14601c897e5654a67c8d5110219d6cfdd5cd1611a3",
+    # + Head.node_replacement_late (a node's replacement worker that never registered)
+    8: "91f5c383708af849b142671fa0ae333ac1505e7aa01c21994cc7617f0e093036",
 }
 
 

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(60)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREAMBLE = struct.Struct("<2sBBI")
 RECORD = struct.Struct("<BBHIQQII")
-VERSION = 7  # the wire protocol version (zactor.wire.protocol)
+VERSION = 8  # the wire protocol version (zactor.wire.protocol)
 NO_ARGS = serialization.dumps_call((), {})[0]
 
 

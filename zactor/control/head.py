@@ -217,7 +217,7 @@ class Head:
             "node_timeout_s": self.node_timeout_s,
         }
 
-    def node_heartbeat(self, node_id: str, address: str) -> str:
+    def node_heartbeat(self, node_id: str, address: str | None = None) -> str:
         """The node agent listening at ``address`` is alive. Returns its node's state
         as the head sees it: ``"alive"``, or ``"dead"`` (declared dead while it was
         silent: the agent ends its workers, whose actors now run elsewhere or are
@@ -232,18 +232,21 @@ class Head:
             node["heartbeat_at"] = time.time()
         return node["state"]
 
-    def node_stopping(self, node_id: str, address: str) -> None:
+    def node_stopping(self, node_id: str, address: str | None = None) -> None:
         """The node agent at ``address`` is stopping (``zactor stop`` on its machine):
         its workers are gone now, as after their deaths, and are not replaced."""
         if self._node_of(node_id, address) is not None:
             self._node_gone(node_id, "stopped", "stopped with its node (zactor stop)")
 
-    def _node_of(self, node_id: str, address: str) -> dict | None:
+    def _node_of(self, node_id: str, address: str | None) -> dict | None:
         """Node ``node_id`` if the agent at ``address`` is the one that joined as it
         last. An agent declared dead while cut off may come back after another joined
-        under its id: what it says must not keep alive, or stop, the node that took over."""
+        under its id: what it says must not keep alive, or stop, the node that took over.
+        (``address`` None: an agent older than this check, taken as the one joined.)"""
         node = self.nodes.get(node_id)
-        return node if node is not None and node["address"] == address else None
+        if node is None or address not in (None, node["address"]):
+            return None
+        return node
 
     def node_lost(self, node_id: str, silent_s: float) -> None:
         """The supervisor saw node ``node_id`` silent for ``silent_s`` seconds: it is
@@ -610,7 +613,7 @@ class Head:
             if early is not None:
                 self.actor_failed(actor_id, *early)
 
-    def worker_died(self, worker_id: str, cause: str, died_at=None) -> None:
+    def worker_died(self, worker_id: str, cause: str, died_at=None, pid: int | None = None) -> None:
         """The supervisor saw worker ``worker_id`` exit (``cause``: how; ``died_at``: a
         :func:`~zactor.endpoint.recovery.clock_stamp` taken once it was gone).
 
@@ -619,7 +622,12 @@ class Head:
         worker is started so the cluster keeps its size. A replacement that
         exits before it registers is not replaced again (see :meth:`_start_failed`).
         """
-        if worker_id in self.workers:
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            if pid is not None and pid != worker["pid"]:
+                # Another process under that id: a worker of an agent that had this node's
+                # id before it was declared dead, reporting late. Not this worker.
+                return
             self._worker_gone(worker_id, cause, died_at)
         elif self._supervisor is not None and worker_id in self._supervisor.replacing:
             if not self._stopping:
@@ -635,6 +643,7 @@ class Head:
                     node_id,
                     cause,
                 )
+                self.worker_deaths += 1
                 self._node_replacement_over(node_id)
                 self._retry_awaiting()
         # Else the head dealt with this exit already: _choose found it first.
@@ -675,11 +684,35 @@ class Head:
         node = self.nodes.get(worker["node_id"])
         if node is not None:
             if node["state"] == "alive":
-                node_service_handle(node["address"]).replace_worker.tell(worker["worker_id"])
-                asked = self._node_replacing.setdefault(worker["node_id"], {})
-                asked[worker["worker_id"]] = time.monotonic()
+                node_id, dead = worker["node_id"], worker["worker_id"]
+                node_service_handle(node["address"]).replace_worker.tell(dead)
+                self._node_replacing.setdefault(node_id, {})[dead] = time.monotonic()
+                if self._host is not None:  # the agent may never say it did not start
+                    runtime = self._host.runtime
+                    runtime.call_later(
+                        cluster.START_TIMEOUT_S,
+                        lambda: _tell_self(runtime, "node_replacement_late", node_id, dead),
+                    )
         elif self._supervisor is not None:
             self._supervisor.replace_worker(worker["worker_id"])
+
+    def node_replacement_late(self, node_id: str, dead_worker_id: str) -> None:
+        """The replacement asked of node ``node_id``'s agent for ``dead_worker_id`` has
+        not registered within ``START_TIMEOUT_S``: the creations and restarts waiting for
+        it wait no more (they go elsewhere, or fail). If it registers later, it joins as
+        any worker does."""
+        asked = self._node_replacing.get(node_id)
+        if asked is None or asked.pop(dead_worker_id, None) is None:
+            return
+        if not asked:
+            del self._node_replacing[node_id]
+        log.warning(
+            "zactor head: node %s's replacement for worker %s did not register within %.0f s",
+            node_id,
+            dead_worker_id,
+            cluster.START_TIMEOUT_S,
+        )
+        self._retry_awaiting()
 
     def _starting_on_nodes(self) -> dict[str, dict[str, float]]:
         """node id -> {``"<node> for <dead worker>"``: since when} of the replacements

@@ -134,14 +134,20 @@ class NodeAgent:
             last_answer = time.monotonic()
             if state != "alive":
                 self.declared_dead = True
-                said = f"declared node {self.node_id} {state}"
                 if state == "replaced":
-                    said = f"declared node {self.node_id} dead, and another agent joined as it"
-                self.stop(
-                    f"the head {said} (it was cut off for longer than the node timeout, or the "
-                    "head was restarted without it): its actors run elsewhere now. Start the "
-                    "node again with `zactor start --address`"
-                )
+                    said = (
+                        f"declared node {self.node_id} dead (it was cut off for longer than the "
+                        "node timeout), and another agent joined as it since: its actors run "
+                        "elsewhere now. To add this machine again, start it under another "
+                        "--node-id with `zactor start --address`"
+                    )
+                else:
+                    said = (
+                        f"declared node {self.node_id} {state} (it was cut off for longer than "
+                        "the node timeout, or the head was restarted without it): its actors "
+                        "run elsewhere now. Start the node again with `zactor start --address`"
+                    )
+                self.stop(f"the head {said}")
                 return
 
     def our_worker_addresses(self) -> list[str]:

@@ -320,7 +320,7 @@ class Supervisor:
                 self._swept_on_death(self._worker_address(worker_id), processes[worker_id].pid)
                 died_at = self.died_at(worker_id)
                 try:
-                    to_head.worker_died.tell(worker_id, cause, died_at)
+                    to_head.worker_died.tell(worker_id, cause, died_at, processes[worker_id].pid)
                     runtime.flush()
                 except Exception:  # the head is closing: nobody left to tell
                     return

@@ -58,7 +58,7 @@ __all__ = [
 #: First two bytes of every frame 0.
 MAGIC = b"ZA"
 #: Version of the wire format spoken by this module.
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 #: Size of the preamble at the start of frame 0.
 PREAMBLE_SIZE = 8
 #: Size of one record.

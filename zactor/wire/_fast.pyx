@@ -74,7 +74,7 @@ __all__ = [
 #: First two bytes of every frame 0.
 MAGIC = b"ZA"
 #: Version of the wire format spoken by this module.
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 #: Size of the preamble at the start of frame 0.
 PREAMBLE_SIZE = 8
 #: Size of one record.
@@ -87,7 +87,7 @@ SHARED_BUFFERS = 0x01
 cdef enum:
     _PREAMBLE = 8
     _RECORD = 32
-    _VERSION = 7
+    _VERSION = 8
     _COPY_PAYLOAD_MAX = 256
     # Capacities above these are given back to the allocator by take().
     _KEEP_RECORDS = 64 * 1024

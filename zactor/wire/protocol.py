@@ -93,6 +93,7 @@ HEAD_TABLE = SystemTable(
         "lookup": _ANY,
         "node_heartbeat": {NODE},
         "node_lost": _HEAD_ONLY,
+        "node_replacement_late": _HEAD_ONLY,
         "node_stopping": {NODE},
         "place": _CALLERS,
         "place_many": _CALLERS,
