@@ -8,6 +8,8 @@ head's registry with a generous bound rather than expecting an exact moment.
 from __future__ import annotations
 
 import gc
+import os
+import signal
 
 import pytest
 
@@ -124,6 +126,45 @@ def test_calls_sent_before_the_last_handle_went_still_run(cluster, tmp_path, wai
         assert f.read().split() == [str(i) for i in range(50)]
 
 
+def actor_state(actor_id: int) -> str | None:
+    infos = head_handle().list_actors.remote().result(timeout=30)
+    return next((info["state"] for info in infos if info["actor_id"] == actor_id), None)
+
+
+def test_a_release_waits_until_the_worker_has_read_the_calls_sent_before_it(
+    cluster, tmp_path, wait_for
+):
+    """The worker reads the caller's connection and the head's (whose ``retire`` ends the
+    actor) in no set order, so the caller reports a release only once a ping sent
+    behind its calls comes back. While the worker reads nothing, the head hears nothing."""
+    path = str(tmp_path / "lines.txt")
+    a = Appender.remote()
+    actor_id = a._actor_id
+    a.append.remote(path, "first").result(timeout=30)  # placed and built
+    worker_id = next(
+        info["worker_id"]
+        for info in head_handle().list_actors.remote().result(timeout=30)
+        if info["actor_id"] == actor_id
+    )
+    pid = next(
+        w["pid"] for w in zactor.api._cluster_info()["workers"] if w["worker_id"] == worker_id
+    )
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for i in range(50):
+            a.append.tell(path, i)
+        del a
+        gc.collect()
+        # A release sent at once would have the head retire it within a report's 0.1 s.
+        with pytest.raises(AssertionError, match="condition not met"):
+            wait_for(lambda: actor_state(actor_id) != "alive", timeout=3, interval=0.1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_ended(actor_id, wait_for)
+    with open(path) as f:
+        assert f.read().split() == ["first", *map(str, range(50))]
+
+
 def test_a_future_keeps_its_actor_alive_until_it_resolves(cluster):
     future = Counter.remote(41).increment.remote()  # the handle itself is dropped at once
     gc.collect()
@@ -190,18 +231,25 @@ def test_handle_refs_report_only_zero_crossings_in_order():
     refs.acquire(7)
     refs.acquire(7)
     token = refs.sent(7)
-    refs.release(7)
+    refs.release(7, "ipc:///w/worker-0.sock")
     refs.acquire(8)
     refs.claimed(8, 99)
-    refs.release(7)
-    assert refs.take_report() == [
-        [HOLD, 7, None],
-        [SENT, 7, token],
-        [HOLD, 8, None],
-        [CLAIMED, 8, 99],
-        [RELEASE, 7, None],
-    ]
-    assert not refs.pending() and refs.take_report() == []
+    refs.release(7, "ipc:///w/worker-1.sock")  # moved since (a restart elsewhere)
+    refs.acquire(9)
+    refs.release(9)  # never placed: nowhere to fence
+    assert refs.take_report() == (
+        [
+            [HOLD, 7, None],
+            [SENT, 7, token],
+            [HOLD, 8, None],
+            [CLAIMED, 8, 99],
+            [RELEASE, 7, None],
+            [HOLD, 9, None],
+            [RELEASE, 9, None],
+        ],
+        {"ipc:///w/worker-1.sock"},  # where the last handle of a released actor saw it
+    )
+    assert not refs.pending() and refs.take_report() == ([], set())
 
 
 def test_ledger_keeps_an_actor_while_a_copy_is_in_transit_whatever_the_order():

@@ -52,9 +52,9 @@ class HandleRefs:
         """A handle to ``actor_id`` was made in this process."""
         self._events.append((_ADD, actor_id, None))
 
-    def release(self, actor_id: int) -> None:
-        """A handle to ``actor_id`` was garbage-collected."""
-        self._events.append((_DROP, actor_id, None))
+    def release(self, actor_id: int, address: str | None = None) -> None:
+        """A handle to ``actor_id`` (at ``address``, if placed) was garbage-collected."""
+        self._events.append((_DROP, actor_id, address))
 
     def sent(self, actor_id: int) -> int:
         """A handle is being pickled: returns the token its copy will claim."""
@@ -72,8 +72,10 @@ class HandleRefs:
         """True if events wait to be reported."""
         return bool(self._events)
 
-    def take_report(self) -> list:
-        """Turn the queued events into ``[kind, actor_id, token]`` reports, in order.
+    def take_report(self) -> tuple[list, set]:
+        """Turn the queued events into ``[kind, actor_id, token]`` reports, in order,
+        and the addresses of the actors released (where the last handle dropped said
+        the actor was; see ``Runtime._report_refs``).
 
         Handle counts change silently; only a count leaving or reaching zero
         becomes a ``hold`` or ``release`` report.
@@ -81,6 +83,7 @@ class HandleRefs:
         events = self._events
         counts = self._counts
         report = []
+        released_at = set()
         while events:
             what, actor_id, token = events.popleft()
             if what == _ADD:
@@ -95,6 +98,8 @@ class HandleRefs:
                 else:
                     counts.pop(actor_id, None)
                     report.append([RELEASE, actor_id, None])
+                    if token is not None:  # a drop's third field is the actor's address
+                        released_at.add(token)
             else:
                 report.append([what, actor_id, token])
-        return report
+        return report, released_at

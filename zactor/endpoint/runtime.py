@@ -22,6 +22,7 @@ library; what a frame means comes from :mod:`zactor.wire`.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -54,6 +55,15 @@ MAX_BATCH_BYTES = 1 << 20
 POLL_SLICE_MS = 200
 #: How often the background thread reports handles made and dropped to the head (s).
 REF_REPORT_S = 0.1
+#: Longest a report releasing actors waits for their workers to have read the calls
+#: sent before it (a worker cut off from this process): then it goes anyway (s).
+RELEASE_FENCE_S = 30.0
+
+#: ``fence(address) -> Future``: a call to the worker service at ``address``, sent
+#: behind everything this process sent there, arrived once the worker read those (its
+#: reply, or its death). Set by :mod:`zactor.caller.handle`, which makes calls; a
+#: process that never imported it made no handles, so releases none.
+release_fence: Callable[[str], Any] | None = None
 
 _parse_frame = _hotpath.parse_frame
 _sort_records = _hotpath.sort_records
@@ -144,6 +154,10 @@ class Runtime:
         #: ``(when, seq, fn)`` heap of :meth:`call_later`'s functions (``self.lock``).
         self._timers: list = []
         self._timer_seq = itertools.count()
+        #: ``[report, fences]`` of handle-count reports not sent yet, in order (see
+        #: :meth:`_report_refs`); ``_reports_lock`` keeps their order across threads.
+        self._held_reports: collections.deque = collections.deque()
+        self._reports_lock = threading.Lock()
         self._background = threading.Thread(
             target=self._background_loop, name="zactor-background", daemon=True
         )
@@ -565,13 +579,43 @@ class Runtime:
     def _report_refs(self) -> None:
         """Tell the head which actors this process started or stopped holding.
 
-        Sent after :meth:`flush`, so calls made before a handle was dropped are on
-        their way to the actor before the head can decide to end it.
+        A release may end an actor, after the calls already sent to it. Those were
+        flushed first, so they are on their way; but the worker reads this process's
+        connection and the head's (whose ``retire`` ends the actor) in no set order
+        between the two. So a report that releases actors waits for a
+        :data:`release_fence` to each of their workers, sent behind those calls:
+        once it is answered, the worker has them. Reports go out in the order they
+        were taken, each at most :data:`RELEASE_FENCE_S` after.
         """
-        report = self.refs.take_report()
-        if report and self.head_address is not None:
-            self.tell_system(self.head_address, HEAD_TABLE.index["refs"], self.address, report)
-            self.flush()
+        report, released_at = self.refs.take_report()
+        if not report or self.head_address is None:
+            return
+        fence = release_fence
+        fences = [fence(address) for address in released_at] if fence is not None else []
+        held = [report, fences]
+        with self._reports_lock:
+            self._held_reports.append(held)
+        if fences:
+            for future in fences:
+                future.add_done_callback(lambda _future: self._send_held_reports())
+            self.call_later(RELEASE_FENCE_S, lambda: self._send_held_reports(held))
+        self._send_held_reports()
+
+    def _send_held_reports(self, late: list | None = None) -> None:
+        """Send the held reports whose fences are done, in order, stopping at the first
+        still fenced; ``late``, a report whose wait is over, goes with those before it."""
+        with self._reports_lock:
+            held = self._held_reports
+            forced = late is not None and any(h is late for h in held)
+            sent = False
+            # _arrived(), not done(): done() may read, and run these callbacks, here.
+            while held and (forced or all(f._arrived() for f in held[0][1])):
+                report, _fences = head = held.popleft()
+                forced = forced and head is not late
+                self.tell_system(self.head_address, HEAD_TABLE.index["refs"], self.address, report)
+                sent = True
+            if sent:
+                self.flush()
 
     def tell_system(self, address: str, method: int, *args) -> None:
         """Send a one-way call of method index ``method`` (from a table of
