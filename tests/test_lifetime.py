@@ -16,7 +16,15 @@ import pytest
 import zactor
 from zactor.caller.handle import head_handle
 from zactor.control.ledger import RefLedger
-from zactor.endpoint.refs import CLAIMED, HOLD, RELEASE, SENT, HandleRefs
+from zactor.endpoint.refs import (
+    CLAIMED,
+    FENCE_FOLLOWS,
+    FENCED,
+    HOLD,
+    RELEASE,
+    SENT,
+    HandleRefs,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,8 +143,8 @@ def test_a_release_waits_until_the_worker_has_read_the_calls_sent_before_it(
     cluster, tmp_path, wait_for
 ):
     """The worker reads the caller's connection and the head's (whose ``retire`` ends the
-    actor) in no set order, so the caller reports a release only once a ping sent
-    behind its calls comes back. While the worker reads nothing, the head hears nothing."""
+    actor) in no set order, so the head ends nothing for a release until a ping the
+    caller sent behind its calls comes back. While the worker reads nothing, it does not."""
     path = str(tmp_path / "lines.txt")
     a = Appender.remote()
     actor_id = a._actor_id
@@ -155,7 +163,7 @@ def test_a_release_waits_until_the_worker_has_read_the_calls_sent_before_it(
             a.append.tell(path, i)
         del a
         gc.collect()
-        # A release sent at once would have the head retire it within a report's 0.1 s.
+        # Without the fence the head would retire it within a report's 0.1 s.
         with pytest.raises(AssertionError, match="condition not met"):
             wait_for(lambda: actor_state(actor_id) != "alive", timeout=3, interval=0.1)
     finally:
@@ -236,20 +244,46 @@ def test_handle_refs_report_only_zero_crossings_in_order():
     refs.claimed(8, 99)
     refs.release(7, "ipc:///w/worker-1.sock")  # moved since (a restart elsewhere)
     refs.acquire(9)
-    refs.release(9)  # never placed: nowhere to fence
+    refs.release(9)  # never placed: nothing sent to it, no fence
     assert refs.take_report() == (
         [
             [HOLD, 7, None],
             [SENT, 7, token],
             [HOLD, 8, None],
             [CLAIMED, 8, 99],
-            [RELEASE, 7, None],
+            [RELEASE, 7, FENCE_FOLLOWS],
             [HOLD, 9, None],
             [RELEASE, 9, None],
         ],
-        {"ipc:///w/worker-1.sock"},  # where the last handle of a released actor saw it
+        {"ipc:///w/worker-1.sock": [7]},  # fenced where its last handle saw it
     )
-    assert not refs.pending() and refs.take_report() == ([], set())
+    assert not refs.pending() and refs.take_report() == ([], {})
+    refs.fenced([7])
+    assert refs.take_report() == ([[FENCED, 7, None]], {})
+
+
+def test_ledger_ends_nothing_for_a_release_until_its_fence_passed():
+    """The head's order to end an actor must not overtake calls the releasing process
+    sent it: a fenced release holds the actor until that process says the fence passed,
+    one pass per release; a lookup meanwhile holds it on."""
+    freed = []
+    ledger = RefLedger()
+    ledger.track(1, "a")
+    ledger.apply("a", [[RELEASE, 1, FENCE_FOLLOWS]], freed.append)
+    ledger.apply("a", [[HOLD, 1, None], [RELEASE, 1, FENCE_FOLLOWS]], freed.append)
+    assert freed == [] and ledger.in_use(1)
+    ledger.apply("a", [[FENCED, 1, None]], freed.append)
+    assert freed == [] and ledger.in_use(1)  # the second release's fence is still out
+    ledger.hold(1, "a")  # get_actor meanwhile: held again
+    ledger.apply("a", [[FENCED, 1, None]], freed.append)
+    assert freed == [] and ledger.in_use(1)
+    ledger.apply("a", [[RELEASE, 1, None]], freed.append)
+    assert freed == [1]
+    # A process gone with its fence out holds nothing.
+    ledger.track(2, "b")
+    ledger.apply("b", [[RELEASE, 2, FENCE_FOLLOWS]], freed.append)
+    ledger.drop_process("b", freed.append)
+    assert freed == [1, 2]
 
 
 def test_ledger_keeps_an_actor_while_a_copy_is_in_transit_whatever_the_order():

@@ -35,6 +35,11 @@ from collections import deque
 
 #: Event kinds in a process's queue (and in the message to the head).
 HOLD, RELEASE, SENT, CLAIMED = "hold", "release", "sent", "claimed"
+#: A release's fence passed: the actor's worker has read the calls this process sent it
+#: before the release (see :meth:`HandleRefs.take_report`).
+FENCED = "fenced"
+#: The token of a ``release`` a ``fenced`` report follows.
+FENCE_FOLLOWS = 1
 
 _ADD, _DROP = 1, -1
 
@@ -72,18 +77,28 @@ class HandleRefs:
         """True if events wait to be reported."""
         return bool(self._events)
 
-    def take_report(self) -> tuple[list, set]:
+    def fenced(self, actor_ids: list) -> None:
+        """The fence of the releases of ``actor_ids`` passed (:meth:`take_report`)."""
+        for actor_id in actor_ids:
+            self._events.append((FENCED, actor_id, None))
+
+    def take_report(self) -> tuple[list, dict]:
         """Turn the queued events into ``[kind, actor_id, token]`` reports, in order,
-        and the addresses of the actors released (where the last handle dropped said
-        the actor was; see ``Runtime._report_refs``).
+        and ``{address: [actor_id, ...]}``: the actors released at a known address.
 
         Handle counts change silently; only a count leaving or reaching zero
         becomes a ``hold`` or ``release`` report.
+
+        A worker reads this process's connection and the head's in no set order, so
+        the head's order to end an actor could overtake calls this process sent it
+        before the release. Such a release's token is :data:`FENCE_FOLLOWS`: the head
+        ends nothing for it until this process reports it ``fenced``, once a ping
+        sent behind those calls to the actor's address came back (``Runtime``).
         """
         events = self._events
         counts = self._counts
         report = []
-        released_at = set()
+        fences: dict = {}
         while events:
             what, actor_id, token = events.popleft()
             if what == _ADD:
@@ -97,9 +112,11 @@ class HandleRefs:
                     counts[actor_id] = count
                 else:
                     counts.pop(actor_id, None)
-                    report.append([RELEASE, actor_id, None])
-                    if token is not None:  # a drop's third field is the actor's address
-                        released_at.add(token)
+                    if token is None:  # never placed: nothing was sent to it
+                        report.append([RELEASE, actor_id, None])
+                    else:  # a drop's third field is the actor's address
+                        report.append([RELEASE, actor_id, FENCE_FOLLOWS])
+                        fences.setdefault(token, []).append(actor_id)
             else:
                 report.append([what, actor_id, token])
-        return report, released_at
+        return report, fences

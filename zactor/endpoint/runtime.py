@@ -22,7 +22,7 @@ library; what a frame means comes from :mod:`zactor.wire`.
 
 from __future__ import annotations
 
-import collections
+import functools
 import heapq
 import itertools
 import logging
@@ -55,8 +55,8 @@ MAX_BATCH_BYTES = 1 << 20
 POLL_SLICE_MS = 200
 #: How often the background thread reports handles made and dropped to the head (s).
 REF_REPORT_S = 0.1
-#: Longest a report releasing actors waits for their workers to have read the calls
-#: sent before it (a worker cut off from this process): then it goes anyway (s).
+#: Longest a release's fence may take (a worker cut off from this process): then it is
+#: reported passed anyway (s). See HandleRefs.take_report.
 RELEASE_FENCE_S = 30.0
 
 #: ``fence(address) -> Future``: a call to the worker service at ``address``, sent
@@ -154,10 +154,6 @@ class Runtime:
         #: ``(when, seq, fn)`` heap of :meth:`call_later`'s functions (``self.lock``).
         self._timers: list = []
         self._timer_seq = itertools.count()
-        #: ``[report, fences]`` of handle-count reports not sent yet, in order (see
-        #: :meth:`_report_refs`); ``_reports_lock`` keeps their order across threads.
-        self._held_reports: collections.deque = collections.deque()
-        self._reports_lock = threading.Lock()
         self._background = threading.Thread(
             target=self._background_loop, name="zactor-background", daemon=True
         )
@@ -579,43 +575,33 @@ class Runtime:
     def _report_refs(self) -> None:
         """Tell the head which actors this process started or stopped holding.
 
-        A release may end an actor, after the calls already sent to it. Those were
-        flushed first, so they are on their way; but the worker reads this process's
-        connection and the head's (whose ``retire`` ends the actor) in no set order
-        between the two. So a report that releases actors waits for a
-        :data:`release_fence` to each of their workers, sent behind those calls:
-        once it is answered, the worker has them. Reports go out in the order they
-        were taken, each at most :data:`RELEASE_FENCE_S` after.
+        Sent after :meth:`flush`, so calls made before a handle was dropped are on
+        their way to the actor. On their way is not read: a release waits for its
+        fence (:meth:`HandleRefs.take_report`), a :data:`release_fence` to the
+        actor's worker; its answer, or :data:`RELEASE_FENCE_S`, reports it passed.
         """
-        report, released_at = self.refs.take_report()
+        report, fences = self.refs.take_report()
         if not report or self.head_address is None:
             return
-        fence = release_fence
-        fences = [fence(address) for address in released_at] if fence is not None else []
-        held = [report, fences]
-        with self._reports_lock:
-            self._held_reports.append(held)
-        if fences:
-            for future in fences:
-                future.add_done_callback(lambda _future: self._send_held_reports())
-            self.call_later(RELEASE_FENCE_S, lambda: self._send_held_reports(held))
-        self._send_held_reports()
+        self.tell_system(self.head_address, HEAD_TABLE.index["refs"], self.address, report)
+        self.flush()
+        for address, actor_ids in fences.items():
+            passed = functools.partial(self._fence_passed, actor_ids, [True])
+            self.call_later(RELEASE_FENCE_S, passed)
+            if release_fence is not None:
+                release_fence(address).add_done_callback(passed)
 
-    def _send_held_reports(self, late: list | None = None) -> None:
-        """Send the held reports whose fences are done, in order, stopping at the first
-        still fenced; ``late``, a report whose wait is over, goes with those before it."""
-        with self._reports_lock:
-            held = self._held_reports
-            forced = late is not None and any(h is late for h in held)
-            sent = False
-            # _arrived(), not done(): done() may read, and run these callbacks, here.
-            while held and (forced or all(f._arrived() for f in held[0][1])):
-                report, _fences = head = held.popleft()
-                forced = forced and head is not late
-                self.tell_system(self.head_address, HEAD_TABLE.index["refs"], self.address, report)
-                sent = True
-            if sent:
-                self.flush()
+    def _fence_passed(self, actor_ids: list, once: list, _future=None) -> None:
+        """The fence of the releases of ``actor_ids`` was answered, or waited long
+        enough: report it with the next handle counts, the first time (``once``: a
+        list whose one item the first call takes; list.pop is atomic)."""
+        try:
+            once.pop()
+        except IndexError:
+            return
+        self.refs.fenced(actor_ids)
+        with self.lock:  # reported now rather than at the next look
+            self._bg_cv.notify()
 
     def tell_system(self, address: str, method: int, *args) -> None:
         """Send a one-way call of method index ``method`` (from a table of
