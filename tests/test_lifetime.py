@@ -173,6 +173,30 @@ def test_a_release_waits_until_the_worker_has_read_the_calls_sent_before_it(
         assert f.read().split() == ["first", *map(str, range(50))]
 
 
+def test_a_handle_dropped_after_its_worker_died_leaves_no_call_behind(cluster, wait_for):
+    """A release's fence is a ping to the actor's worker; to a worker known dead it would
+    never be answered, and a reader would wait for it for good: none is sent."""
+    from zactor.endpoint import runtime as runtime_module
+
+    runtime = runtime_module.current()
+    a = Counter.remote()
+    actor_id = a._actor_id
+    assert a.increment.remote().result(timeout=30) == 1
+    address = a._address
+    pid = next(w["pid"] for w in zactor.api._cluster_info()["workers"] if w["address"] == address)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: runtime.poll() or actor_id in runtime.down, timeout=30)  # read notices
+    del a
+    gc.collect()
+    wait_for(lambda: not runtime.refs.pending(), timeout=10)  # the release is reported
+    to_dead = [
+        future
+        for _call_id, future in runtime.pending.items()
+        if getattr(getattr(future._origin, "_target", None), "address", None) == address
+    ]
+    assert to_dead == []
+
+
 def test_a_future_keeps_its_actor_alive_until_it_resolves(cluster):
     future = Counter.remote(41).increment.remote()  # the handle itself is dropped at once
     gc.collect()

@@ -586,19 +586,40 @@ class Runtime:
         self.tell_system(self.head_address, HEAD_TABLE.index["refs"], self.address, report)
         self.flush()
         for address, actor_ids in fences.items():
-            passed = functools.partial(self._fence_passed, actor_ids, [True])
-            self.call_later(RELEASE_FENCE_S, passed)
-            if release_fence is not None:
-                release_fence(address).add_done_callback(passed)
+            once = [True]
+            if any(actor_id in self.down for actor_id in actor_ids) or _current is not self:
+                # Dead or restarting: nothing sent before reaches it now (a ping to a
+                # dead worker would never come back). Or this runtime is being left.
+                self._fence_passed(actor_ids, once)
+                continue
+            try:
+                fence = release_fence(address)
+            except Exception:  # shutting down meanwhile: no fence to wait for
+                self._fence_passed(actor_ids, once)
+                continue
+            fence.add_done_callback(functools.partial(self._fence_passed, actor_ids, once))
+            late = functools.partial(self._fence_passed, actor_ids, once, fence)
+            self.call_later(RELEASE_FENCE_S, late)
 
-    def _fence_passed(self, actor_ids: list, once: list, _future=None) -> None:
+    def _fence_passed(self, actor_ids: list, once: list, fence=None) -> None:
         """The fence of the releases of ``actor_ids`` was answered, or waited long
         enough: report it with the next handle counts, the first time (``once``: a
-        list whose one item the first call takes; list.pop is atomic)."""
+        list whose one item the first call takes; list.pop is atomic). A ``fence``
+        still unanswered then is given up (no longer a call a reader must wait for)."""
         try:
             once.pop()
         except IndexError:
             return
+        if fence is not None and not fence._arrived():
+            for call_id, future in self.pending.items():
+                if future is fence:
+                    if self.pending.pop(call_id) is not None:
+                        fence._fail(
+                            ClusterError(
+                                f"no answer to the release fence in {RELEASE_FENCE_S:.0f} s"
+                            )
+                        )
+                    break
         self.refs.fenced(actor_ids)
         with self.lock:  # reported now rather than at the next look
             self._bg_cv.notify()
