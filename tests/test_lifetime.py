@@ -8,23 +8,13 @@ head's registry with a generous bound rather than expecting an exact moment.
 from __future__ import annotations
 
 import gc
-import os
-import signal
 
 import pytest
 
 import zactor
 from zactor.caller.handle import head_handle
 from zactor.control.ledger import RefLedger
-from zactor.endpoint.refs import (
-    CLAIMED,
-    FENCE_FOLLOWS,
-    FENCED,
-    HOLD,
-    RELEASE,
-    SENT,
-    HandleRefs,
-)
+from zactor.endpoint.refs import CLAIMED, HOLD, RELEASE, SENT, HandleRefs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,69 +124,6 @@ def test_calls_sent_before_the_last_handle_went_still_run(cluster, tmp_path, wai
         assert f.read().split() == [str(i) for i in range(50)]
 
 
-def actor_state(actor_id: int) -> str | None:
-    infos = head_handle().list_actors.remote().result(timeout=30)
-    return next((info["state"] for info in infos if info["actor_id"] == actor_id), None)
-
-
-def test_a_release_waits_until_the_worker_has_read_the_calls_sent_before_it(
-    cluster, tmp_path, wait_for
-):
-    """The worker reads the caller's connection and the head's (whose ``retire`` ends the
-    actor) in no set order, so the head ends nothing for a release until a ping the
-    caller sent behind its calls comes back. While the worker reads nothing, it does not."""
-    path = str(tmp_path / "lines.txt")
-    a = Appender.remote()
-    actor_id = a._actor_id
-    a.append.remote(path, "first").result(timeout=30)  # placed and built
-    worker_id = next(
-        info["worker_id"]
-        for info in head_handle().list_actors.remote().result(timeout=30)
-        if info["actor_id"] == actor_id
-    )
-    pid = next(
-        w["pid"] for w in zactor.api._cluster_info()["workers"] if w["worker_id"] == worker_id
-    )
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        for i in range(50):
-            a.append.tell(path, i)
-        del a
-        gc.collect()
-        # Without the fence the head would retire it within a report's 0.1 s.
-        with pytest.raises(AssertionError, match="condition not met"):
-            wait_for(lambda: actor_state(actor_id) != "alive", timeout=3, interval=0.1)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    wait_ended(actor_id, wait_for)
-    with open(path) as f:
-        assert f.read().split() == ["first", *map(str, range(50))]
-
-
-def test_a_handle_dropped_after_its_worker_died_leaves_no_call_behind(cluster, wait_for):
-    """A release's fence is a ping to the actor's worker; to a worker known dead it would
-    never be answered, and a reader would wait for it for good: none is sent."""
-    from zactor.endpoint import runtime as runtime_module
-
-    runtime = runtime_module.current()
-    a = Counter.remote()
-    actor_id = a._actor_id
-    assert a.increment.remote().result(timeout=30) == 1
-    address = a._address
-    pid = next(w["pid"] for w in zactor.api._cluster_info()["workers"] if w["address"] == address)
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: runtime.poll() or actor_id in runtime.down, timeout=30)  # read notices
-    del a
-    gc.collect()
-    wait_for(lambda: not runtime.refs.pending(), timeout=10)  # the release is reported
-    to_dead = [
-        future
-        for _call_id, future in runtime.pending.items()
-        if getattr(getattr(future._origin, "_target", None), "address", None) == address
-    ]
-    assert to_dead == []
-
-
 def test_a_future_keeps_its_actor_alive_until_it_resolves(cluster):
     future = Counter.remote(41).increment.remote()  # the handle itself is dropped at once
     gc.collect()
@@ -263,51 +190,18 @@ def test_handle_refs_report_only_zero_crossings_in_order():
     refs.acquire(7)
     refs.acquire(7)
     token = refs.sent(7)
-    refs.release(7, "ipc:///w/worker-0.sock")
+    refs.release(7)
     refs.acquire(8)
     refs.claimed(8, 99)
-    refs.release(7, "ipc:///w/worker-1.sock")  # moved since (a restart elsewhere)
-    refs.acquire(9)
-    refs.release(9)  # never placed: nothing sent to it, no fence
-    assert refs.take_report() == (
-        [
-            [HOLD, 7, None],
-            [SENT, 7, token],
-            [HOLD, 8, None],
-            [CLAIMED, 8, 99],
-            [RELEASE, 7, FENCE_FOLLOWS],
-            [HOLD, 9, None],
-            [RELEASE, 9, None],
-        ],
-        {"ipc:///w/worker-1.sock": [7]},  # fenced where its last handle saw it
-    )
-    assert not refs.pending() and refs.take_report() == ([], {})
-    refs.fenced([7])
-    assert refs.take_report() == ([[FENCED, 7, None]], {})
-
-
-def test_ledger_ends_nothing_for_a_release_until_its_fence_passed():
-    """The head's order to end an actor must not overtake calls the releasing process
-    sent it: a fenced release holds the actor until that process says the fence passed,
-    one pass per release; a lookup meanwhile holds it on."""
-    freed = []
-    ledger = RefLedger()
-    ledger.track(1, "a")
-    ledger.apply("a", [[RELEASE, 1, FENCE_FOLLOWS]], freed.append)
-    ledger.apply("a", [[HOLD, 1, None], [RELEASE, 1, FENCE_FOLLOWS]], freed.append)
-    assert freed == [] and ledger.in_use(1)
-    ledger.apply("a", [[FENCED, 1, None]], freed.append)
-    assert freed == [] and ledger.in_use(1)  # the second release's fence is still out
-    ledger.hold(1, "a")  # get_actor meanwhile: held again
-    ledger.apply("a", [[FENCED, 1, None]], freed.append)
-    assert freed == [] and ledger.in_use(1)
-    ledger.apply("a", [[RELEASE, 1, None]], freed.append)
-    assert freed == [1]
-    # A process gone with its fence out holds nothing.
-    ledger.track(2, "b")
-    ledger.apply("b", [[RELEASE, 2, FENCE_FOLLOWS]], freed.append)
-    ledger.drop_process("b", freed.append)
-    assert freed == [1, 2]
+    refs.release(7)
+    assert refs.take_report() == [
+        [HOLD, 7, None],
+        [SENT, 7, token],
+        [HOLD, 8, None],
+        [CLAIMED, 8, 99],
+        [RELEASE, 7, None],
+    ]
+    assert not refs.pending() and refs.take_report() == []
 
 
 def test_ledger_keeps_an_actor_while_a_copy_is_in_transit_whatever_the_order():

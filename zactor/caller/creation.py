@@ -210,7 +210,7 @@ def _start(runtime, head, spec, blob, options, address: str, placed: list) -> No
     recovery, refs = runtime.recovery, runtime.refs
     for actor_id, _key in placed:
         recovery.placed(actor_id, address)
-        refs.release(actor_id, address)  # the creation's hold (create_unplaced): placed now
+        refs.release(actor_id)  # the creation's hold (create_unplaced): placed now
 
 
 def _refused(runtime, head, spec, blob, options, deadline, pause, exc: BaseException) -> None:

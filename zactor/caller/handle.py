@@ -144,7 +144,7 @@ class _Target:
 
     def __del__(self) -> None:
         if self.refs is not None:
-            self.refs.release(self.actor_id, self.address)
+            self.refs.release(self.actor_id)
 
 
 #: Method name -> index, by method table: handles of one class share one.
@@ -510,16 +510,6 @@ def head_handle(runtime=None) -> ActorHandle:
 def worker_service_handle(address: str) -> ActorHandle:
     """A handle to the service actor (actor 0) of the worker at ``address``."""
     return ActorHandle(wire.SYSTEM_ACTOR_ID, address, "WorkerService", WORKER_TABLE.names)
-
-
-def _ping_behind(address: str) -> Future:
-    """The runtime's release fence (``zactor.endpoint.runtime.release_fence``): a ping to
-    the worker at ``address``, which answers once it has read what this process sent
-    it before."""
-    return worker_service_handle(address).ping.remote()
-
-
-_runtime_mod.release_fence = _ping_behind
 
 
 def node_service_handle(address: str) -> ActorHandle:

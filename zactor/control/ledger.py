@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from zactor.endpoint.refs import CLAIMED, FENCE_FOLLOWS, FENCED, HOLD, RELEASE, SENT
+from zactor.endpoint.refs import CLAIMED, HOLD, RELEASE, SENT
 
 
 class RefLedger:
@@ -19,10 +19,6 @@ class RefLedger:
     def __init__(self) -> None:
         self.holders: dict[int, set] = {}
         self.transit: dict[int, dict[int, int]] = {}
-        #: actor id -> {process: its releases whose fence has not passed}. Until it
-        #: has, calls that process sent before releasing may still be unread by the
-        #: actor's worker: ending the actor then would refuse them.
-        self.fencing: dict[int, dict[str, int]] = {}
 
     def track(self, actor_id: int, owner: str) -> None:
         """Start counting a new actor, held by the process that created it."""
@@ -38,7 +34,6 @@ class RefLedger:
         """The actor ended: drop its entries."""
         self.holders.pop(actor_id, None)
         self.transit.pop(actor_id, None)
-        self.fencing.pop(actor_id, None)
 
     def apply(self, address: str, report: list, on_unreferenced: Callable[[int], None]) -> None:
         """Apply one process's report; call ``on_unreferenced(actor_id)`` for actors it freed."""
@@ -51,16 +46,6 @@ class RefLedger:
                 holders.add(address)
             elif kind == RELEASE:
                 holders.discard(address)
-                if token == FENCE_FOLLOWS:
-                    fences = self.fencing.setdefault(actor_id, {})
-                    fences[address] = fences.get(address, 0) + 1
-                touched.add(actor_id)
-            elif kind == FENCED:
-                fences = self.fencing.get(actor_id, {})
-                if fences.get(address, 0) > 1:
-                    fences[address] -= 1
-                elif fences.pop(address, None) is not None and not fences:
-                    del self.fencing[actor_id]
                 touched.add(actor_id)
             elif kind in (SENT, CLAIMED):
                 tokens = self.transit.setdefault(actor_id, {})
@@ -78,11 +63,7 @@ class RefLedger:
         """A process is gone: it holds nothing any more."""
         freed = []
         for actor_id, holders in self.holders.items():
-            fences = self.fencing.get(actor_id)
-            fenced = fences is not None and fences.pop(address, None) is not None
-            if fenced and not fences:
-                del self.fencing[actor_id]
-            if address in holders or fenced:
+            if address in holders:
                 holders.discard(address)
                 if not self.in_use(actor_id):
                     freed.append(actor_id)
@@ -90,8 +71,7 @@ class RefLedger:
             on_unreferenced(actor_id)
 
     def in_use(self, actor_id: int) -> bool:
-        """True while a process holds the actor, a release's fence has not passed, or a
-        copy of its handle is in transit."""
-        if self.holders.get(actor_id) or self.fencing.get(actor_id):
+        """True while a process holds the actor or a copy of its handle is in transit."""
+        if self.holders.get(actor_id):
             return True
         return any(count > 0 for count in self.transit.get(actor_id, {}).values())

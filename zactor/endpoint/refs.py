@@ -35,11 +35,6 @@ from collections import deque
 
 #: Event kinds in a process's queue (and in the message to the head).
 HOLD, RELEASE, SENT, CLAIMED = "hold", "release", "sent", "claimed"
-#: A release's fence passed: the actor's worker has read the calls this process sent it
-#: before the release (see :meth:`HandleRefs.take_report`).
-FENCED = "fenced"
-#: The token of a ``release`` a ``fenced`` report follows.
-FENCE_FOLLOWS = 1
 
 _ADD, _DROP = 1, -1
 
@@ -57,9 +52,9 @@ class HandleRefs:
         """A handle to ``actor_id`` was made in this process."""
         self._events.append((_ADD, actor_id, None))
 
-    def release(self, actor_id: int, address: str | None = None) -> None:
-        """A handle to ``actor_id`` (at ``address``, if placed) was garbage-collected."""
-        self._events.append((_DROP, actor_id, address))
+    def release(self, actor_id: int) -> None:
+        """A handle to ``actor_id`` was garbage-collected."""
+        self._events.append((_DROP, actor_id, None))
 
     def sent(self, actor_id: int) -> int:
         """A handle is being pickled: returns the token its copy will claim."""
@@ -77,28 +72,15 @@ class HandleRefs:
         """True if events wait to be reported."""
         return bool(self._events)
 
-    def fenced(self, actor_ids: list) -> None:
-        """The fence of the releases of ``actor_ids`` passed (:meth:`take_report`)."""
-        for actor_id in actor_ids:
-            self._events.append((FENCED, actor_id, None))
-
-    def take_report(self) -> tuple[list, dict]:
-        """Turn the queued events into ``[kind, actor_id, token]`` reports, in order,
-        and ``{address: [actor_id, ...]}``: the actors released at a known address.
+    def take_report(self) -> list:
+        """Turn the queued events into ``[kind, actor_id, token]`` reports, in order.
 
         Handle counts change silently; only a count leaving or reaching zero
         becomes a ``hold`` or ``release`` report.
-
-        A worker reads this process's connection and the head's in no set order, so
-        the head's order to end an actor could overtake calls this process sent it
-        before the release. Such a release's token is :data:`FENCE_FOLLOWS`: the head
-        ends nothing for it until this process reports it ``fenced``, once a ping
-        sent behind those calls to the actor's address came back (``Runtime``).
         """
         events = self._events
         counts = self._counts
         report = []
-        fences: dict = {}
         while events:
             what, actor_id, token = events.popleft()
             if what == _ADD:
@@ -112,11 +94,7 @@ class HandleRefs:
                     counts[actor_id] = count
                 else:
                     counts.pop(actor_id, None)
-                    if token is None:  # never placed: nothing was sent to it
-                        report.append([RELEASE, actor_id, None])
-                    else:  # a drop's third field is the actor's address
-                        report.append([RELEASE, actor_id, FENCE_FOLLOWS])
-                        fences.setdefault(token, []).append(actor_id)
+                    report.append([RELEASE, actor_id, None])
             else:
                 report.append([what, actor_id, token])
-        return report, fences
+        return report

@@ -22,7 +22,6 @@ library; what a frame means comes from :mod:`zactor.wire`.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import logging
@@ -55,15 +54,6 @@ MAX_BATCH_BYTES = 1 << 20
 POLL_SLICE_MS = 200
 #: How often the background thread reports handles made and dropped to the head (s).
 REF_REPORT_S = 0.1
-#: Longest a release's fence may take (a worker cut off from this process): then it is
-#: reported passed anyway (s). See HandleRefs.take_report.
-RELEASE_FENCE_S = 30.0
-
-#: ``fence(address) -> Future``: a call to the worker service at ``address``, sent
-#: behind everything this process sent there, arrived once the worker read those (its
-#: reply, or its death). Set by :mod:`zactor.caller.handle`, which makes calls; a
-#: process that never imported it made no handles, so releases none.
-release_fence: Callable[[str], Any] | None = None
 
 _parse_frame = _hotpath.parse_frame
 _sort_records = _hotpath.sort_records
@@ -576,53 +566,12 @@ class Runtime:
         """Tell the head which actors this process started or stopped holding.
 
         Sent after :meth:`flush`, so calls made before a handle was dropped are on
-        their way to the actor. On their way is not read: a release waits for its
-        fence (:meth:`HandleRefs.take_report`), a :data:`release_fence` to the
-        actor's worker; its answer, or :data:`RELEASE_FENCE_S`, reports it passed.
+        their way to the actor before the head can decide to end it.
         """
-        report, fences = self.refs.take_report()
-        if not report or self.head_address is None:
-            return
-        self.tell_system(self.head_address, HEAD_TABLE.index["refs"], self.address, report)
-        self.flush()
-        for address, actor_ids in fences.items():
-            once = [True]
-            if any(actor_id in self.down for actor_id in actor_ids) or _current is not self:
-                # Dead or restarting: nothing sent before reaches it now (a ping to a
-                # dead worker would never come back). Or this runtime is being left.
-                self._fence_passed(actor_ids, once)
-                continue
-            try:
-                fence = release_fence(address)
-            except Exception:  # shutting down meanwhile: no fence to wait for
-                self._fence_passed(actor_ids, once)
-                continue
-            fence.add_done_callback(functools.partial(self._fence_passed, actor_ids, once))
-            late = functools.partial(self._fence_passed, actor_ids, once, fence)
-            self.call_later(RELEASE_FENCE_S, late)
-
-    def _fence_passed(self, actor_ids: list, once: list, fence=None) -> None:
-        """The fence of the releases of ``actor_ids`` was answered, or waited long
-        enough: report it with the next handle counts, the first time (``once``: a
-        list whose one item the first call takes; list.pop is atomic). A ``fence``
-        still unanswered then is given up (no longer a call a reader must wait for)."""
-        try:
-            once.pop()
-        except IndexError:
-            return
-        if fence is not None and not fence._arrived():
-            for call_id, future in self.pending.items():
-                if future is fence:
-                    if self.pending.pop(call_id) is not None:
-                        fence._fail(
-                            ClusterError(
-                                f"no answer to the release fence in {RELEASE_FENCE_S:.0f} s"
-                            )
-                        )
-                    break
-        self.refs.fenced(actor_ids)
-        with self.lock:  # reported now rather than at the next look
-            self._bg_cv.notify()
+        report = self.refs.take_report()
+        if report and self.head_address is not None:
+            self.tell_system(self.head_address, HEAD_TABLE.index["refs"], self.address, report)
+            self.flush()
 
     def tell_system(self, address: str, method: int, *args) -> None:
         """Send a one-way call of method index ``method`` (from a table of
