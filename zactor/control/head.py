@@ -701,11 +701,8 @@ class Head:
         not registered within ``START_TIMEOUT_S``: the creations and restarts waiting for
         it wait no more (they go elsewhere, or fail). If it registers later, it joins as
         any worker does."""
-        asked = self._node_replacing.get(node_id)
-        if asked is None or asked.pop(dead_worker_id, None) is None:
+        if not self._node_replacement_over(node_id, dead_worker_id):
             return
-        if not asked:
-            del self._node_replacing[node_id]
         log.warning(
             "zactor head: node %s's replacement for worker %s did not register within %.0f s",
             node_id,
@@ -722,14 +719,20 @@ class Head:
             for node_id, asked in self._node_replacing.items()
         }
 
-    def _node_replacement_over(self, node_id: str) -> None:
-        """One of the replacements asked of node ``node_id``'s agent registered, or did
-        not start: the one asked first is no longer waited for."""
+    def _node_replacement_over(self, node_id: str, dead: str | None = None) -> bool:
+        """The replacement asked of node ``node_id``'s agent for worker ``dead`` (None:
+        the one asked first, as one registered or did not start) is no longer waited
+        for. False if it was not."""
         asked = self._node_replacing.get(node_id)
-        if asked:
-            del asked[min(asked, key=asked.__getitem__)]
-            if not asked:
-                del self._node_replacing[node_id]
+        if not asked:
+            return False
+        if dead is None:
+            dead = min(asked, key=asked.__getitem__)
+        if asked.pop(dead, None) is None:
+            return False
+        if not asked:
+            del self._node_replacing[node_id]
+        return True
 
     def _start_failed(self, worker_id: str, cause: str) -> None:
         """Replacement worker ``worker_id`` exited (``cause``: how) before it registered.
